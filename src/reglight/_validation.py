@@ -1,0 +1,85 @@
+"""Argument checks shared by the whole library.
+
+Every public constructor validates its arguments at construction time and raises an error that names
+the argument and the value it was given (the habit of Lightning's callbacks and scikit-learn).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "check_choice",
+    "check_in_range",
+    "check_positive",
+    "check_positive_int",
+    "check_probability",
+    "check_nonnegative",
+]
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_probability(name: str, value: Any, *, inclusive_one: bool = False) -> float:
+    """Return ``float(value)`` if it lies in ``[0, 1)`` (or ``[0, 1]``), else raise ``ValueError``."""
+    hi = "1]" if inclusive_one else "1)"
+    if not _is_real(value) or math.isnan(value):
+        raise ValueError(f"`{name}` must be a probability in [0, {hi}, got {value!r}")
+    ok = 0.0 <= value <= 1.0 if inclusive_one else 0.0 <= value < 1.0
+    if not ok:
+        raise ValueError(f"`{name}` must be a probability in [0, {hi}, got {value!r}")
+    return float(value)
+
+
+def check_in_range(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
+    """Return ``float(value)`` if ``low <= value <= high`` (bounds as given), else raise ``ValueError``."""
+    lb = "[" if low_inclusive else "("
+    rb = "]" if high_inclusive else ")"
+    if not _is_real(value) or math.isnan(value):
+        raise ValueError(f"`{name}` must be a number in {lb}{low}, {high}{rb}, got {value!r}")
+    above = value >= low if low_inclusive else value > low
+    below = value <= high if high_inclusive else value < high
+    if not (above and below):
+        raise ValueError(f"`{name}` must be in {lb}{low}, {high}{rb}, got {value!r}")
+    return float(value)
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """Return ``float(value)`` if it is a finite number ``>= 0``, else raise ``ValueError``."""
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_positive(name: str, value: Any) -> float:
+    """Return ``float(value)`` if it is a finite number ``> 0``, else raise ``ValueError``."""
+    if not _is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return ``value`` if it is an ``int >= minimum``, else raise ``ValueError``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ``ValueError`` listing them."""
+    options = tuple(choices)
+    if value not in options:
+        raise ValueError(f"`{name}` must be one of {', '.join(map(repr, options))}, got {value!r}")
+    return str(value)
