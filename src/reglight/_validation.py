@@ -13,10 +13,10 @@ from typing import Any
 __all__ = [
     "check_choice",
     "check_in_range",
+    "check_nonnegative",
     "check_positive",
     "check_positive_int",
     "check_probability",
-    "check_nonnegative",
 ]
 
 
