@@ -1,0 +1,365 @@
+"""The LightningModule of the medical-image CNN recipe."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from reglight._validation import (
+    check_choice,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_probability,
+)
+
+from .data import TASKS
+from .metrics import MedMNISTMetrics, scores_from_logits
+from .network import SmallCNN
+
+__all__ = ["MedicalCNN"]
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    """Biases and normalization parameters (all 1-d tensors) are not weight-decayed."""
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+class MedicalCNN(pl.LightningModule):
+    """A small CNN for MedMNIST with the seed's stacked regularization.
+
+    The stack (each piece can be switched off for the ablation):
+
+    - **L2 weight decay** ``weight_decay`` on convolution and linear weights (not on biases or norms). With
+      ``optimizer="adam"`` or ``"sgd"`` it is the classic coupled L2 term, the gradient of
+      ``(λ/2)·‖θ‖²``; with ``"adamw"`` it is decoupled (Loshchilov & Hutter 2019). A
+      ``reglight.callbacks.PenaltyHook`` on the Trainer is the alternative (set ``weight_decay=0`` then).
+    - **Dropout** after the fully connected layer, optional DropBlock, a small network (``depth``,
+      ``width``): see :class:`~reglight.recipes.medical_cnn.SmallCNN`.
+    - Augmentation and early stopping live in the datamodule and the Trainer's callbacks.
+
+    The task (loss and metrics) comes from the datamodule's ``spec`` (``medmnist.INFO``) unless given:
+    cross-entropy over ``num_classes`` outputs for binary, multi-class and ordinal tasks (as medmnist's
+    own training scripts do), binary cross-entropy per label for multi-label tasks. Validation logs
+    ``val/loss``, ``val/auc`` and ``val/acc`` (AUC and ACC computed as ``medmnist.Evaluator`` does, see
+    :class:`~reglight.recipes.medical_cnn.MedMNISTMetrics`); model selection and early stopping use
+    ``val/auc``.
+
+    Testing evaluates every loader of ``trainer.datamodule.test_splits`` (the test split, the training split
+    without augmentation and the validation split) and logs ``test/{auc,acc,loss}``,
+    ``test/{train,val}_{auc,acc,loss}`` and the generalization gap ``test/gap_auc`` (train AUC − test AUC),
+    ``test/gap_acc`` and ``test/gap_loss`` (test loss − train loss), plus the test confusion matrix as a
+    figure and a table through ``reglight.logging``. :meth:`report` returns the same as printable tables.
+
+    Args:
+        depth: Number of convolution stages.
+        width: Channels of the first stage (doubled at every stage).
+        blocks_per_stage: Convolution blocks per stage.
+        hidden: Units of the fully connected layer.
+        dropout: Dropout probability after the fully connected layer.
+        dropblock: DropBlock probability on the last two stages (0 disables it).
+        block_size: DropBlock block size.
+        norm: Normalization: ``"batch"``, ``"ghost"``, ``"renorm"``, ``"group"``, ``"layer2d"`` or ``"none"``.
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (Nesterov momentum).
+        lr: Peak learning rate.
+        weight_decay: L2 weight decay λ on convolution and linear weights (0 disables it).
+        momentum: SGD momentum.
+        lr_schedule: ``"cosine"`` (cosine decay to 0 over ``trainer.max_epochs``) or ``"constant"``.
+        label_smoothing: Label smoothing of the cross-entropy loss (0 disables it).
+        task: MedMNIST task type; ``None`` takes it from the datamodule.
+        num_classes: Number of outputs; ``None`` takes it from the datamodule.
+        in_channels: Image channels; ``None`` takes it from the datamodule.
+        class_names: Class names for the confusion matrix; ``None`` takes them from the datamodule.
+
+    Example:
+        >>> import torch
+        >>> model = MedicalCNN(task="binary-class", num_classes=2, in_channels=1, width=8)
+        >>> model(torch.randn(2, 1, 28, 28)).shape
+        torch.Size([2, 2])
+    """
+
+    def __init__(
+        self,
+        depth: int = 3,
+        width: int = 32,
+        blocks_per_stage: int = 1,
+        hidden: int = 128,
+        dropout: float = 0.2,
+        dropblock: float = 0.0,
+        block_size: int = 3,
+        norm: str = "batch",
+        optimizer: Literal["adam", "adamw", "sgd"] = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-3,
+        momentum: float = 0.9,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        label_smoothing: float = 0.0,
+        task: str | None = None,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        check_choice("optimizer", optimizer, ("adam", "adamw", "sgd"))
+        check_positive("lr", lr)
+        check_nonnegative("weight_decay", weight_decay)
+        check_probability("momentum", momentum)
+        check_choice("lr_schedule", lr_schedule, ("cosine", "constant"))
+        check_probability("label_smoothing", label_smoothing)
+        if task is not None:
+            check_choice("task", task, TASKS)
+        if num_classes is not None:
+            check_positive_int("num_classes", num_classes, minimum=2)
+        if in_channels is not None:
+            check_positive_int("in_channels", in_channels)
+        # validates the architecture arguments now rather than at `setup`
+        SmallCNN(
+            1, 2, depth, width, blocks_per_stage, hidden, dropout, dropblock, block_size, "batch"
+        )
+        self.save_hyperparameters()
+        self.net: SmallCNN | None = None
+        self.val_metrics: MedMNISTMetrics | None = None
+        self.test_metrics = nn.ModuleDict()
+        self.test_losses = nn.ModuleDict()
+        self.results: dict[str, dict[str, float]] = {}
+        self.confusion: Tensor | None = None
+        if task is not None and num_classes is not None and in_channels is not None:
+            self._build()
+
+    # ------------------------------------------------------------------------------------------ build
+
+    @property
+    def task(self) -> str:
+        """The MedMNIST task type (known once the model is built)."""
+        return str(self.hparams["task"])
+
+    def _build(self) -> None:
+        hp = self.hparams
+        self.net = SmallCNN(
+            in_channels=hp["in_channels"],
+            num_classes=hp["num_classes"],
+            depth=hp["depth"],
+            width=hp["width"],
+            blocks_per_stage=hp["blocks_per_stage"],
+            hidden=hp["hidden"],
+            dropout=hp["dropout"],
+            dropblock=hp["dropblock"],
+            block_size=hp["block_size"],
+            norm=hp["norm"],
+        )
+        self.val_metrics = MedMNISTMetrics(hp["task"], hp["num_classes"])
+
+    def setup(self, stage: str) -> None:
+        """Take the task, classes and channels from ``trainer.datamodule.spec`` and build the network."""
+        if self.net is not None:
+            return
+        spec = getattr(self._datamodule(), "spec", None)
+        if spec is None and None in (self.hparams["task"], self.hparams["num_classes"]):
+            raise ValueError(
+                "MedicalCNN needs `task`, `num_classes` and `in_channels`, either as arguments or from a "
+                "datamodule with a `spec` attribute (such as MedMNISTDataModule)"
+            )
+        if spec is not None:
+            for key, value in (
+                ("task", spec.task),
+                ("num_classes", spec.num_classes),
+                ("in_channels", spec.n_channels),
+                ("class_names", list(spec.label_names)),
+            ):
+                if self.hparams[key] is None:
+                    self.hparams[key] = value
+        if self.hparams["in_channels"] is None:
+            self.hparams["in_channels"] = 1
+        self._build()
+
+    # ----------------------------------------------------------------------------------------- steps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(N, num_classes)``."""
+        if self.net is None:
+            raise RuntimeError(
+                "the network is built in `setup()` (or when task/num_classes are given)"
+            )
+        return self.net(x)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy (binary / multi-class / ordinal) or per-label binary cross-entropy (multi-label)."""
+        smoothing = float(self.hparams["label_smoothing"])
+        if self.task == "multi-label, binary-class":
+            t = target.float()
+            if smoothing:
+                t = t * (1 - smoothing) + 0.5 * smoothing
+            return F.binary_cross_entropy_with_logits(logits, t)
+        return F.cross_entropy(logits, target, label_smoothing=smoothing)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = self.loss(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        assert self.val_metrics is not None
+        self.val_metrics.update(logits, y)
+        self.log("val/loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(x))
+
+    def on_validation_epoch_end(self) -> None:
+        assert self.val_metrics is not None
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log("val/auc", values["auc"], prog_bar=True)
+        self.log("val/acc", values["acc"], prog_bar=True)
+
+    def _test_split_names(self) -> tuple[str, ...]:
+        return tuple(getattr(self._datamodule(), "test_splits", ("test",)))
+
+    def _datamodule(self) -> Any:
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def on_test_epoch_start(self) -> None:
+        hp = self.hparams
+        names = self._test_split_names()
+        self.test_metrics = nn.ModuleDict(
+            {
+                s: MedMNISTMetrics(hp["task"], hp["num_classes"], confusion=s == "test")
+                for s in names
+            }
+        ).to(self.device)
+        self.test_losses = nn.ModuleDict({s: MeanMetric() for s in names}).to(self.device)
+
+    def test_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        x, y = batch
+        split = self._test_split_names()[dataloader_idx]
+        logits = self(x)
+        self._split_metrics(split).update(logits, y)
+        self._split_loss(split).update(self.loss(logits, y), weight=len(x))
+
+    def _split_metrics(self, split: str) -> MedMNISTMetrics:
+        return cast(MedMNISTMetrics, self.test_metrics[split])
+
+    def _split_loss(self, split: str) -> MeanMetric:
+        return cast(MeanMetric, self.test_losses[split])
+
+    def on_test_epoch_end(self) -> None:
+        results: dict[str, dict[str, float]] = {}
+        for split in self.test_metrics:
+            values = {k: float(v) for k, v in self._split_metrics(split).compute().items()}
+            values["loss"] = float(self._split_loss(split).compute())
+            results[split] = values
+        self.confusion = None
+        if "test" in self.test_metrics:
+            self.confusion = self._split_metrics("test").confusion_matrix().cpu()
+        for split in self.test_metrics:
+            self._split_metrics(split).reset()
+            self._split_loss(split).reset()
+        self.results = results
+        logged: dict[str, float] = {}
+        for split, values in results.items():
+            for name, v in values.items():
+                logged[f"test/{name}" if split == "test" else f"test/{split}_{name}"] = v
+        if "test" in results and "train" in results:
+            logged["test/gap_auc"] = results["train"]["auc"] - results["test"]["auc"]
+            logged["test/gap_acc"] = results["train"]["acc"] - results["test"]["acc"]
+            logged["test/gap_loss"] = results["test"]["loss"] - results["train"]["loss"]
+        for key, v in logged.items():
+            self.log(key, v, add_dataloader_idx=False, sync_dist=False)
+        if self.confusion is not None and self.trainer.is_global_zero:
+            self._log_confusion()
+
+    def _class_names(self) -> list[str]:
+        names = self.hparams["class_names"]
+        return list(names) if names else [str(i) for i in range(int(self.hparams["num_classes"]))]
+
+    def _log_confusion(self) -> None:
+        from reglight.logging import log_figure, log_table
+
+        from .figures import confusion_matrix_figure
+
+        assert self.confusion is not None
+        cm = self.confusion.numpy()
+        fig = confusion_matrix_figure(cm, self._class_names())
+        log_figure(self, "test/confusion_matrix", fig)
+        table = self._confusion_table()
+        log_table(self, "test/confusion_matrix_table", table.columns, table.rows)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Per-class scores (softmax, or sigmoid for multi-label) of a batch ``x`` or ``(x, y)``."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return scores_from_logits(self(x), self.task)
+
+    # ------------------------------------------------------------------------------------- optimizer
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        if self.net is None:
+            raise RuntimeError("the network is built in `setup()`; call fit through a Trainer")
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for name, p in self.net.named_parameters():
+            if p.requires_grad:
+                (no_decay if _no_decay(name, p) else decay).append(p)
+        groups = [
+            {"params": decay, "weight_decay": hp["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        opt: torch.optim.Optimizer
+        if hp["optimizer"] == "sgd":
+            opt = torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=True)
+        elif hp["optimizer"] == "adamw":
+            opt = torch.optim.AdamW(groups, lr=hp["lr"])
+        else:
+            opt = torch.optim.Adam(groups, lr=hp["lr"])
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        if hp["lr_schedule"] == "constant" or not max_epochs or max_epochs < 1:
+            return opt
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    # ---------------------------------------------------------------------------------------- report
+
+    def _confusion_table(self) -> Any:
+        from reglight.logging import Table
+
+        assert self.confusion is not None
+        names = self._class_names()
+        cm = self.confusion.tolist()
+        if self.confusion.ndim == 3:
+            rows = [[n, *m[0], *m[1]] for n, m in zip(names, cm)]
+            return Table(
+                "Confusion matrices per label (test)", ["label", "TN", "FP", "FN", "TP"], rows
+            )
+        rows = [[f"true {n}", *r] for n, r in zip(names, cm)]
+        return Table("Confusion matrix (test)", ["", *[f"pred {n}" for n in names]], rows)
+
+    def report(self) -> list[Any]:
+        """The final metrics of the last test run as printable tables.
+
+        Returns:
+            A list of ``reglight.logging.Table``: loss/AUC/ACC per split with the generalization gap (row
+            ``gap``: test − train for the loss, train − test for AUC and ACC), and the test confusion matrix. Empty before :meth:`~lightning.pytorch.Trainer.test`.
+        """
+        from reglight.logging import Table
+
+        if not self.results:
+            return []
+        rows: list[list[Any]] = [
+            [split, v["loss"], v["auc"], v["acc"]] for split, v in self.results.items()
+        ]
+        if "train" in self.results and "test" in self.results:
+            tr, te = self.results["train"], self.results["test"]
+            rows.append(
+                ["gap", te["loss"] - tr["loss"], tr["auc"] - te["auc"], tr["acc"] - te["acc"]]
+            )
+        tables = [Table("MedMNIST metrics", ["split", "loss", "AUC", "ACC"], rows)]
+        if self.confusion is not None:
+            tables.append(self._confusion_table())
+        return tables

@@ -1,0 +1,105 @@
+"""The small convolutional network of the medical-image CNN recipe (pure torch, no Lightning)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from reglight._validation import check_choice, check_positive_int, check_probability
+
+__all__ = ["NORM_KINDS", "SmallCNN"]
+
+NORM_KINDS: tuple[str, ...] = ("batch", "ghost", "renorm", "group", "layer2d", "none")
+"""Normalization layers the network can use (through ``reglight.nn.convert_norms``)."""
+
+
+class SmallCNN(nn.Module):
+    """A small VGG-style CNN whose capacity is set by two numbers: depth and width.
+
+    ``depth`` stages, stage ``i`` with ``width·2^i`` channels made of ``blocks_per_stage`` blocks
+    ``conv3×3 → norm → ReLU``, each stage followed by 2×2 max-pooling (ceil mode, so any depth fits a
+    28×28 image); then global average pooling, a fully connected layer of ``hidden`` units with ReLU,
+    **dropout** ``p = dropout`` (the seed's "dropout after the fully connected layers"), and the output layer.
+    Optional DropBlock (Ghiasi et al. 2018) acts on the feature maps of the last two stages.
+
+    This is the seed's "shallower network" knob: fewer layers and smaller hidden dimensions regularize a model
+    for a dataset of a few hundred images; ``depth``/``width``/``blocks_per_stage`` raise the capacity for
+    the ablation's "deeper network".
+
+    Normalization layers are built as ``nn.BatchNorm2d`` and swapped with ``reglight.nn.convert_norms`` for
+    the other kinds (``"ghost"``, ``"renorm"``, ``"group"``, ``"layer2d"``, ``"none"``).
+
+    Args:
+        in_channels: Image channels (1 for grayscale, 3 for RGB).
+        num_classes: Number of outputs (classes, or labels for multi-label).
+        depth: Number of stages (each halves the resolution).
+        width: Channels of the first stage; doubled at every stage.
+        blocks_per_stage: Convolution blocks per stage.
+        hidden: Units of the fully connected layer before the output.
+        dropout: Dropout probability after the fully connected layer.
+        dropblock: DropBlock drop probability on the last two stages (0 disables it).
+        block_size: DropBlock block size.
+        norm: Normalization kind, one of :data:`NORM_KINDS`.
+
+    Example:
+        >>> import torch
+        >>> net = SmallCNN(in_channels=1, num_classes=2, depth=3, width=16)
+        >>> net(torch.randn(4, 1, 28, 28)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        depth: int = 3,
+        width: int = 32,
+        blocks_per_stage: int = 1,
+        hidden: int = 128,
+        dropout: float = 0.2,
+        dropblock: float = 0.0,
+        block_size: int = 3,
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        check_positive_int("in_channels", in_channels)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("depth", depth)
+        check_positive_int("width", width)
+        check_positive_int("blocks_per_stage", blocks_per_stage)
+        check_positive_int("hidden", hidden)
+        check_probability("dropout", dropout)
+        check_probability("dropblock", dropblock)
+        check_positive_int("block_size", block_size)
+        check_choice("norm", norm, NORM_KINDS)
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for stage in range(depth):
+            c_out = width * 2**stage
+            for _ in range(blocks_per_stage):
+                layers += [
+                    nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                ]
+                c_in = c_out
+            if dropblock > 0 and stage >= depth - 2:
+                from reglight.nn import DropBlock2d
+
+                layers.append(DropBlock2d(dropblock, block_size=block_size))
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_classes)
+        if norm != "batch":
+            from reglight.nn import convert_norms
+
+            convert_norms(self, norm)
+        self.norm = norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(N, num_classes)`` of images ``(N, C, H, W)``."""
+        h = self.pool(self.features(x)).flatten(1)
+        return self.head(self.dropout(self.act(self.fc(h))))
