@@ -1,0 +1,131 @@
+"""Metrics against medmnist's own Evaluator, the network and the LightningModule's pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from medmnist.evaluator import getACC, getAUC
+
+from reglight.recipes.medical_cnn import MedicalCNN, MedMNISTMetrics, SmallCNN, medmnist_metrics
+
+
+def _random_task(task: str, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    if task == "multi-label, binary-class":
+        target = (torch.rand(n, k, generator=g) < 0.4).long()
+        logits = 1.5 * target + torch.randn(n, k, generator=g)
+    else:
+        target = torch.randint(0, k, (n,), generator=g)
+        logits = torch.randn(n, k, generator=g) + 1.2 * torch.nn.functional.one_hot(target, k)
+    return logits, target
+
+
+@pytest.mark.parametrize(
+    ("task", "k"),
+    [
+        ("binary-class", 2),
+        ("multi-class", 5),
+        ("ordinal-regression", 5),
+        ("multi-label, binary-class", 4),
+    ],
+)
+def test_metrics_match_medmnist_evaluator(task: str, k: int) -> None:
+    """AUC and ACC equal medmnist's getAUC/getACC (sklearn) on the softmax / sigmoid scores."""
+    for seed in range(3):
+        logits, target = _random_task(task, 97, k, seed)
+        scores = logits.sigmoid() if task.startswith("multi-label") else logits.softmax(-1)
+        y = target.numpy() if task.startswith("multi-label") else target.numpy()[:, None]
+        expected_auc = getAUC(y, scores.numpy(), task)
+        expected_acc = getACC(y, scores.numpy(), task)
+        got = medmnist_metrics(logits, target, task)
+        assert got["auc"] == pytest.approx(expected_auc, abs=1e-6)
+        assert got["acc"] == pytest.approx(expected_acc, abs=1e-6)
+
+
+def test_metrics_accumulate_over_batches() -> None:
+    logits, target = _random_task("multi-class", 120, 4, 0)
+    m = MedMNISTMetrics("multi-class", 4, confusion=True)
+    for i in range(0, 120, 25):
+        m.update(logits[i : i + 25], target[i : i + 25])
+    whole = medmnist_metrics(logits, target, "multi-class")
+    got = m.compute()
+    assert float(got["auc"]) == pytest.approx(whole["auc"], abs=1e-6)
+    assert float(got["acc"]) == pytest.approx(whole["acc"], abs=1e-6)
+    from sklearn.metrics import confusion_matrix
+
+    expected = confusion_matrix(target.numpy(), logits.argmax(-1).numpy(), labels=range(4))
+    np.testing.assert_array_equal(m.confusion_matrix().numpy(), expected)
+
+
+def test_binary_confusion_thresholds_positive_score_at_half() -> None:
+    logits = torch.tensor([[0.0, 0.1], [0.3, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    m = MedMNISTMetrics("binary-class", 2, confusion=True)
+    m.update(logits, torch.tensor([1, 1, 0, 0]))
+    assert m.confusion_matrix().tolist() == [[1, 1], [1, 1]]
+    with pytest.raises(RuntimeError, match="confusion=True"):
+        MedMNISTMetrics("binary-class", 2).confusion_matrix()
+    with pytest.raises(ValueError, match="num_classes"):
+        MedMNISTMetrics("binary-class", 3)
+    with pytest.raises(ValueError, match="task"):
+        MedMNISTMetrics("regression", 3)
+
+
+def test_small_cnn_depth_width_and_dropout() -> None:
+    net = SmallCNN(
+        in_channels=3, num_classes=7, depth=4, width=8, blocks_per_stage=2, hidden=32, dropout=0.3
+    )
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 32, 32, 64, 64]
+    assert net.fc.in_features == 64 and net.head.out_features == 7
+    assert net.dropout.p == 0.3
+    assert net(torch.randn(2, 3, 28, 28)).shape == (2, 7)
+    deep = SmallCNN(depth=6, width=4)  # ceil-mode pooling: 28 -> 14 -> 7 -> 4 -> 2 -> 1 -> 1
+    assert deep(torch.randn(2, 1, 28, 28)).shape == (2, 2)
+    net.eval()
+    x = torch.randn(2, 3, 28, 28)
+    assert torch.equal(net(x), net(x))
+    with pytest.raises(ValueError, match="`depth`"):
+        SmallCNN(depth=0)
+    with pytest.raises(ValueError, match="`dropout`"):
+        SmallCNN(dropout=1.0)
+    with pytest.raises(ValueError, match="`norm`"):
+        SmallCNN(norm="instance")
+
+
+def test_weight_decay_only_on_conv_and_linear_weights() -> None:
+    model = MedicalCNN(
+        task="binary-class", num_classes=2, in_channels=1, width=8, weight_decay=0.01
+    )
+    opt = model.configure_optimizers()
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.01 and plain["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"])
+    assert all(p.ndim == 1 for p in plain["params"])
+    n_params = sum(1 for _ in model.parameters())
+    assert len(decayed["params"]) + len(plain["params"]) == n_params
+
+
+def test_loss_follows_task() -> None:
+    model = MedicalCNN(task="multi-label, binary-class", num_classes=3, in_channels=1, width=4)
+    logits = torch.randn(5, 3)
+    target = (torch.rand(5, 3) > 0.5).float()
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert torch.allclose(model.loss(logits, target), expected)
+    model = MedicalCNN(
+        task="multi-class", num_classes=3, in_channels=1, width=4, label_smoothing=0.1
+    )
+    t = torch.tensor([0, 2, 1, 1, 0])
+    expected = torch.nn.functional.cross_entropy(logits, t, label_smoothing=0.1)
+    assert torch.allclose(model.loss(logits, t), expected)
+
+
+def test_model_validates_arguments() -> None:
+    with pytest.raises(ValueError, match="`lr`"):
+        MedicalCNN(lr=0.0)
+    with pytest.raises(ValueError, match="`optimizer`"):
+        MedicalCNN(optimizer="lbfgs")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`width`"):
+        MedicalCNN(width=0)
+    with pytest.raises(ValueError, match="`task`"):
+        MedicalCNN(task="segmentation")
