@@ -1,0 +1,75 @@
+"""Cache-blocked iteration over lists of tensors for the multi-tensor (``torch._foreach_*``) kernels.
+
+A penalty update is memory-bound: it reads the weights once and writes the gradient (or the weights)
+once. Run naively over whole tensors, ``torch._foreach_sign(params)`` allocates a temporary as large as
+the whole model, which costs one more write and read of main memory (and page faults) before the
+update even starts. Here the tensors are cut into blocks of at most :data:`BLOCK_NUMEL` elements and
+the foreach kernels run block by block, so their temporaries stay in the CPU's L2 cache and main
+memory sees only the unavoidable traffic. Small tensors are batched into one block, so a model with
+many small tensors still gets one multi-tensor kernel per block instead of one kernel per tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from torch import Tensor
+
+__all__ = ["BLOCK_NUMEL", "iter_blocks"]
+
+#: Elements per block (512 KiB of float32): small enough for the temporaries to stay in L2.
+BLOCK_NUMEL: int = 1 << 17
+
+
+def _flat_views(tensors: Sequence[Tensor]) -> list[Tensor] | None:
+    if all(t.is_contiguous() for t in tensors):
+        return [t.view(-1) for t in tensors]
+    return None
+
+
+def iter_blocks(
+    *lists: Sequence[Tensor], block_numel: int = BLOCK_NUMEL
+) -> Iterator[tuple[list[int], list[list[Tensor]]]]:
+    """Yield aligned blocks of the given lists of same-shaped tensors.
+
+    Args:
+        *lists: lists of tensors; the ``k``-th tensors of all lists have the same shape.
+        block_numel: largest number of elements of one list in one block (a single tensor that
+            cannot be flattened without a copy, e.g. a channels-last weight, forms a block of its own).
+
+    Yields:
+        ``(index, blocks)`` where ``blocks[j]`` is a list of views into ``lists[j]`` (flattened
+        chunks or whole tensors) and ``index[i]`` is the position in the input lists of the tensor
+        that ``blocks[j][i]`` comes from (to look up per-tensor scalars).
+    """
+    index: list[int] = []
+    blocks: list[list[Tensor]] = [[] for _ in lists]
+    filled = 0
+    for k, tensors in enumerate(zip(*lists)):
+        n = tensors[0].numel()
+        if n == 0:
+            continue
+        flat = _flat_views(tensors) if n > block_numel else None
+        if flat is None:
+            index.append(k)
+            for block, t in zip(blocks, tensors):
+                block.append(t)
+            filled += n
+            if filled >= block_numel:
+                yield index, blocks
+                index, blocks, filled = [], [[] for _ in lists], 0
+            continue
+        for start in range(0, n, block_numel):
+            if filled + min(block_numel, n - start) > block_numel and index:
+                yield index, blocks
+                index, blocks, filled = [], [[] for _ in lists], 0
+            stop = min(start + block_numel, n)
+            index.append(k)
+            for block, f in zip(blocks, flat):
+                block.append(f[start:stop])
+            filled += stop - start
+            if filled >= block_numel:
+                yield index, blocks
+                index, blocks, filled = [], [[] for _ in lists], 0
+    if index:
+        yield index, blocks

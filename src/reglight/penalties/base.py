@@ -1,0 +1,187 @@
+"""The :class:`Penalty` interface shared by all penalties."""
+
+from __future__ import annotations
+
+import abc
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from reglight._validation import check_nonnegative, check_positive
+from reglight.penalties.steps import DiagonalStep, StepSize, _ExplicitStep
+
+__all__ = ["Penalty"]
+
+Params = Tensor | Iterable[Tensor]
+StepSource = DiagonalStep | _ExplicitStep
+
+
+def as_tensor_list(params: Params) -> list[Tensor]:
+    """``params`` as a list (a single tensor becomes a one-element list)."""
+    if isinstance(params, Tensor):
+        return [params]
+    out = list(params)
+    for i, p in enumerate(out):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"`params` must hold tensors, got {type(p).__name__} at position {i}")
+    return out
+
+
+def as_real(name: str, value: Any) -> Any:
+    """Convert numpy/torch-free real scalars (e.g. ``numpy.float32``) to ``float`` before checks."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def normalize_step(step: StepSize, n: int) -> list[float] | StepSource:
+    """Validate a proximal step and return one float per tensor or a lazy per-coordinate source.
+
+    Args:
+        step: a positive float, one positive float per tensor, one tensor per tensor, or a
+            :class:`DiagonalStep`.
+        n: number of tensors.
+
+    Returns:
+        A list of ``n`` floats, or an object with ``lists()``/``compute()``/``tensor()``.
+
+    Raises:
+        ValueError: if a step is not positive or the number of steps is not ``n``.
+        TypeError: if ``step`` is a single tensor.
+    """
+    if isinstance(step, Tensor):
+        raise TypeError(
+            "`step` must be a float, a list of floats or a list of tensors, got a Tensor"
+        )
+    if isinstance(step, DiagonalStep):
+        steps: Any = step
+    elif isinstance(step, Iterable) and not isinstance(step, str):
+        items: list[Any] = list(step)
+        if items and all(isinstance(s, Tensor) for s in items):
+            steps = _ExplicitStep(items)
+        else:
+            steps = [check_positive("step", as_real("step", s)) for s in items]
+    else:
+        return [check_positive("step", as_real("step", step))] * n
+    if len(steps) != n:
+        raise ValueError(f"`step` must have one entry per tensor ({n}), got {len(steps)}")
+    return steps
+
+
+class Penalty(abc.ABC):
+    r"""A regularization term :math:`\lambda R(\theta)` over a list of tensors.
+
+    Every penalty offers three views of the same function:
+
+    - :meth:`value`: :math:`\lambda R(\theta)` as a differentiable tensor (to add to a loss);
+    - :meth:`add_grad_`: adds a (sub)gradient :math:`\lambda \nabla R(\theta)` to ``.grad`` in place;
+    - :meth:`prox_`: replaces :math:`\theta` by the proximal point
+      :math:`\operatorname{prox}_{t\lambda R}(\theta) = \arg\min_x \tfrac{1}{2t}\|x-\theta\|^2
+      + \lambda R(x)` in place (with per-coordinate :math:`t` the norm is weighted by :math:`1/t`).
+
+    ``strength`` (:math:`\lambda \ge 0`) is a plain mutable attribute: a schedule may set it between
+    steps and the next update uses the new value.
+
+    Args:
+        strength: the regularization strength :math:`\lambda \ge 0`.
+
+    Raises:
+        ValueError: if ``strength`` is negative or not a finite number.
+    """
+
+    def __init__(self, strength: float) -> None:
+        self.strength = strength
+
+    @property
+    def strength(self) -> float:
+        """The regularization strength :math:`\\lambda` (a float ``>= 0``, settable)."""
+        return self._strength
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        self._strength = check_nonnegative("strength", as_real("strength", value))
+
+    @abc.abstractmethod
+    def value(self, params: Params) -> Tensor:
+        """The penalty :math:`\\lambda R(\\theta)` (differentiable).
+
+        Args:
+            params: the penalized tensors.
+
+        Returns:
+            A scalar tensor.
+        """
+
+    @abc.abstractmethod
+    def add_grad_(self, params: Params, grads: Iterable[Tensor] | None = None) -> None:
+        """Add the (sub)gradient of the penalty to ``grads`` in place.
+
+        Args:
+            params: the penalized tensors.
+            grads: the gradients to update, one per tensor; by default each tensor's ``.grad``
+                (tensors without a gradient are skipped).
+        """
+
+    @abc.abstractmethod
+    def prox_(self, params: Params, step: StepSize) -> None:
+        """Apply the proximal operator with step ``step`` to ``params`` in place.
+
+        Args:
+            params: the penalized tensors.
+            step: a positive float, one positive float per tensor, one tensor of per-coordinate
+                steps per tensor, or a :class:`~reglight.penalties.DiagonalStep`.
+        """
+
+    def __call__(self, params: Params) -> Tensor:
+        """Same as :meth:`value`."""
+        return self.value(params)
+
+    @torch.no_grad()
+    def sparsity(self, params: Params) -> dict[str, Tensor]:
+        """Sparsity statistics as tensors (no host synchronization).
+
+        Args:
+            params: the penalized tensors.
+
+        Returns:
+            ``{"zero_fraction": ...}``: the fraction of exactly-zero entries.
+        """
+        tensors = as_tensor_list(params)
+        if not tensors:
+            return {"zero_fraction": torch.zeros(())}
+        total = sum(p.numel() for p in tensors)
+        nonzero = torch.stack([torch.count_nonzero(p) for p in tensors]).sum()
+        return {"zero_fraction": 1.0 - nonzero.to(torch.float32) / total}
+
+    def hparams(self) -> dict[str, float | int]:
+        """The penalty's hyperparameters (what :meth:`state_dict` saves)."""
+        return {"strength": self.strength}
+
+    def state_dict(self) -> dict[str, float | int]:
+        """The mutable hyperparameters, for checkpoints.
+
+        Returns:
+            A dict of plain numbers.
+        """
+        return dict(self.hparams())
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore hyperparameters saved by :meth:`state_dict` (validated like the constructor).
+
+        Args:
+            state_dict: the saved values.
+        """
+        for key, value in state_dict.items():
+            if key not in self.hparams():
+                raise ValueError(
+                    f"`state_dict` has unknown key {key!r} for {type(self).__name__}; "
+                    f"expected {sorted(self.hparams())}"
+                )
+            setattr(self, key, value)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({args})"
