@@ -1,1 +1,3 @@
 """reglight.callbacks."""
+
+from reglight.callbacks.penalty import PenaltyHook as PenaltyHook

@@ -1,0 +1,239 @@
+r"""A Lightning callback that applies a :mod:`reglight.penalties` penalty to any LightningModule.
+
+Two ways to minimize :math:`\mathcal{L}(\theta) + \lambda R(\theta)`:
+
+- ``mode="gradient"`` adds :math:`\lambda\nabla R(\theta)` to the gradients in
+  ``on_before_optimizer_step``: after AMP unscaling and DDP's gradient averaging, before gradient
+  clipping, once per real optimizer step under ``accumulate_grad_batches``. The result is the same
+  as adding ``penalty.value(params)`` to the loss, without the extra autograd graph. Like any
+  (sub)gradient method it never makes a weight exactly zero.
+- ``mode="proximal"`` lets the optimizer step on the loss alone and then applies the penalty's
+  proximal operator with the step size that optimizer used: SGD's ``lr`` turns the pair into
+  proximal gradient descent (ISTA for L1) and produces exact zeros; Adam-family optimizers get the
+  per-coordinate step ``lr / (sqrt(v̂) + eps)`` from their state (the proximal operator in the metric of
+  Adam's diagonal preconditioner; see :func:`reglight.penalties.optimizer_step_sizes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from reglight._validation import check_choice
+from reglight.penalties import Penalty, optimizer_step_sizes, select_parameters
+from reglight.penalties.selection import Pattern, normalize_patterns
+
+__all__ = ["PenaltyHook"]
+
+
+def _is_log_step(trainer: pl.Trainer) -> bool:
+    """Whether the Trainer writes step metrics after this batch (its own ``log_every_n_steps`` rule)."""
+    connector = getattr(trainer, "_logger_connector", None)
+    if connector is not None and hasattr(connector, "should_update_logs"):
+        return bool(connector.should_update_logs)
+    n = int(getattr(trainer, "log_every_n_steps", 50))
+    return n > 0 and trainer.global_step % n == 0
+
+
+class PenaltyHook(Callback):
+    r"""Regularize a LightningModule's parameters with a penalty, by gradient or proximal steps.
+
+    The penalized parameters are chosen at the start of ``fit`` with
+    :func:`~reglight.penalties.select_parameters` (default: weights of Linear/Conv/attention
+    projections; biases, norms and embeddings excluded). Each optimizer step touches only the
+    penalized parameters that belong to the optimizer being stepped, so several optimizers and
+    parameter groups (with their own learning rates) work. ``penalty.strength`` is read at every
+    step, so a schedule may change it during training; it is saved in the callback's
+    ``state_dict`` and restored when training resumes from a checkpoint.
+
+    Logged at the Trainer's ``log_every_n_steps`` (computed only then, so no per-step host sync):
+    ``{name}/value`` (:math:`\lambda R(\theta)`), ``{name}/strength``, ``{name}/zero_fraction``
+    (exact zeros among penalized entries) and, for group penalties, ``{name}/dead_group_fraction``.
+
+    Under DDP every rank holds the same weights and averaged gradients, so every rank makes the same
+    update and the weights stay identical. Sharded strategies (FSDP, DeepSpeed) are not supported.
+
+    Args:
+        penalty: the penalty, e.g. ``L1(1e-4)``; available afterwards as ``hook.penalty``.
+        mode: ``"gradient"`` (add the penalty's gradient before the optimizer step) or
+            ``"proximal"`` (apply its proximal operator after the optimizer step).
+        include: which parameters to penalize: name globs and/or module types
+            (see :func:`~reglight.penalties.select_parameters`); ``None`` for the default.
+        exclude: parameters not to penalize: name globs and/or module types.
+        log: log the penalty's value and sparsity.
+        adaptive: in proximal mode, use the per-coordinate steps of adaptive optimizers (Adam,
+            AdamW, NAdam, Adagrad, RMSprop); ``False`` uses the group's ``lr`` for every optimizer.
+        name: prefix of the logged keys; also distinguishes several hooks in a checkpoint.
+
+    Raises:
+        ValueError: if ``mode`` is unknown.
+        TypeError: if ``penalty`` is not a :class:`~reglight.penalties.Penalty` or an
+            ``include``/``exclude`` entry is neither a glob nor a module type.
+
+    Example:
+        >>> from reglight.penalties import L1
+        >>> hook = PenaltyHook(L1(strength=1e-3), mode="proximal", exclude="head.*")
+        >>> hook.penalty.strength = 5e-3  # e.g. from a schedule, between steps
+        >>> hook.state_dict()
+        {'penalty': {'strength': 0.005}}
+    """
+
+    def __init__(
+        self,
+        penalty: Penalty,
+        mode: str = "gradient",
+        include: Pattern | Sequence[Pattern] | None = None,
+        exclude: Pattern | Sequence[Pattern] | None = None,
+        log: bool = True,
+        adaptive: bool = True,
+        name: str = "penalty",
+    ) -> None:
+        if not isinstance(penalty, Penalty):
+            raise TypeError(f"`penalty` must be a reglight Penalty, got {type(penalty).__name__}")
+        self.penalty = penalty
+        self.mode = check_choice("mode", mode, ("gradient", "proximal"))
+        self.include = normalize_patterns("include", include)
+        self.exclude = normalize_patterns("exclude", exclude)
+        self.log = bool(log)
+        self.adaptive = bool(adaptive)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"`name` must be a non-empty string, got {name!r}")
+        self.name = name
+        self._params: list[nn.Parameter] = []
+        self._by_optimizer: dict[int, tuple[int, list[nn.Parameter]]] = {}
+        self._handles: list[RemovableHandle] = []
+        self._last_logged_step = -1
+
+    @property
+    def state_key(self) -> str:
+        """Key of this callback's state in a checkpoint (unique per name, penalty type and mode)."""
+        return self._generate_state_key(
+            name=self.name,
+            penalty=type(self.penalty).__name__,
+            mode=self.mode,
+            include=[p if isinstance(p, str) else p.__qualname__ for p in self.include],
+            exclude=[p if isinstance(p, str) else p.__qualname__ for p in self.exclude],
+        )
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        """The penalized parameters (filled at the start of ``fit``)."""
+        return list(self._params)
+
+    # ----------------------------------------------------------------------------------- set-up
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Select the penalized parameters and, in proximal mode, hook into every optimizer."""
+        self._remove_handles()
+        self._by_optimizer = {}
+        self._last_logged_step = -1
+        self._params = select_parameters(pl_module, self.include, self.exclude)
+        if not self._params:
+            rank_zero_warn(f"PenaltyHook({self.penalty!r}): no parameter selected, nothing to do.")
+            return
+        in_optimizers = {id(p) for opt in trainer.optimizers for p in self._optimizer_params(opt)}
+        missing = sum(id(p) not in in_optimizers for p in self._params)
+        if missing:
+            rank_zero_warn(
+                f"PenaltyHook: {missing} of {len(self._params)} penalized parameters are in no "
+                "optimizer and stay unpenalized."
+            )
+        if self.mode == "proximal":
+            for opt in trainer.optimizers:
+                self._handles.append(opt.register_step_post_hook(self._after_optimizer_step))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Remove the optimizer hooks."""
+        self._remove_handles()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Remove the optimizer hooks (also after an exception)."""
+        self._remove_handles()
+
+    def _remove_handles(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @staticmethod
+    def _optimizer_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+        return [p for group in optimizer.param_groups for p in group["params"]]
+
+    def _params_of(self, optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+        """The penalized parameters of ``optimizer`` (cached; refreshed if its groups change)."""
+        signature = sum(len(group["params"]) for group in optimizer.param_groups)
+        cached = self._by_optimizer.get(id(optimizer))
+        if cached is None or cached[0] != signature:
+            ids = {id(p) for p in self._optimizer_params(optimizer)}
+            cached = (signature, [p for p in self._params if id(p) in ids])
+            self._by_optimizer[id(optimizer)] = cached
+        return cached[1]
+
+    # ------------------------------------------------------------------------------- the updates
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Gradient mode: add the penalty's gradient (unscaled, averaged, not yet clipped)."""
+        if self.mode != "gradient" or self.penalty.strength == 0.0:
+            return
+        params = [p for p in self._params_of(optimizer) if p.grad is not None]
+        if params:
+            self.penalty.add_grad_(params, [p.grad for p in params if p.grad is not None])
+
+    def _after_optimizer_step(
+        self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Proximal mode: prox with the step the optimizer just took (a torch step post-hook)."""
+        if self.penalty.strength == 0.0:
+            return
+        params, steps = optimizer_step_sizes(optimizer, self._params_of(optimizer), self.adaptive)
+        if params:
+            self.penalty.prox_(params, steps)
+
+    # --------------------------------------------------------------------------------- logging
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Log value and sparsity at the Trainer's log interval (tensors; no host sync here)."""
+        if not self.log or not self._params or not _is_log_step(trainer):
+            return
+        if trainer.global_step == self._last_logged_step:
+            return  # several micro-batches of one accumulated step
+        self._last_logged_step = trainer.global_step
+        with torch.no_grad():
+            metrics = {"value": self.penalty.value(self._params)}
+            metrics.update(self.penalty.sparsity(self._params))
+        pl_module.log(f"{self.name}/strength", self.penalty.strength, on_step=True, on_epoch=False)
+        for key, value in metrics.items():
+            pl_module.log(f"{self.name}/{key}", value.detach(), on_step=True, on_epoch=False)
+
+    # ---------------------------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        """The penalty's hyperparameters (its current ``strength`` included)."""
+        return {"penalty": self.penalty.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the penalty's hyperparameters from a checkpoint.
+
+        Args:
+            state_dict: what :meth:`state_dict` returned.
+        """
+        self.penalty.load_state_dict(state_dict["penalty"])
+
+    def __repr__(self) -> str:
+        return f"PenaltyHook({self.penalty!r}, mode={self.mode!r}, name={self.name!r})"
