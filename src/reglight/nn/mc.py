@@ -1,0 +1,132 @@
+"""Monte-Carlo dropout: keep the dropout layers sampling at prediction time.
+
+A network trained with dropout is an implicit ensemble of the $2^n$ sub-networks its masks select
+(Srivastava et al., 2014). Sampling masks at prediction time and averaging makes that ensemble
+explicit: the mean is a model average and the spread a measure of uncertainty (Gal & Ghahramani, 2016,
+"Dropout as a Bayesian approximation", ICML).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reglight._validation import check_positive_int
+from reglight.nn.dropout import DROPOUT_TYPES
+
+__all__ = ["mc_dropout", "mc_predict"]
+
+
+@contextmanager
+def mc_dropout(
+    model: nn.Module, dropout_types: tuple[type[nn.Module], ...] = DROPOUT_TYPES
+) -> Iterator[nn.Module]:
+    """Context manager: dropout layers in training mode, every other module in evaluation mode.
+
+    Inside the block the dropout-family layers of ``model`` sample masks while batch norm and every
+    other layer behave as at evaluation (running statistics used, never updated). The training flag of
+    every module is restored on exit, also after an exception.
+
+    Args:
+        model: The model.
+        dropout_types: Module classes counted as dropout; defaults to `reglight.nn.DROPOUT_TYPES`
+            (ours and torch's). Add others (e.g. timm's ``DropPath``) with
+            ``DROPOUT_TYPES + (timm.layers.DropPath,)``.
+
+    Yields:
+        ``model``, switched.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from reglight.nn import mc_dropout
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5))
+        >>> with mc_dropout(net):
+        ...     print(net[1].training, net[2].training)
+        False True
+        >>> net[1].training, net[2].training
+        (True, True)
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        for module, _ in modes:
+            if isinstance(module, dropout_types):
+                module.train()
+        yield model
+    finally:
+        for module, mode in modes:  # pre-order: children are fixed after their parents
+            module.train(mode)
+
+
+def mc_predict(
+    model: nn.Module,
+    input: Any,
+    samples: int = 30,
+    transform: Callable[[Tensor], Tensor] | None = None,
+    dropout_types: tuple[type[nn.Module], ...] = DROPOUT_TYPES,
+) -> tuple[Tensor, Tensor]:
+    r"""Mean and standard deviation of ``samples`` stochastic forward passes under `mc_dropout`.
+
+    $$
+    \hat\mu = \frac1S \sum_{s=1}^S g(f_{z_s}(x)),\qquad
+    \hat\sigma = \sqrt{\frac{1}{S-1}\sum_{s=1}^S \big(g(f_{z_s}(x)) - \hat\mu\big)^2},
+    $$
+
+    with $z_s$ fresh dropout masks and $g$ the optional ``transform`` (e.g. a softmax, to average
+    probabilities rather than logits). Runs without gradient tracking and accumulates with Welford's
+    algorithm in at least float32, so memory does not grow with ``samples``.
+
+    Args:
+        model: The model; called as ``model(input)``.
+        input: The model's input.
+        samples: Number of forward passes $S$, ``>= 2``.
+        transform: Function applied to every prediction before averaging.
+        dropout_types: Module classes counted as dropout (see `mc_dropout`).
+
+    Returns:
+        ``(mean, std)``, each shaped like one prediction.
+
+    Raises:
+        ValueError: If ``samples < 2``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from reglight.nn import mc_predict
+        >>> net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+        >>> mean, std = mc_predict(net, torch.randn(5, 4), samples=20, transform=lambda y: y.softmax(-1))
+        >>> mean.shape, bool((std >= 0).all())
+        (torch.Size([5, 3]), True)
+    """
+    samples = check_positive_int("samples", samples, minimum=2)
+    if not any(isinstance(m, dropout_types) for m in model.modules()):
+        warnings.warn(
+            f"{type(model).__name__} has no dropout-family layer: every Monte-Carlo sample is the same",
+            UserWarning,
+            stacklevel=2,
+        )
+    mean: Tensor | None = None
+    m2: Tensor | None = None
+    out_dtype = torch.float32
+    with torch.no_grad(), mc_dropout(model, dropout_types):
+        for count in range(1, samples + 1):
+            prediction = model(input)
+            if transform is not None:
+                prediction = transform(prediction)
+            out_dtype = prediction.dtype
+            y = prediction.to(torch.promote_types(prediction.dtype, torch.float32))
+            if mean is None or m2 is None:
+                mean, m2 = y.clone(), torch.zeros_like(y)
+                continue
+            delta = y - mean
+            mean.add_(delta / count)
+            m2.add_(delta * (y - mean))
+    assert mean is not None and m2 is not None
+    std = (m2 / (samples - 1)).sqrt_()
+    return mean.to(out_dtype), std.to(out_dtype)
