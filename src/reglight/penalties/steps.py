@@ -151,7 +151,7 @@ def optimizer_step_sizes(
     """The step sizes the optimizer's last ``step()`` used for the given parameters.
 
     Call it right after ``optimizer.step()``. Parameters that are not in the optimizer, or that it did
-    not update (no gradient, no state yet), are left out.
+    not update (no gradient, or a group with ``lr == 0``), are left out.
 
     - Adam, AdamW, NAdam and other optimizers whose state holds ``exp_avg_sq`` next to ``betas`` and
       ``eps``: the per-coordinate step ``lr / (sqrt(exp_avg_sq / (1 - beta2**t)) + eps)``
@@ -185,6 +185,8 @@ def optimizer_step_sizes(
     entries: list[tuple[Tensor | None, float, float, float]] = []
     for group in optimizer.param_groups:
         lr = _to_float(group["lr"])
+        if lr <= 0.0:  # a frozen group: the optimizer did not move its parameters
+            continue
         for p in group["params"]:
             if id(p) not in wanted or p.grad is None:
                 continue
