@@ -1,3 +1,5 @@
 """reglight.callbacks."""
 
+from reglight.callbacks.early_stopping import EarlyStopping as EarlyStopping
 from reglight.callbacks.penalty import PenaltyHook as PenaltyHook
+from reglight.callbacks.schedules import RegularizationScheduler as RegularizationScheduler
