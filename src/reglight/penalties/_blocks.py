@@ -51,6 +51,9 @@ def iter_blocks(
             continue
         flat = _flat_views(tensors) if n > block_numel else None
         if flat is None:
+            if filled + n > block_numel and index:
+                yield index, blocks
+                index, blocks, filled = [], [[] for _ in lists], 0
             index.append(k)
             for block, t in zip(blocks, tensors):
                 block.append(t)
