@@ -197,6 +197,9 @@ class ModuleAttribute(Knob):
     def _default_types(self) -> tuple[type | str, ...]:
         return ()
 
+    def _default_exclude(self) -> tuple[type | str, ...]:
+        return ()
+
     def select(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """The ``(name, module)`` pairs this knob drives in ``model``.
 
@@ -209,11 +212,16 @@ class ModuleAttribute(Knob):
         Raises:
             ValueError: if a glob matches no module with the attribute, or nothing is selected.
         """
-        types = self.types or (() if self.names else self._default_types())
+        defaults = not self.types and not self.names
+        types = self.types or (self._default_types() if defaults else ())
+        exclude = self._default_exclude() if defaults else ()
         candidates = [
             (n, m)
             for n, m in model.named_modules()
-            if n and self._attribute_of(m) is not None and (not types or _type_matches(m, types))
+            if n
+            and self._attribute_of(m) is not None
+            and (not types or _type_matches(m, types))
+            and not (exclude and _type_matches(m, exclude))
         ]
         if self.names:
             for glob in self.names:
@@ -269,7 +277,7 @@ class DropoutRate(ModuleAttribute):
     """Schedule the rate ``p`` of dropout-family layers: all of them, some types, or some names.
 
     Without ``names`` and ``types`` every module of :data:`reglight.nn.DROPOUT_TYPES` (ours and torch's
-    dropout layers) is driven. The rate is read from ``p``, or ``drop_prob`` (timm's DropBlock2d / DropPath)
+    dropout layers) is driven, except DropPath layers, whose rates grow with depth (:class:`DropPathRates`). The rate is read from ``p``, or ``drop_prob`` (timm's DropBlock2d / DropPath)
     when a module has no ``p``. Values must lie in ``[0, 1)``.
 
     Args:
@@ -305,7 +313,10 @@ class DropoutRate(ModuleAttribute):
         return None
 
     def _default_types(self) -> tuple[type | str, ...]:
-        return (*_dropout_types(), "DropBlock2d", "DropPath")
+        return (*_dropout_types(), "DropBlock2d")
+
+    def _default_exclude(self) -> tuple[type | str, ...]:
+        return ("DropPath",)  # its rates grow with depth: DropPathRates drives them
 
 
 class DropPathRates(DropoutRate):
@@ -341,6 +352,9 @@ class DropPathRates(DropoutRate):
 
     def _default_types(self) -> tuple[type | str, ...]:
         return ("DropPath",)
+
+    def _default_exclude(self) -> tuple[type | str, ...]:
+        return ()
 
     def apply(self, value: float) -> None:
         """Set layer ``l`` of ``L`` to ``value · l / L``.
@@ -445,7 +459,8 @@ class WeightDecay(Knob):
             if param_groups is None
             else [check_positive_int("param_groups", g, minimum=0) for g in param_groups]
         )
-        self.groups: list[dict[str, Any]] = []
+        self.group_indices: list[int] = []
+        self._trainer: pl.Trainer | None = None
 
     def bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Find the parameter groups.
@@ -460,8 +475,10 @@ class WeightDecay(Knob):
             )
         groups = trainer.optimizers[self.optimizer].param_groups
         if self.param_groups is None:
-            self.groups = [g for g in groups if g.get("weight_decay", 0.0) != 0.0]
-            if not self.groups:
+            self.group_indices = [
+                i for i, g in enumerate(groups) if g.get("weight_decay", 0.0) != 0.0
+            ]
+            if not self.group_indices:
                 raise ValueError(
                     "WeightDecay found no parameter group with a non-zero `weight_decay`; create the optimizer "
                     "with weight_decay > 0 or pass `param_groups`"
@@ -472,7 +489,8 @@ class WeightDecay(Knob):
                 raise ValueError(
                     f"WeightDecay `param_groups={self.param_groups}`: the optimizer has {len(groups)}"
                 )
-            self.groups = [groups[i] for i in self.param_groups]
+            self.group_indices = list(self.param_groups)
+        self._trainer = trainer
 
     def apply(self, value: float) -> None:
         """Set ``weight_decay`` of the selected groups.
@@ -480,8 +498,12 @@ class WeightDecay(Knob):
         Args:
             value: the weight decay.
         """
-        for group in self.groups:
-            group["weight_decay"] = value
+        if self._trainer is None:
+            raise RuntimeError("WeightDecay.apply() before bind()")
+        # looked up at every call: loading an optimizer's state (resume) replaces its group dicts
+        groups = self._trainer.optimizers[self.optimizer].param_groups
+        for i in self.group_indices:
+            groups[i]["weight_decay"] = value
 
 
 class RegularizationScheduler(Callback):
