@@ -27,12 +27,11 @@ from .data import (
 )
 from .metrics import MedMNISTMetrics, medmnist_metrics, scores_from_logits
 from .model import MedicalCNN
-from .network import NORM_KINDS, SmallCNN
+from .network import SmallCNN
 
 __all__ = [
     "MEDMNIST_2D_FLAGS",
     "MEDMNIST_SIZES",
-    "NORM_KINDS",
     "MedMNISTDataModule",
     "MedMNISTFileError",
     "MedMNISTMetrics",

@@ -331,7 +331,7 @@ def write_synthetic_medmnist(
     blobs = np.exp(
         -((xx[None] - centres[:, :1, None]) ** 2 + (yy[None] - centres[:, 1:, None]) ** 2) / 0.01
     )
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}
     for split, n in zip(SPLITS, n_samples):
         if spec.multilabel:
             labels = (rng.random((n, k)) < 0.3).astype(np.uint8)

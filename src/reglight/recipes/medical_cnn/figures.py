@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,8 +77,8 @@ def confusion_matrix_figure(
 
 def ablation_bar_chart(
     names: Sequence[str],
-    means: dict[str, Sequence[float]],
-    stds: dict[str, Sequence[float]],
+    means: Mapping[str, Sequence[float]],
+    stds: Mapping[str, Sequence[float]],
     title: str = "Ablation (mean ± std over seeds)",
 ) -> Figure:
     """Grouped bar chart of ablation results with standard-deviation error bars.

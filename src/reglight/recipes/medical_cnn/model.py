@@ -25,6 +25,11 @@ from .network import SmallCNN
 __all__ = ["MedicalCNN"]
 
 
+def _key(split: str) -> str:
+    """ModuleDict key of a split (``"train"`` itself would clash with ``nn.Module.train``)."""
+    return f"{split}_split"
+
+
 def _no_decay(name: str, param: nn.Parameter) -> bool:
     """Biases and normalization parameters (all 1-d tensors) are not weight-decayed."""
     return param.ndim <= 1 or name.endswith(".bias")
@@ -64,7 +69,9 @@ class MedicalCNN(pl.LightningModule):
         dropout: Dropout probability after the fully connected layer.
         dropblock: DropBlock probability on the last two stages (0 disables it).
         block_size: DropBlock block size.
-        norm: Normalization: ``"batch"``, ``"ghost"``, ``"renorm"``, ``"group"``, ``"layer2d"`` or ``"none"``.
+        norm: Normalization: ``"batch"``, ``"ghost"``, ``"renorm"``, ``"group"``, ``"layer2d"`` or ``"none"``
+            (``reglight.nn.convert_norms``).
+        virtual_batch_size: Virtual batch size of ghost batch norm (``norm="ghost"`` only).
         optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (Nesterov momentum).
         lr: Peak learning rate.
         weight_decay: L2 weight decay λ on convolution and linear weights (0 disables it).
@@ -93,6 +100,7 @@ class MedicalCNN(pl.LightningModule):
         dropblock: float = 0.0,
         block_size: int = 3,
         norm: str = "batch",
+        virtual_batch_size: int = 16,
         optimizer: Literal["adam", "adamw", "sgd"] = "adam",
         lr: float = 1e-3,
         weight_decay: float = 1e-3,
@@ -119,7 +127,17 @@ class MedicalCNN(pl.LightningModule):
             check_positive_int("in_channels", in_channels)
         # validates the architecture arguments now rather than at `setup`
         SmallCNN(
-            1, 2, depth, width, blocks_per_stage, hidden, dropout, dropblock, block_size, "batch"
+            1,
+            2,
+            depth,
+            width,
+            blocks_per_stage,
+            hidden,
+            dropout,
+            dropblock,
+            block_size,
+            norm,
+            virtual_batch_size,
         )
         self.save_hyperparameters()
         self.net: SmallCNN | None = None
@@ -151,6 +169,7 @@ class MedicalCNN(pl.LightningModule):
             dropblock=hp["dropblock"],
             block_size=hp["block_size"],
             norm=hp["norm"],
+            virtual_batch_size=hp["virtual_batch_size"],
         )
         self.val_metrics = MedMNISTMetrics(hp["task"], hp["num_classes"])
 
@@ -228,11 +247,11 @@ class MedicalCNN(pl.LightningModule):
         names = self._test_split_names()
         self.test_metrics = nn.ModuleDict(
             {
-                s: MedMNISTMetrics(hp["task"], hp["num_classes"], confusion=s == "test")
+                _key(s): MedMNISTMetrics(hp["task"], hp["num_classes"], confusion=s == "test")
                 for s in names
             }
         ).to(self.device)
-        self.test_losses = nn.ModuleDict({s: MeanMetric() for s in names}).to(self.device)
+        self.test_losses = nn.ModuleDict({_key(s): MeanMetric() for s in names}).to(self.device)
 
     def test_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -244,21 +263,21 @@ class MedicalCNN(pl.LightningModule):
         self._split_loss(split).update(self.loss(logits, y), weight=len(x))
 
     def _split_metrics(self, split: str) -> MedMNISTMetrics:
-        return cast(MedMNISTMetrics, self.test_metrics[split])
+        return cast(MedMNISTMetrics, self.test_metrics[_key(split)])
 
     def _split_loss(self, split: str) -> MeanMetric:
-        return cast(MeanMetric, self.test_losses[split])
+        return cast(MeanMetric, self.test_losses[_key(split)])
 
     def on_test_epoch_end(self) -> None:
         results: dict[str, dict[str, float]] = {}
-        for split in self.test_metrics:
+        for split in self._test_split_names():
             values = {k: float(v) for k, v in self._split_metrics(split).compute().items()}
             values["loss"] = float(self._split_loss(split).compute())
             results[split] = values
         self.confusion = None
-        if "test" in self.test_metrics:
+        if "test" in results:
             self.confusion = self._split_metrics("test").confusion_matrix().cpu()
-        for split in self.test_metrics:
+        for split in results:
             self._split_metrics(split).reset()
             self._split_loss(split).reset()
         self.results = results

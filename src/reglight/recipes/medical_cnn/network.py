@@ -5,11 +5,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from reglight._validation import check_choice, check_positive_int, check_probability
+from reglight.nn import NORM_KINDS, DropBlock2d, convert_norms
 
-__all__ = ["NORM_KINDS", "SmallCNN"]
-
-NORM_KINDS: tuple[str, ...] = ("batch", "ghost", "renorm", "group", "layer2d", "none")
-"""Normalization layers the network can use (through ``reglight.nn.convert_norms``)."""
+__all__ = ["SmallCNN"]
 
 
 class SmallCNN(nn.Module):
@@ -38,7 +36,9 @@ class SmallCNN(nn.Module):
         dropout: Dropout probability after the fully connected layer.
         dropblock: DropBlock drop probability on the last two stages (0 disables it).
         block_size: DropBlock block size.
-        norm: Normalization kind, one of :data:`NORM_KINDS`.
+        norm: Normalization kind, one of ``reglight.nn.NORM_KINDS``: ``"batch"``, ``"ghost"``,
+            ``"renorm"``, ``"group"``, ``"layer2d"`` or ``"none"``.
+        virtual_batch_size: Virtual batch size of ghost batch norm (``norm="ghost"`` only).
 
     Example:
         >>> import torch
@@ -59,6 +59,7 @@ class SmallCNN(nn.Module):
         dropblock: float = 0.0,
         block_size: int = 3,
         norm: str = "batch",
+        virtual_batch_size: int = 16,
     ) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
@@ -71,6 +72,7 @@ class SmallCNN(nn.Module):
         check_probability("dropblock", dropblock)
         check_positive_int("block_size", block_size)
         check_choice("norm", norm, NORM_KINDS)
+        check_positive_int("virtual_batch_size", virtual_batch_size)
         layers: list[nn.Module] = []
         c_in = in_channels
         for stage in range(depth):
@@ -83,8 +85,6 @@ class SmallCNN(nn.Module):
                 ]
                 c_in = c_out
             if dropblock > 0 and stage >= depth - 2:
-                from reglight.nn import DropBlock2d
-
                 layers.append(DropBlock2d(dropblock, block_size=block_size))
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
         self.features = nn.Sequential(*layers)
@@ -93,10 +93,10 @@ class SmallCNN(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_classes)
-        if norm != "batch":
-            from reglight.nn import convert_norms
-
-            convert_norms(self, norm)
+        if norm == "ghost":
+            convert_norms(self, "ghost", virtual_batch_size=virtual_batch_size)
+        elif norm != "batch":
+            convert_norms(self, norm)  # type: ignore[arg-type]
         self.norm = norm
 
     def forward(self, x: Tensor) -> Tensor:
