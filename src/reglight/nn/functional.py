@@ -348,6 +348,11 @@ def _dilate(seeds: Tensor, bh: int, bw: int) -> Tensor:
     return out
 
 
+# The sparse sampler writes cap * bh * bw indices; it is used while that is at most this fraction of
+# the mask's entries (beyond, a dense Bernoulli grid and a dilation are cheaper).
+_SPARSE_MAX_FILL = 0.5
+
+
 def _block_keep_mask(
     planes: int, height: int, width: int, bh: int, bw: int, gamma: float, like: Tensor
 ) -> Tensor:
@@ -358,7 +363,7 @@ def _block_keep_mask(
     # Sparse path: write the blocks of the (few) seeds; dense path: Bernoulli grid + dilation. The
     # choice depends on shapes and rates only (no data), so every rank and every step agree.
     sparse_cost = _seed_cap(n_sites * gamma) * bh * bw
-    if like.device.type in ("cpu", "cuda") and sparse_cost <= numel // 2:
+    if like.device.type in ("cpu", "cuda") and sparse_cost <= _SPARSE_MAX_FILL * numel:
         positions = _sample_seed_positions(n_sites, gamma, like.device)
         return _blocks_from_seed_positions(positions, planes, height, width, bh, bw, like.dtype)
     seeds = torch.empty((planes, hv, wv), dtype=torch.bool, device=like.device).bernoulli_(gamma)
@@ -488,17 +493,17 @@ class _GhostBatchNormFn(torch.autograd.Function):
         chunk, eps = ctx.chunk, ctx.eps  # type: ignore[attr-defined]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
         grad_out = grad_out.contiguous()
-        groups = means.shape[0]
-        grad_x = torch.empty_like(x) if need_x else x.new_empty(0)
-        grad_w = means.new_empty(groups, x.shape[1]) if need_w else x.new_empty(0)
-        grad_b = means.new_empty(groups, x.shape[1]) if need_b else x.new_empty(0)
+        groups, channels = means.shape
+        # The out= kernel wants a tensor for every output (no "undefined" from Python), so all three
+        # are computed; the weight and bias sums come from reductions grad_x needs anyway.
+        grad_x = torch.empty_like(x)
+        grad_w = means.new_empty(groups, channels)
+        grad_b = means.new_empty(groups, channels)
         for g, s in enumerate(range(0, x.shape[0], chunk)):
             torch.ops.aten.native_batch_norm_backward.out(
                 grad_out[s : s + chunk], x[s : s + chunk], weight, None, None, means[g], invstds[g],
-                True, eps, [need_x, need_w, need_b],
-                out0=grad_x[s : s + chunk] if need_x else grad_x,
-                out1=grad_w[g] if need_w else grad_w,
-                out2=grad_b[g] if need_b else grad_b,
+                True, eps, [True, True, True],
+                out0=grad_x[s : s + chunk], out1=grad_w[g], out2=grad_b[g],
             )  # fmt: skip
         return (
             grad_x if need_x else None,
@@ -631,8 +636,9 @@ def batch_renorm(
 
     with $r, d$ treated as constants by back-propagation; then the running statistics move towards
     the batch ones (unbiased variance, as in batch norm). At evaluation it is batch norm with the
-    running statistics. ``r_max=1, d_max=0`` is batch norm. Computed as one fused batch norm with the
-    affine parameters $(\gamma r, \gamma d + \beta)$.
+    running statistics. ``r_max=1, d_max=0`` is batch norm. Computed by torch's fused batch-norm
+    kernels plus one in-place pass (the affine map $(\gamma r, \gamma d + \beta)$); first-order
+    gradients only.
 
     Args:
         input: Tensor ``(N, C, *)``.
@@ -671,18 +677,67 @@ def batch_renorm(
             "Expected more than 1 value per channel when training, got input shape "
             f"{tuple(input.shape)}"
         )
-    with torch.no_grad():
-        var, mean = torch.var_mean(input, dim=_reduce_dims(input), correction=0)
+    out: Tensor = _BatchRenormFn.apply(
+        input, weight, bias, running_mean, running_var, eps, r_max, d_max, momentum
+    )
+    return out
+
+
+class _BatchRenormFn(torch.autograd.Function):
+    """Batch renorm as one fused batch norm (statistics + normalisation) and one in-place affine pass.
+
+    ``y = x_hat * (gamma r) + (gamma d + beta)``; back-propagation is batch norm's with the effective
+    weight ``gamma r`` (r and d are constants), so ``native_batch_norm_backward`` does the work.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        input: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor,
+        running_var: Tensor,
+        eps: float,
+        r_max: float,
+        d_max: float,
+        momentum: float,
+    ) -> Tensor:
+        out, mean, invstd = torch.native_batch_norm(input, None, None, None, None, True, 0.0, eps)
         sigma = (running_var + eps).sqrt()
-        r = ((var + eps).sqrt() / sigma).clamp_(1.0 / r_max, r_max)
-        d = ((mean - running_mean) / sigma).clamp_(-d_max, d_max)
+        r = (invstd.reciprocal() / sigma).clamp_(1.0 / r_max, r_max).to(input.dtype)
+        d = ((mean - running_mean) / sigma).clamp_(-d_max, d_max).to(input.dtype)
+        scale = r if weight is None else weight * r
+        shift = d if weight is None else weight * d
+        if bias is not None:
+            shift = shift + bias
+        view = (1, -1) + (1,) * (input.dim() - 2)
+        torch.addcmul(shift.to(out.dtype).view(view), out, scale.to(out.dtype).view(view), out=out)
+        n = _values_per_channel(input)
+        var = (invstd.pow(-2) - eps) * (n / (n - 1))
         running_mean.lerp_(mean.to(running_mean.dtype), momentum)
-        running_var.lerp_((var * (n / (n - 1))).to(running_var.dtype), momentum)
-    scale = r if weight is None else weight * r
-    shift = d if weight is None else weight * d
-    if bias is not None:
-        shift = shift + bias
-    return F.batch_norm(input, None, None, scale, shift, True, 0.0, eps)
+        running_var.lerp_(var.to(running_var.dtype), momentum)
+        ctx.save_for_backward(input, scale, mean, invstd, r, d)
+        ctx.eps = eps  # type: ignore[attr-defined]
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        input, scale, mean, invstd, r, d = ctx.saved_tensors  # type: ignore[attr-defined]
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
+        eps: float = ctx.eps  # type: ignore[attr-defined]
+        grad_x, grad_scale, grad_shift = torch.ops.aten.native_batch_norm_backward(
+            grad_out, input, scale, None, None, mean, invstd, True, eps, [True, True, True]
+        )
+        return (
+            grad_x if need_x else None,
+            grad_scale * r + grad_shift * d if need_w else None,
+            grad_shift if need_b else None,
+            *([None] * 6),
+        )
 
 
 def layer_norm2d(

@@ -531,7 +531,10 @@ def convert_norms(
             new = _build(kind, module, dims, name, kwargs)
         else:
             new = module
-            for child_name, child in list(module.named_children()):
+            # _modules, not named_children(): the latter skips repeated (shared) children
+            for child_name, child in list(module._modules.items()):
+                if child is None:
+                    continue
                 converted = convert(child, f"{name}.{child_name}" if name else child_name)
                 if converted is not child:
                     module.add_module(child_name, converted)
