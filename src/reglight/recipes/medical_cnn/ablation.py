@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -111,7 +112,8 @@ def run_one(
 
     Returns:
         ``test/auc``, ``test/acc``, ``test/gap_auc``, ``test/gap_loss``, ``test/val_auc``, ``epochs`` and
-        ``seconds``.
+        ``seconds``, and the settings that were trained: ``weight_decay``, ``dropout``, ``conv_layers``,
+        ``augment`` (1 or 0) and ``early_stopping`` (1 or 0).
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -140,6 +142,13 @@ def run_one(
     out = {k: float(results[0][k]) for k in _METRICS}
     out["epochs"] = float(trainer.current_epoch)
     out["seconds"] = time.perf_counter() - start
+    # what was actually trained, so that a reader (and the tests) can check each variant's setting
+    hp = model.hparams
+    out["weight_decay"] = float(hp.get("weight_decay", math.nan))
+    out["dropout"] = float(hp.get("dropout", math.nan))
+    out["conv_layers"] = float(hp.get("depth", 0) * hp.get("blocks_per_stage", 0))
+    out["augment"] = float(getattr(datamodule, "augmentation", None) is not None)
+    out["early_stopping"] = float(any(type(cb).__name__ == "EarlyStopping" for cb in callbacks))
     return out
 
 
@@ -375,16 +384,15 @@ def main(argv: list[str]) -> int:
     print(f"## {per_run.title}\n\n{per_run.to_markdown(float_format='{:.3f}')}\n")
     logger = _make_logger(opts.logger, opts.save_dir)
     if logger is not None:
-        figure = _bar_chart(runs)
-        log_table(logger, "ablation/summary", summary.columns, summary.rows)
-        log_table(logger, "ablation/runs", per_run.columns, per_run.rows)
-        log_figure(logger, "ablation/bar_chart", figure)
         for name, results in runs.items():
             for key in ("test/auc", "test/acc", "test/gap_auc"):
                 mean, std = _mean_std([r[key] for r in results])
                 logger.log_metrics(
                     {f"ablation/{name}/{key}_mean": mean, f"ablation/{name}/{key}_std": std}
                 )
+        log_table(logger, "ablation/summary", summary.columns, summary.rows)
+        log_table(logger, "ablation/runs", per_run.columns, per_run.rows)
+        log_figure(logger, "ablation/bar_chart", _bar_chart(runs))
         logger.finalize("success")
         if hasattr(logger, "experiment") and opts.logger == "wandb":
             logger.experiment.finish()

@@ -1,0 +1,162 @@
+"""End to end: `reglight run medical_cnn` (one process and DDP) and `reglight ablate medical_cnn` on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reglight.cli import main
+from reglight.recipes.medical_cnn import write_synthetic_medmnist
+from reglight.recipes.medical_cnn.ablation import VARIANTS
+
+N_SAMPLES = (48, 16, 16)
+FAST = [
+    "--trainer.max_epochs=1",
+    "--data.batch_size=16",
+    "--model.width=8",
+    "--model.hidden=16",
+]
+
+
+@pytest.fixture
+def tiny_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A generated BreastMNIST-format file, found through REGLIGHT_DATA like the real data."""
+    root = tmp_path / "data"
+    write_synthetic_medmnist(root / "breastmnist.npz", "breastmnist", n_samples=N_SAMPLES, seed=0)
+    monkeypatch.setenv("REGLIGHT_DATA", str(root))
+    monkeypatch.chdir(tmp_path)
+    return root
+
+
+def test_one_epoch_run_logs_metrics_confusion_matrix_and_report(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = tmp_path / "logs"
+    code = main(
+        [
+            "run",
+            "medical_cnn",
+            *FAST,
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            f"--trainer.logger.save_dir={logs}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    for key in (
+        "val/auc",
+        "test/auc",
+        "test/acc",
+        "test/gap_auc",
+        "test/train_auc",
+        "MedMNIST metrics",
+    ):
+        assert key in out
+    assert "Confusion matrix (test)" in out
+    log_dir = next(logs.rglob("metrics.csv")).parent
+    with (log_dir / "metrics.csv").open() as fh:
+        header = next(csv.reader(fh))
+    assert {"val/auc", "val/acc", "val/loss", "train/loss", "test/auc", "test/gap_loss"} <= set(
+        header
+    )
+    assert (log_dir / "media" / "test_confusion_matrix.png").stat().st_size > 0
+    with (log_dir / "media" / "test_confusion_matrix_table.csv").open() as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["", "pred malignant", "pred normal, benign"]
+    assert (
+        sum(int(c) for row in rows[1:] for c in row[1:]) == N_SAMPLES[2]
+    )  # every test image counted
+    assert list(tmp_path.rglob("best-epoch=0.ckpt"))  # model selection on val/auc kept a checkpoint
+
+
+@pytest.mark.ddp
+def test_ddp_run_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "REGLIGHT_DATA": str(tiny_root),
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reglight",
+            "run",
+            "medical_cnn",
+            *FAST,
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("final metrics") == 1  # one summary, from rank 0
+    for key in ("val/auc", "test/auc", "test/acc", "test/gap_auc", "MedMNIST metrics"):
+        assert key in proc.stdout
+
+
+def test_ablation_runs_every_variant_over_two_seeds(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "ablation.json"
+    code = main(
+        [
+            "ablate",
+            "medical_cnn",
+            "--seeds",
+            "2",
+            "--logger",
+            "csv",
+            "--save-dir",
+            str(tmp_path / "abl"),
+            "--output",
+            str(output),
+            *FAST,
+            "--trainer.limit_val_batches=1",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    summary = out.split("## Ablation runs")[0]
+    for name in VARIANTS:
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 7 and cells[-1] == "2"
+        assert all(" ± " in c for c in cells[1:5])
+    runs = json.loads(output.read_text())["runs"]
+    assert list(runs) == list(VARIANTS) and all(len(r) == 2 for r in runs.values())
+    full, none = runs["full"][0], runs["none"][0]
+    # each variant trained what it says
+    assert full["weight_decay"] > 0 and full["dropout"] > 0 and full["augment"] == 1
+    assert full["early_stopping"] == 1 and full["conv_layers"] == 3
+    assert runs["no_weight_decay"][0]["weight_decay"] == 0
+    assert runs["no_dropout"][0]["dropout"] == 0
+    assert runs["no_augmentation"][0]["augment"] == 0
+    assert runs["no_early_stopping"][0]["early_stopping"] == 0
+    assert runs["deeper_network"][0]["conv_layers"] == 8
+    assert none["weight_decay"] == none["dropout"] == none["augment"] == none["early_stopping"] == 0
+    assert none["conv_layers"] == 8
+    media = next((tmp_path / "abl").rglob("media"))
+    assert (media / "ablation_bar_chart.png").stat().st_size > 0
+    with (media / "ablation_summary.csv").open() as fh:
+        assert len(list(csv.reader(fh))) == 1 + len(VARIANTS)
+
+
+def test_ablation_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ablate", "medical_cnn", "--variants", "full,no_batchnorm"]) == 2
+    assert "no_batchnorm" in capsys.readouterr().err
+    assert main(["ablate", "medical_cnn", "--seeds", "0"]) == 2
