@@ -253,22 +253,51 @@ def test_resume_stops_at_same_epoch_with_same_weights_and_schedule(tmp_path: Pat
 # ---------------------------------------------------------------- DDP
 DDP_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
+    import os, sys
     import torch
     from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader, Dataset, TensorDataset
     from lightning.pytorch import LightningModule, Trainer
-    from reglight.callbacks import EarlyStopping
+    from reglight.callbacks import (
+        AugmentationScheduler, EarlyStopping, RegularizationScheduler, ScheduledTransform,
+    )
+    from reglight.callbacks.schedules import DropoutRate
+    from reglight.schedules import Linear
 
     VAL = {0: [1.0, 0.8, 0.9, 0.95, 1.0, 1.1], 1: [1.0, 0.9, 0.7, 0.95, 1.0, 1.1]}
+
+    class Noise:
+        def __init__(self):
+            self._m = 1.0
+        @property
+        def magnitude(self):
+            return self._m
+        @magnitude.setter
+        def magnitude(self, value):
+            self._m = value
+        def __call__(self, x):
+            return x + 0.1 * self._m * torch.randn_like(x)
+
+    class Data(Dataset):
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.x, self.y = torch.randn(32, 4, generator=g), torch.randn(32, 1, generator=g)
+            self.aug = ScheduledTransform(Noise())
+        def __len__(self):
+            return 32
+        def __getitem__(self, i):
+            return self.aug(self.x[i]), self.y[i], torch.tensor(self.aug.transform.magnitude)
 
     class M(LightningModule):
         def __init__(self):
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 1))
-            self.snaps = {}
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.0), nn.Linear(8, 1))
+            self.snaps, self.seen = {}, {}
         def training_step(self, batch, i):
-            x, y = batch
+            x, y, m = batch
+            seen = self.seen.setdefault(self.current_epoch, {"p": set(), "m": set()})
+            seen["p"].add(round(self.net[2].p, 6))
+            seen["m"].update(round(v, 6) for v in m.tolist())
             return nn.functional.mse_loss(self.net(x), y)
         def validation_step(self, batch, i):
             # deliberately not synced: rank 1 sees its best at epoch 2, rank 0 at epoch 1
@@ -281,16 +310,22 @@ DDP_SCRIPT = textwrap.dedent(
     if __name__ == "__main__":
         out = sys.argv[1]
         torch.manual_seed(0)
-        ds = TensorDataset(torch.randn(32, 4), torch.randn(32, 1))
         model = M()
         stop = EarlyStopping("val_loss", patience=2, log_gap=False)
-        trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=6, callbacks=[stop],
+        callbacks = [
+            stop,
+            RegularizationScheduler([DropoutRate(Linear(0.0, 0.3, duration=3))]),
+            AugmentationScheduler(magnitude=Linear(1.0, 0.0, duration=4)),
+        ]
+        trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=6, callbacks=callbacks,
                           logger=False, enable_checkpointing=False, enable_progress_bar=False,
                           enable_model_summary=False, num_sanity_val_steps=0)
-        trainer.fit(model, DataLoader(ds, batch_size=4), DataLoader(ds, batch_size=8))
+        val = TensorDataset(torch.randn(16, 4), torch.randn(16, 1))
+        train = DataLoader(Data(), batch_size=4, num_workers=1, persistent_workers=True)
+        trainer.fit(model, train, DataLoader(val, batch_size=8))
         r = trainer.global_rank
         torch.save({"stopped": stop.stopped_epoch, "best": stop.best_epoch, "state": model.state_dict(),
-                    "snaps": model.snaps}, os.path.join(out, f"rank{r}.pt"))
+                    "snaps": model.snaps, "seen": model.seen}, os.path.join(out, f"rank{r}.pt"))
     """
 )
 
@@ -318,6 +353,10 @@ def test_ddp_ranks_stop_together_and_restore_the_same_weights(tmp_path: Path) ->
     _assert_weights_equal(r0["state"], r0["snaps"][1])
     # rank 1's own best was epoch 2; it holds rank 0's choice instead
     assert any(not torch.equal(r1["state"][k], v) for k, v in r1["snaps"][2].items())
+    # both schedulers: the same values on both ranks (and in each rank's DataLoader worker), per epoch:
+    # dropout p = 0.1 e, augmentation magnitude = 1 - e / 4
+    expected = {e: {"p": {round(0.1 * e, 6)}, "m": {round(1 - e / 4, 6)}} for e in range(4)}
+    assert r0["seen"] == r1["seen"] == expected
 
 
 def _assert_weights_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
