@@ -17,11 +17,11 @@ builds one by name.
 Example:
     >>> from reglight.schedules import Cosine, Linear, Warmup
     >>> ramp = Linear(0.0, 0.3, duration=10)
-    >>> [round(ramp(t), 3) for t in (0, 5, 10, 20)]
-    [0.0, 0.15, 0.3, 0.3]
+    >>> tuple(round(ramp(t), 3) for t in (0, 5, 10, 20))
+    (0.0, 0.15, 0.3, 0.3)
     >>> s = Warmup(Cosine(1.0, 0.0, duration=10), duration=2)
-    >>> [round(s(t), 3) for t in (0, 1, 2, 7, 12)]
-    [0.0, 0.5, 1.0, 0.5, 0.0]
+    >>> tuple(round(s(t), 3) for t in (0, 1, 2, 7, 12))
+    (0.0, 0.5, 1.0, 0.5, 0.0)
 """
 
 from __future__ import annotations
@@ -210,8 +210,8 @@ class Step(Schedule):
 
     Example:
         >>> s = Step([0.0, 0.1, 0.3], milestones=[5, 10])
-        >>> [s(t) for t in (0, 5, 9, 10)]
-        [0.0, 0.1, 0.1, 0.3]
+        >>> tuple(s(t) for t in (0, 5, 9, 10))
+        (0.0, 0.1, 0.1, 0.3)
     """
 
     def __init__(self, values: Sequence[float], milestones: Sequence[float]) -> None:
@@ -249,8 +249,8 @@ class Warmup(Schedule):
 
     Example:
         >>> s = Warmup(Linear(1.0, 0.0, duration=4), duration=2)
-        >>> [s(t) for t in (0, 1, 2, 4, 6)]
-        [0.0, 0.5, 1.0, 0.5, 0.0]
+        >>> tuple(s(t) for t in (0, 1, 2, 4, 6))
+        (0.0, 0.5, 1.0, 0.5, 0.0)
     """
 
     def __init__(
@@ -333,8 +333,8 @@ def early(value: float, cutoff: float, shape: str = "constant") -> Schedule:
 
     Example:
         >>> s = early(0.1, cutoff=5)
-        >>> [s(t) for t in (0, 4, 5, 9)]
-        [0.1, 0.1, 0.0, 0.0]
+        >>> tuple(s(t) for t in (0, 4, 5, 9))
+        (0.1, 0.1, 0.0, 0.0)
     """
     _finite("value", value)
     check_positive("cutoff", cutoff)
@@ -356,8 +356,8 @@ def late(value: float, cutoff: float) -> Schedule:
 
     Example:
         >>> s = late(0.2, cutoff=3)
-        >>> [s(t) for t in (0, 2, 3, 10)]
-        [0.0, 0.0, 0.2, 0.2]
+        >>> tuple(s(t) for t in (0, 2, 3, 10))
+        (0.0, 0.0, 0.2, 0.2)
     """
     _finite("value", value)
     check_positive("cutoff", cutoff)

@@ -256,8 +256,8 @@ def register_magnitude_rule(transform_type: type, capture: Capture, apply: Apply
         ...     t.quality = [round(100 - m * (100 - q)) for q in base["quality"]]
         >>> register_magnitude_rule(v2.JPEG, capture, apply)
         >>> aug = ScheduledTransform(v2.JPEG(quality=(20, 50)), magnitude=0.5)
-        >>> aug.transform.quality
-        [60, 75]
+        >>> tuple(aug.transform.quality)
+        (60, 75)
     """
     if not isinstance(transform_type, type):
         raise TypeError(f"`transform_type` must be a class, got {transform_type!r}")

@@ -337,8 +337,8 @@ class DropPathRates(DropoutRate):
         >>> model = nn.Sequential(*[DropPath(0.0) for _ in range(4)])
         >>> knob = DropPathRates(0.2)
         >>> knob.modules = knob.select(model)
-        >>> knob.apply(0.2); [m.p for m in model]
-        [0.05, 0.1, 0.15, 0.2]
+        >>> knob.apply(0.2); tuple(round(m.p, 6) for m in model)
+        (0.05, 0.1, 0.15, 0.2)
     """
 
     def __init__(
@@ -539,8 +539,8 @@ class RegularizationScheduler(Callback):
         >>> sched = RegularizationScheduler(
         ...     [DropoutRate(Linear(0.0, 0.3, duration=20)), WeightDecay(Cosine(1e-3, 1e-4, duration=50))]
         ... )
-        >>> [k.name for k in sched.knobs]
-        ['dropout', 'weight_decay']
+        >>> tuple(k.name for k in sched.knobs)
+        ('dropout', 'weight_decay')
     """
 
     def __init__(
@@ -596,8 +596,8 @@ class RegularizationScheduler(Callback):
 
         Example:
             >>> s = RegularizationScheduler.early_dropout(0.1, cutoff=50)
-            >>> [s.knobs[0].value(t) for t in (0, 49, 50)]
-            [0.1, 0.1, 0.0]
+            >>> tuple(s.knobs[0].value(t) for t in (0, 49, 50))
+            (0.1, 0.1, 0.0)
         """
         knob_cls = DropPathRates if drop_path else DropoutRate
         return cls([knob_cls(early(p, cutoff, shape), names=names, types=types)], interval=interval)
@@ -627,8 +627,8 @@ class RegularizationScheduler(Callback):
 
         Example:
             >>> s = RegularizationScheduler.late_dropout(0.2, cutoff=10)
-            >>> [s.knobs[0].value(t) for t in (0, 9, 10)]
-            [0.0, 0.0, 0.2]
+            >>> tuple(s.knobs[0].value(t) for t in (0, 9, 10))
+            (0.0, 0.0, 0.2)
         """
         knob_cls = DropPathRates if drop_path else DropoutRate
         return cls([knob_cls(late(p, cutoff), names=names, types=types)], interval=interval)
