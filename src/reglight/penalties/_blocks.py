@@ -7,6 +7,12 @@ update even starts. Here the tensors are cut into blocks of at most :data:`BLOCK
 the foreach kernels run block by block, so their temporaries stay in the CPU's L2 cache and main
 memory sees only the unavoidable traffic. Small tensors are batched into one block, so a model with
 many small tensors still gets one multi-tensor kernel per block instead of one kernel per tensor.
+On accelerators (CUDA, ...) the lists are not cut: there each foreach kernel covers the whole list in
+a few launches, and blocks would only add launches.
+
+Measured on the 14.2 M weights of a 4 x 2048 MLP (2-core Xeon, float32), relative to the per-tensor
+``grad.add_(param.sign(), alpha=λ)``: blocked L1 gradient about 0.6x, L1 prox about 0.35x; unblocked
+foreach about 1.1x and 1.6x.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ def iter_blocks(
         chunks or whole tensors) and ``index[i]`` is the position in the input lists of the tensor
         that ``blocks[j][i]`` comes from (to look up per-tensor scalars).
     """
+    if lists and lists[0] and lists[0][0].device.type != "cpu":
+        # Accelerators run each foreach kernel over the whole list in a few launches and have no
+        # cache to protect: cutting into blocks would only multiply the launches.
+        yield list(range(len(lists[0]))), [list(ts) for ts in lists]
+        return
     index: list[int] = []
     blocks: list[list[Tensor]] = [[] for _ in lists]
     filled = 0
