@@ -82,3 +82,11 @@ def test_penalty_loss_is_the_value_of_the_selection() -> None:
     assert net.head.bias.grad is None
     with pytest.raises(TypeError, match="`penalty`"):
         penalty_loss(net, 0.1)  # type: ignore[arg-type]
+
+
+def test_import_path_of_a_module_type_is_a_type() -> None:
+    net = Net()
+    assert _names(net, include="torch.nn.LayerNorm") == ["norm.weight"]
+    assert _names(net, exclude=["torch.nn.modules.linear.Linear", "attn.*"]) == ["conv.weight"]
+    with pytest.raises(ValueError, match="'GRU' matches no parameter"):
+        select_parameters(net, include="torch.nn.GRU")

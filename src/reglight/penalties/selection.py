@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib
+import sys
 from collections.abc import Sequence
 
 from torch import nn
@@ -29,10 +31,30 @@ DEFAULT_PENALIZED_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
+def _resolve_type(pattern: str) -> Pattern:
+    """``"torch.nn.Linear"`` -> ``nn.Linear`` (how a type arrives from a YAML config); else unchanged.
+
+    Only strings without glob characters whose top-level package is already imported are tried.
+    """
+    module_path, _, attr = pattern.rpartition(".")
+    if any(c in pattern for c in "*?[") or not module_path:
+        return pattern
+    if module_path.split(".")[0] not in sys.modules:
+        return pattern
+    try:
+        obj = getattr(importlib.import_module(module_path), attr)
+    except (ImportError, AttributeError, ValueError):
+        return pattern
+    return obj if isinstance(obj, type) and issubclass(obj, nn.Module) else pattern
+
+
 def normalize_patterns(
     name: str, patterns: Pattern | Sequence[Pattern] | None
 ) -> tuple[Pattern, ...]:
     """Validate ``include``/``exclude`` and return them as a tuple.
+
+    A string that is the import path of an ``nn.Module`` subclass (``"torch.nn.Linear"``, as written in
+    a YAML config) stands for that type.
 
     Args:
         name: the argument's name, for error messages.
@@ -52,7 +74,7 @@ def normalize_patterns(
             raise TypeError(
                 f"`{name}` entries must be name globs (str) or nn.Module subclasses, got {p!r}"
             )
-    return tuple(items)
+    return tuple(_resolve_type(p) if isinstance(p, str) else p for p in items)
 
 
 def _owner_types(model: nn.Module) -> dict[str, type[nn.Module]]:
@@ -141,7 +163,8 @@ def select_parameters(
     modules (:data:`DEFAULT_PENALIZED_TYPES`); biases, normalization parameters and embeddings are
     not penalized. ``include`` replaces that default: each entry is a glob on parameter names
     (``fnmatch``, e.g. ``"encoder.*.weight"``; ``*`` also matches dots) or an ``nn.Module`` subclass
-    (the non-bias parameters owned directly by modules of that type). An ``include`` entry that
+    (the non-bias parameters owned directly by modules of that type; in a YAML config write its
+    import path, e.g. ``torch.nn.Linear``). An ``include`` entry that
     matches nothing is an error, not a silent no-op. ``exclude`` entries (globs or types, where a
     type removes all parameters its modules own) are removed afterwards.
 
