@@ -601,13 +601,19 @@ def ghost_batch_norm(
     out, means, invstds = fn(input, weight, bias, virtual_batch_size, eps)
     if training and running_mean is not None and running_var is not None:
         with torch.no_grad():
-            sizes = means.new_full((means.shape[0], 1), float(virtual_batch_size))
-            sizes[-1] = last
-            n = sizes * per_sample
-            share = sizes / input.shape[0]
-            var = (invstds.pow(-2) - eps) * n / (n - 1)
-            running_mean.lerp_((share * means).sum(0).to(running_mean.dtype), momentum)
-            running_var.lerp_((share * var).sum(0).to(running_var.dtype), momentum)
+            var = invstds.pow(-2).sub_(eps)  # biased variance of each virtual batch
+            if last == virtual_batch_size:  # equal virtual batches: plain averages
+                count = virtual_batch_size * per_sample
+                batch_mean, batch_var = means.mean(0), var.mean(0).mul_(count / (count - 1))
+            else:  # weight by size; unbiased variances
+                sizes = means.new_full((means.shape[0], 1), float(virtual_batch_size))
+                sizes[-1] = last
+                counts = sizes * per_sample
+                share = sizes / input.shape[0]
+                batch_mean = (share * means).sum(0)
+                batch_var = (share * var * counts / (counts - 1)).sum(0)
+            running_mean.lerp_(batch_mean.to(running_mean.dtype), momentum)
+            running_var.lerp_(batch_var.to(running_var.dtype), momentum)
     return out
 
 
@@ -637,8 +643,8 @@ def batch_renorm(
     with $r, d$ treated as constants by back-propagation; then the running statistics move towards
     the batch ones (unbiased variance, as in batch norm). At evaluation it is batch norm with the
     running statistics. ``r_max=1, d_max=0`` is batch norm. Computed by torch's fused batch-norm
-    kernels plus one in-place pass (the affine map $(\gamma r, \gamma d + \beta)$); first-order
-    gradients only.
+    kernels (statistics, then one normalising pass with the affine map $(\gamma r, \gamma d + \beta)$),
+    at the cost of one batch norm; first-order gradients only.
 
     Args:
         input: Tensor ``(N, C, *)``.
@@ -684,10 +690,12 @@ def batch_renorm(
 
 
 class _BatchRenormFn(torch.autograd.Function):
-    """Batch renorm as one fused batch norm (statistics + normalisation) and one in-place affine pass.
+    """Batch renorm in two fused kernels, the cost of one batch norm.
 
-    ``y = x_hat * (gamma r) + (gamma d + beta)``; back-propagation is batch norm's with the effective
-    weight ``gamma r`` (r and d are constants), so ``native_batch_norm_backward`` does the work.
+    The batch statistics come first (``batch_norm_update_stats``, batch norm's own statistics kernel),
+    then batch norm's evaluation-mode transform normalises with them and applies the effective affine
+    map ``(gamma r, gamma d + beta)`` in the same pass. Back-propagation is training-mode batch norm's
+    with the effective weight ``gamma r`` (``r`` and ``d`` are constants).
     """
 
     @staticmethod
@@ -703,21 +711,24 @@ class _BatchRenormFn(torch.autograd.Function):
         d_max: float,
         momentum: float,
     ) -> Tensor:
-        out, mean, invstd = torch.native_batch_norm(input, None, None, None, None, True, 0.0, eps)
+        if input.device.type in ("cpu", "cuda"):
+            mean, var = torch.batch_norm_update_stats(input, None, None, 0.0)
+        else:
+            var, mean = torch.var_mean(input, dim=_reduce_dims(input), correction=0)
+        param_dtype = running_mean.dtype if weight is None else weight.dtype
+        mean, var = mean.to(param_dtype), var.to(param_dtype)
         sigma = (running_var + eps).sqrt()
-        r = (invstd.reciprocal() / sigma).clamp_(1.0 / r_max, r_max).to(input.dtype)
-        d = ((mean - running_mean) / sigma).clamp_(-d_max, d_max).to(input.dtype)
+        r = ((var + eps).sqrt() / sigma).clamp_(1.0 / r_max, r_max)
+        d = ((mean - running_mean) / sigma).clamp_(-d_max, d_max)
         scale = r if weight is None else weight * r
         shift = d if weight is None else weight * d
         if bias is not None:
             shift = shift + bias
-        view = (1, -1) + (1,) * (input.dim() - 2)
-        torch.addcmul(shift.to(out.dtype).view(view), out, scale.to(out.dtype).view(view), out=out)
+        out = torch.native_batch_norm(input, scale, shift, mean, var, False, 0.0, eps)[0]
         n = _values_per_channel(input)
-        var = (invstd.pow(-2) - eps) * (n / (n - 1))
         running_mean.lerp_(mean.to(running_mean.dtype), momentum)
-        running_var.lerp_(var.to(running_var.dtype), momentum)
-        ctx.save_for_backward(input, scale, mean, invstd, r, d)
+        running_var.lerp_((var * (n / (n - 1))).to(running_var.dtype), momentum)
+        ctx.save_for_backward(input, scale, mean, (var + eps).rsqrt(), r, d)
         ctx.eps = eps  # type: ignore[attr-defined]
         return out
 
