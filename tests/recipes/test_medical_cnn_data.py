@@ -10,10 +10,10 @@ import torch
 
 from reglight.recipes.medical_cnn import (
     MEDMNIST_2D_FLAGS,
-    MedicalAugmentation,
     MedMNISTDataModule,
     MedMNISTFileError,
     load_medmnist_npz,
+    medical_augmentation,
     npz_filename,
     task_spec,
     write_synthetic_medmnist,
@@ -197,23 +197,36 @@ def test_bad_arguments(kwargs: dict[str, object], name: str) -> None:
 
 
 def test_augmentation_magnitude_scales_every_component() -> None:
-    aug = MedicalAugmentation(
+    from torchvision.transforms import v2
+
+    from reglight.callbacks import AugmentationScheduler
+
+    aug = medical_augmentation(
         rotation=20.0, translate=0.2, scale=0.1, hflip=True, vflip=True, erasing=0.4,
-        rand_augment_ops=2, rand_augment_magnitude=10, magnitude=0.5,
+        rand_augment_ops=2, rand_augment_magnitude=10, magnitude=0.5, group="test_mc",
     )  # fmt: skip
-    assert aug._affine.degrees == [-10.0, 10.0]
-    assert aug._affine.translate == [0.1, 0.1]
-    assert aug._affine.scale == pytest.approx([0.95, 1.05])
-    assert aug._hflip.p == aug._vflip.p == 0.25
-    assert aug._erasing.p == pytest.approx(0.2)
-    assert aug._rand_augment.magnitude == 5
+    hflip, vflip, affine, rand_augment, erasing = aug.transform.transforms
+    assert isinstance(affine, v2.RandomAffine) and isinstance(rand_augment, v2.RandAugment)
+    assert affine.degrees == [-10.0, 10.0]
+    assert affine.translate == [0.1, 0.1]
+    assert affine.scale == pytest.approx([0.95, 1.05])
+    assert hflip.p == vflip.p == 0.25
+    assert erasing.p == pytest.approx(0.2)
+    assert rand_augment.magnitude == 5
     img = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
     out = aug(img)
     assert out.shape == img.shape and out.dtype == torch.uint8
-    aug.magnitude = 0.0
-    assert torch.equal(aug(img), img)
-    with pytest.raises(ValueError, match="magnitude"):
-        aug.magnitude = 1.5
+    # the library's scheduler drives it (written now, read at the next image)
+    AugmentationScheduler(magnitude=1.0, group="test_mc").apply(0)
+    aug(img)
+    assert affine.degrees == [-20.0, 20.0] and rand_augment.magnitude == 10 and hflip.p == 0.5
+    geometric = medical_augmentation(rotation=30.0, translate=0.2, vflip=True, group="test_mc")
+    AugmentationScheduler(magnitude=0.0, group="test_mc").apply(0)
+    assert all(torch.equal(geometric(img), img) for _ in range(10))  # magnitude 0: identity
+    AugmentationScheduler(magnitude=1.0, group="test_mc").apply(0)
+    assert not all(torch.equal(geometric(img), img) for _ in range(10))
+    with pytest.raises(ValueError, match="rotation"):
+        medical_augmentation(rotation=-5.0)
 
 
 def test_augmentation_changes_training_images_only(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ as ``medmnist.Evaluator`` computes them, the generalization gap and the confusio
 
 from __future__ import annotations
 
-from .augment import MedicalAugmentation
+from .augment import medical_augmentation
 from .data import (
     MEDMNIST_2D_FLAGS,
     MEDMNIST_SIZES,
@@ -36,13 +36,13 @@ __all__ = [
     "MedMNISTFileError",
     "MedMNISTMetrics",
     "MedMNISTSplit",
-    "MedicalAugmentation",
     "MedicalCNN",
     "SmallCNN",
     "TaskSpec",
     "default_root",
     "download_medmnist",
     "load_medmnist_npz",
+    "medical_augmentation",
     "medmnist_metrics",
     "npz_filename",
     "scores_from_logits",

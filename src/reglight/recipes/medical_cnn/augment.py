@@ -2,117 +2,95 @@
 
 from __future__ import annotations
 
-from torch import Tensor
 from torchvision.transforms import v2
 
-from reglight._validation import check_in_range, check_nonnegative, check_probability
+from reglight._validation import (
+    check_in_range,
+    check_nonnegative,
+    check_probability,
+)
+from reglight.callbacks import ScheduledTransform
 
-__all__ = ["MedicalAugmentation"]
+__all__ = ["medical_augmentation"]
 
 
-class MedicalAugmentation:
-    """Random rotation, shift, zoom and flips, with optional RandAugment and random erasing.
+def medical_augmentation(
+    rotation: float = 15.0,
+    translate: float = 0.1,
+    scale: float = 0.1,
+    hflip: bool = True,
+    vflip: bool = False,
+    rand_augment_ops: int = 0,
+    rand_augment_magnitude: int = 9,
+    erasing: float = 0.0,
+    magnitude: float = 1.0,
+    group: str = "default",
+) -> ScheduledTransform:
+    """Random flips, rotation, shift and zoom, with optional RandAugment and random erasing, schedulable.
 
-    One strength knob, :attr:`magnitude` in ``[0, 1]``, scales every component from nothing (identity at 0)
-    to the configured maximum (at 1): rotation angle ``U(-m·rotation, m·rotation)``, shift up to
-    ``m·translate`` of the image size, zoom in ``[1 - m·scale, 1 + m·scale]``, flip probability ``0.5·m``,
-    RandAugment magnitude ``round(m·rand_augment_magnitude)`` and erasing probability ``m·erasing``.
-    Changing :attr:`magnitude` between epochs (as an ``AugmentationScheduler`` does) takes effect on the
-    next image; nothing is rebuilt.
+    The seed's "aggressive data augmentation (rotations, shifts)" for a dataset of a few hundred images, as a
+    ``transforms.v2`` pipeline on ``uint8`` ``(C, H, W)`` images::
 
-    This is the seed's "aggressive data augmentation (rotations, shifts)" for a dataset of a few hundred
-    images; RandAugment is Cubuk et al. 2020 and random erasing Zhong et al. 2020.
+        RandomHorizontalFlip(0.5) → RandomVerticalFlip(0.5) → RandomAffine(rotation, translate, scale)
+        → RandAugment(rand_augment_ops, rand_augment_magnitude) → RandomErasing(erasing)
+
+    (each part only when enabled), wrapped in a :class:`reglight.callbacks.ScheduledTransform` so that an
+    :class:`reglight.callbacks.AugmentationScheduler` can drive its strength, in DataLoader workers too. At
+    magnitude ``m`` the rotation range, shift and zoom are scaled by ``m``, the flip and erasing probabilities
+    by ``m`` and the RandAugment magnitude is ``round(m · rand_augment_magnitude)``; at ``m = 1`` the pipeline
+    is exactly as configured, at ``m = 0`` it leaves images unchanged (except for RandAugment's
+    magnitude-free operations such as equalize and autocontrast). RandAugment is Cubuk et al. 2020,
+    random erasing Zhong et al. 2020.
 
     Args:
-        rotation: Maximum rotation in degrees at ``magnitude=1``.
-        translate: Maximum shift as a fraction of height/width at ``magnitude=1``, in ``[0, 1]``.
-        scale: Maximum relative zoom at ``magnitude=1``, in ``[0, 1)``.
+        rotation: Maximum rotation in degrees (at magnitude 1).
+        translate: Maximum shift as a fraction of height and width, in ``[0, 1]``.
+        scale: Maximum relative zoom in ``[0, 1)``: the scale is drawn from ``[1 - scale, 1 + scale]``.
         hflip: Random horizontal flips.
         vflip: Random vertical flips.
-        rand_augment_ops: Number of RandAugment operations per image; 0 disables RandAugment.
-        rand_augment_magnitude: RandAugment magnitude (of 31 bins, 0-30) at ``magnitude=1``.
-        erasing: Random-erasing probability at ``magnitude=1``; 0 disables it.
+        rand_augment_ops: RandAugment operations per image; 0 disables RandAugment.
+        rand_augment_magnitude: RandAugment magnitude (0-30) at magnitude 1.
+        erasing: Random-erasing probability; 0 disables it.
         magnitude: Initial strength in ``[0, 1]``.
+        group: The ``ScheduledTransform`` group an ``AugmentationScheduler`` drives.
+
+    Returns:
+        The scheduled augmentation (identity in ``eval()`` mode).
+
+    Raises:
+        ValueError: For an argument outside its range (named in the message).
 
     Example:
         >>> import torch
-        >>> aug = MedicalAugmentation(rotation=15.0, translate=0.1)
+        >>> aug = medical_augmentation(rotation=20.0, translate=0.1, magnitude=0.5)
         >>> img = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
         >>> aug(img).shape, aug(img).dtype
         (torch.Size([1, 28, 28]), torch.uint8)
-        >>> aug.magnitude = 0.0
-        >>> bool(torch.equal(aug(img), img))
-        True
+        >>> aug.transform.transforms[1].degrees  # [flip, affine]: rotation range at magnitude 0.5
+        [-10.0, 10.0]
     """
-
-    def __init__(
-        self,
-        rotation: float = 15.0,
-        translate: float = 0.1,
-        scale: float = 0.1,
-        hflip: bool = True,
-        vflip: bool = False,
-        rand_augment_ops: int = 0,
-        rand_augment_magnitude: int = 9,
-        erasing: float = 0.0,
-        magnitude: float = 1.0,
-    ) -> None:
-        self.rotation = check_in_range("rotation", rotation, 0.0, 180.0)
-        self.translate = check_in_range("translate", translate, 0.0, 1.0)
-        self.scale = check_probability("scale", scale)
-        self.hflip = bool(hflip)
-        self.vflip = bool(vflip)
-        self.rand_augment_ops = int(check_nonnegative("rand_augment_ops", rand_augment_ops))
-        self.rand_augment_magnitude = int(
-            check_in_range("rand_augment_magnitude", rand_augment_magnitude, 0, 30)
+    rotation = check_in_range("rotation", rotation, 0.0, 180.0)
+    translate = check_in_range("translate", translate, 0.0, 1.0)
+    scale = check_probability("scale", scale)
+    ops = int(check_nonnegative("rand_augment_ops", rand_augment_ops))
+    ra_mag = int(check_in_range("rand_augment_magnitude", rand_augment_magnitude, 0, 30))
+    erasing = check_probability("erasing", erasing, inclusive_one=True)
+    check_probability("magnitude", magnitude, inclusive_one=True)
+    parts: list[v2.Transform] = []
+    if hflip:
+        parts.append(v2.RandomHorizontalFlip(0.5))
+    if vflip:
+        parts.append(v2.RandomVerticalFlip(0.5))
+    if rotation > 0 or translate > 0 or scale > 0:
+        parts.append(
+            v2.RandomAffine(
+                degrees=rotation,
+                translate=(translate, translate) if translate > 0 else None,
+                scale=(1.0 - scale, 1.0 + scale) if scale > 0 else None,
+            )
         )
-        self.erasing = check_probability("erasing", erasing, inclusive_one=True)
-        self._hflip = v2.RandomHorizontalFlip(p=0.0)
-        self._vflip = v2.RandomVerticalFlip(p=0.0)
-        self._affine = v2.RandomAffine(degrees=0.0)
-        self._rand_augment = v2.RandAugment(num_ops=max(self.rand_augment_ops, 1), magnitude=0)
-        self._erasing = v2.RandomErasing(p=0.0, value=0)
-        self._magnitude = 0.0
-        self.magnitude = magnitude
-
-    @property
-    def magnitude(self) -> float:
-        """Current strength in ``[0, 1]``; setting it rescales every component in place."""
-        return self._magnitude
-
-    @magnitude.setter
-    def magnitude(self, value: float) -> None:
-        m = check_in_range("magnitude", value, 0.0, 1.0)
-        self._magnitude = m
-        self._hflip.p = 0.5 * m if self.hflip else 0.0
-        self._vflip.p = 0.5 * m if self.vflip else 0.0
-        self._affine.degrees = [-self.rotation * m, self.rotation * m]
-        t = self.translate * m
-        self._affine.translate = [t, t] if t > 0 else None
-        s = self.scale * m
-        self._affine.scale = [1.0 - s, 1.0 + s] if s > 0 else None
-        self._rand_augment.magnitude = round(self.rand_augment_magnitude * m)
-        self._erasing.p = self.erasing * m
-
-    def __call__(self, image: Tensor) -> Tensor:
-        """Augment one ``uint8`` (or float) ``(C, H, W)`` image."""
-        if self._magnitude == 0.0:
-            return image
-        x = self._hflip(image) if self.hflip else image
-        x = self._vflip(x) if self.vflip else x
-        if self.rotation > 0 or self.translate > 0 or self.scale > 0:
-            x = self._affine(x)
-        if self.rand_augment_ops > 0:
-            x = self._rand_augment(x)
-        if self.erasing > 0:
-            x = self._erasing(x)
-        return x
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(rotation={self.rotation}, translate={self.translate}, "
-            f"scale={self.scale}, hflip={self.hflip}, vflip={self.vflip}, "
-            f"rand_augment_ops={self.rand_augment_ops}, "
-            f"rand_augment_magnitude={self.rand_augment_magnitude}, erasing={self.erasing}, "
-            f"magnitude={self._magnitude})"
-        )
+    if ops > 0:
+        parts.append(v2.RandAugment(num_ops=ops, magnitude=ra_mag))
+    if erasing > 0:
+        parts.append(v2.RandomErasing(p=erasing, value=0))
+    return ScheduledTransform(v2.Compose(parts), magnitude=magnitude, group=group)

@@ -23,8 +23,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from reglight._validation import check_choice, check_nonnegative, check_positive_int
+from reglight.callbacks import ScheduledTransform
 
-from .augment import MedicalAugmentation
+from .augment import medical_augmentation
 
 __all__ = [
     "MEDMNIST_2D_FLAGS",
@@ -452,7 +453,8 @@ class MedMNISTDataModule(pl.LightningDataModule):
         rand_augment_ops: Number of RandAugment operations per image (0 disables RandAugment).
         rand_augment_magnitude: RandAugment magnitude (0-30) at full strength.
         erasing: Random-erasing probability at full strength (0 disables it).
-        magnitude: Initial augmentation strength in ``[0, 1]`` (an ``AugmentationScheduler`` may change it).
+        magnitude: Initial augmentation strength in ``[0, 1]``; an ``AugmentationScheduler`` (group
+            ``"default"``) changes it during training, in DataLoader workers too.
 
     Example:
         >>> dm = MedMNISTDataModule("breastmnist", root="/nonexistent", download=False)
@@ -493,8 +495,8 @@ class MedMNISTDataModule(pl.LightningDataModule):
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.eval_batch_size = check_positive_int("eval_batch_size", eval_batch_size)
         self.num_workers = int(check_nonnegative("num_workers", num_workers))
-        self.augmentation: MedicalAugmentation | None = (
-            MedicalAugmentation(
+        self.augmentation: ScheduledTransform | None = (
+            medical_augmentation(
                 rotation=rotation,
                 translate=translate,
                 scale=scale,
