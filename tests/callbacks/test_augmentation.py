@@ -155,6 +155,33 @@ def test_resume_continues_the_schedule_in_persistent_workers(tmp_path: Path) -> 
     _check_epochs(resumed, range(2, 4), lambda e: e / 3, lambda e: 1.0, 2)
 
 
+class BuildsItsOwnData(Collect):
+    """Creates the dataset (and its ScheduledTransform) only when Lightning asks for the dataloader."""
+
+    def train_dataloader(self) -> DataLoader:
+        return _loader(Recording("late"), 0, False, None)
+
+
+def test_wrapper_created_late_and_two_schedulers_sharing_a_group(tmp_path: Path) -> None:
+    model = BuildsItsOwnData()
+    callbacks = [
+        AugmentationScheduler(magnitude=Linear(0.0, 1.0, duration=2), group="late"),
+        AugmentationScheduler(p=Linear(1.0, 0.5, duration=2), group="late"),
+        ModelCheckpoint(dirpath=tmp_path, save_last=True),
+    ]
+    assert callbacks[0].state_key != callbacks[1].state_key
+    trainer = Trainer(max_epochs=3, callbacks=callbacks, **{**QUIET, "enable_checkpointing": True})
+    trainer.fit(model)
+    _check_epochs(
+        model, range(3), lambda e: e / 2 if e < 2 else 1.0, lambda e: 1 - 0.25 * min(e, 2), 0
+    )
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]
+    assert {tuple(v["values"]) for k, v in saved.items() if "AugmentationScheduler" in k} == {
+        ("magnitude",),
+        ("p",),
+    }
+
+
 # ---------------------------------------------------------------- device-side batch path
 class BatchAugmented(LightningModule):
     def __init__(self, per_sample: bool = True) -> None:

@@ -309,6 +309,9 @@ class ScheduledTransform(nn.Module):
     re-sets the wrapped transforms' parameters through :data:`MAGNITUDE_RULES` (recursing into ``Compose``,
     ``RandomApply``, ``RandomChoice`` and ``RandomOrder``).
 
+    The link is made by the multiprocessing pickler that starts the workers (and Lightning's spawned
+    ranks); a copy made with ``pickle.dumps`` or ``copy.deepcopy`` gets its own, independent values.
+
     Wrap only the random part of a pipeline: with probability :math:`1 - p` the input is returned unchanged,
     so conversions (``ToImage``, ``ToDtype``, ``Normalize``) belong outside the wrapper. In ``eval()`` mode
     the wrapper is the identity, so one used in a LightningModule switches off during validation.
@@ -548,6 +551,11 @@ class AugmentationScheduler(Callback):
         self.values: dict[str, float] = {}
         self._trainer: pl.Trainer | None = None
 
+    @property
+    def state_key(self) -> str:
+        """Checkpoint key, unique per group and scheduled quantities (two schedulers may share a group)."""
+        return self._generate_state_key(group=self.group, schedules=sorted(self.schedules))
+
     # ---------------------------------------------------------------- writing values
     def targets(self) -> list[ScheduledTransform]:
         """The wrappers this scheduler drives now.
@@ -594,8 +602,10 @@ class AugmentationScheduler(Callback):
                 t._shared[0] = values["magnitude"]
             if "p" in values:
                 t._shared[1] = values["p"]
-        if self.transforms is None:
-            _GROUP_VALUES[self.group] = dict(values)
+        if (
+            self.transforms is None
+        ):  # two schedulers may share a group: one for magnitude, one for p
+            _GROUP_VALUES.setdefault(self.group, {}).update(values)
         self.values = dict(values)
         return dict(values)
 

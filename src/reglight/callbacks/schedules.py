@@ -568,6 +568,11 @@ class RegularizationScheduler(Callback):
         self.values: dict[str, float] = {}
         self.progress: float | None = None
 
+    @property
+    def state_key(self) -> str:
+        """Checkpoint key, unique per set of knob names (several schedulers may run side by side)."""
+        return self._generate_state_key(knobs=[k.name for k in self.knobs])
+
     # ---------------------------------------------------------------- presets
     @classmethod
     def early_dropout(
