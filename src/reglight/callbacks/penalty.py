@@ -1,8 +1,8 @@
-r"""A Lightning callback that applies a :mod:`reglight.penalties` penalty to any LightningModule.
+r"""A Lightning callback that applies a `reglight.penalties` penalty to any LightningModule.
 
-Two ways to minimize :math:`\mathcal{L}(\theta) + \lambda R(\theta)`:
+Two ways to minimize $\mathcal{L}(\theta) + \lambda R(\theta)$:
 
-- ``mode="gradient"`` adds :math:`\lambda\nabla R(\theta)` to the gradients in
+- ``mode="gradient"`` adds $\lambda\nabla R(\theta)$ to the gradients in
   ``on_before_optimizer_step``: after AMP unscaling and DDP's gradient averaging, before gradient
   clipping, once per real optimizer step under ``accumulate_grad_batches``. The result is the same
   as adding ``penalty.value(params)`` to the loss, without the extra autograd graph. Like any
@@ -11,7 +11,7 @@ Two ways to minimize :math:`\mathcal{L}(\theta) + \lambda R(\theta)`:
   proximal operator with the step size that optimizer used: SGD's ``lr`` turns the pair into
   proximal gradient descent (ISTA for L1) and produces exact zeros; Adam-family optimizers get the
   per-coordinate step ``lr / (sqrt(v̂) + eps)`` from their state (the proximal operator in the metric of
-  Adam's diagonal preconditioner; see :func:`reglight.penalties.optimizer_step_sizes`).
+  Adam's diagonal preconditioner; see [`optimizer_step_sizes`][reglight.penalties.optimizer_step_sizes]).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class PenaltyHook(Callback):
     r"""Regularize a LightningModule's parameters with a penalty, by gradient or proximal steps.
 
     The penalized parameters are chosen at the start of ``fit`` with
-    :func:`~reglight.penalties.select_parameters` (default: weights of Linear/Conv/attention
+    [`select_parameters`][reglight.penalties.select_parameters] (default: weights of Linear/Conv/attention
     projections; biases, norms and embeddings excluded). Each optimizer step touches only the
     penalized parameters that belong to the optimizer being stepped, so several optimizers and
     parameter groups (with their own learning rates) work. ``penalty.strength`` is read at every
@@ -54,7 +54,7 @@ class PenaltyHook(Callback):
     ``state_dict`` and restored when training resumes from a checkpoint.
 
     Logged at the Trainer's ``log_every_n_steps`` (computed only then, so no per-step host sync):
-    ``{name}/value`` (:math:`\lambda R(\theta)`), ``{name}/strength``, ``{name}/zero_fraction``
+    ``{name}/value`` ($\lambda R(\theta)$), ``{name}/strength``, ``{name}/zero_fraction``
     (exact zeros among penalized entries) and, for group penalties, ``{name}/dead_group_fraction``.
 
     Under DDP every rank holds the same weights and averaged gradients, so every rank makes the same
@@ -65,7 +65,7 @@ class PenaltyHook(Callback):
         mode: ``"gradient"`` (add the penalty's gradient before the optimizer step) or
             ``"proximal"`` (apply its proximal operator after the optimizer step).
         include: which parameters to penalize: name globs and/or module types
-            (see :func:`~reglight.penalties.select_parameters`); ``None`` for the default.
+            (see [`select_parameters`][reglight.penalties.select_parameters]); ``None`` for the default.
         exclude: parameters not to penalize: name globs and/or module types.
         log: log the penalty's value and sparsity.
         adaptive: in proximal mode, use the per-coordinate steps of adaptive optimizers (Adam,
@@ -74,10 +74,10 @@ class PenaltyHook(Callback):
 
     Raises:
         ValueError: if ``mode`` is unknown.
-        TypeError: if ``penalty`` is not a :class:`~reglight.penalties.Penalty` or an
+        TypeError: if ``penalty`` is not a [`Penalty`][reglight.penalties.Penalty] or an
             ``include``/``exclude`` entry is neither a glob nor a module type.
 
-    Example:
+    Examples:
         >>> from reglight.penalties import L1
         >>> hook = PenaltyHook(L1(strength=1e-3), mode="proximal", exclude="head.*")
         >>> hook.penalty.strength = 5e-3  # e.g. from a schedule, between steps
@@ -231,7 +231,7 @@ class PenaltyHook(Callback):
         """Restore the penalty's hyperparameters from a checkpoint.
 
         Args:
-            state_dict: what :meth:`state_dict` returned.
+            state_dict: what `state_dict` returned.
         """
         self.penalty.load_state_dict(state_dict["penalty"])
 

@@ -1,7 +1,7 @@
 """Penalties (L1, L2, elastic net, group lasso) and their proximal operators, in pure torch.
 
 Each penalty offers its value (to add to a loss), an in-place (sub)gradient and an in-place proximal
-operator, all over lists of tensors. :class:`reglight.callbacks.PenaltyHook` applies them to a
+operator, all over lists of tensors. [`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook] applies them to a
 LightningModule; this package does not import Lightning.
 """
 

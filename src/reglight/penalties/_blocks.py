@@ -3,7 +3,7 @@
 A penalty update is memory-bound: it reads the weights once and writes the gradient (or the weights)
 once. Run naively over whole tensors, ``torch._foreach_sign(params)`` allocates a temporary as large as
 the whole model, which costs one more write and read of main memory (and page faults) before the
-update even starts. Here the tensors are cut into blocks of at most :data:`BLOCK_NUMEL` elements and
+update even starts. Here the tensors are cut into blocks of at most `BLOCK_NUMEL` elements and
 the foreach kernels run block by block, so their temporaries stay in the CPU's L2 cache and main
 memory sees only the unavoidable traffic. Small tensors are batched into one block, so a model with
 many small tensors still gets one multi-tensor kernel per block instead of one kernel per tensor.

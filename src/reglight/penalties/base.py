@@ -1,4 +1,4 @@
-"""The :class:`Penalty` interface shared by all penalties."""
+"""The [`Penalty`][reglight.penalties.Penalty] interface shared by all penalties."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def normalize_step(step: StepSize, n: int) -> list[float] | StepSource:
 
     Args:
         step: a positive float, one positive float per tensor, one tensor per tensor, or a
-            :class:`DiagonalStep`.
+            [`DiagonalStep`][reglight.penalties.DiagonalStep].
         n: number of tensors.
 
     Returns:
@@ -72,21 +72,21 @@ def normalize_step(step: StepSize, n: int) -> list[float] | StepSource:
 
 
 class Penalty(abc.ABC):
-    r"""A regularization term :math:`\lambda R(\theta)` over a list of tensors.
+    r"""A regularization term $\lambda R(\theta)$ over a list of tensors.
 
     Every penalty offers three views of the same function:
 
-    - :meth:`value`: :math:`\lambda R(\theta)` as a differentiable tensor (to add to a loss);
-    - :meth:`add_grad_`: adds a (sub)gradient :math:`\lambda \nabla R(\theta)` to ``.grad`` in place;
-    - :meth:`prox_`: replaces :math:`\theta` by the proximal point
-      :math:`\operatorname{prox}_{t\lambda R}(\theta) = \arg\min_x \tfrac{1}{2t}\|x-\theta\|^2
-      + \lambda R(x)` in place (with per-coordinate :math:`t` the norm is weighted by :math:`1/t`).
+    - `value`: $\lambda R(\theta)$ as a differentiable tensor (to add to a loss);
+    - `add_grad_`: adds a (sub)gradient $\lambda \nabla R(\theta)$ to ``.grad`` in place;
+    - `prox_`: replaces $\theta$ by the proximal point
+      $\operatorname{prox}_{t\lambda R}(\theta) = \arg\min_x \tfrac{1}{2t}\|x-\theta\|^2
+      + \lambda R(x)$ in place (with per-coordinate $t$ the norm is weighted by $1/t$).
 
-    ``strength`` (:math:`\lambda \ge 0`) is a plain mutable attribute: a schedule may set it between
+    ``strength`` ($\lambda \ge 0$) is a plain mutable attribute: a schedule may set it between
     steps and the next update uses the new value.
 
     Args:
-        strength: the regularization strength :math:`\lambda \ge 0`.
+        strength: the regularization strength $\lambda \ge 0$.
 
     Raises:
         ValueError: if ``strength`` is negative or not a finite number.
@@ -97,7 +97,7 @@ class Penalty(abc.ABC):
 
     @property
     def strength(self) -> float:
-        """The regularization strength :math:`\\lambda` (a float ``>= 0``, settable)."""
+        """The regularization strength $\\lambda$ (a float ``>= 0``, settable)."""
         return self._strength
 
     @strength.setter
@@ -106,7 +106,7 @@ class Penalty(abc.ABC):
 
     @abc.abstractmethod
     def value(self, params: Params) -> Tensor:
-        """The penalty :math:`\\lambda R(\\theta)` (differentiable).
+        """The penalty $\\lambda R(\\theta)$ (differentiable).
 
         Args:
             params: the penalized tensors.
@@ -132,11 +132,11 @@ class Penalty(abc.ABC):
         Args:
             params: the penalized tensors.
             step: a positive float, one positive float per tensor, one tensor of per-coordinate
-                steps per tensor, or a :class:`~reglight.penalties.DiagonalStep`.
+                steps per tensor, or a [`DiagonalStep`][reglight.penalties.DiagonalStep].
         """
 
     def __call__(self, params: Params) -> Tensor:
-        """Same as :meth:`value`."""
+        """Same as `value`."""
         return self.value(params)
 
     @torch.no_grad()
@@ -157,7 +157,7 @@ class Penalty(abc.ABC):
         return {"zero_fraction": 1.0 - nonzero.to(torch.float32) / total}
 
     def hparams(self) -> dict[str, float | int]:
-        """The penalty's hyperparameters (what :meth:`state_dict` saves)."""
+        """The penalty's hyperparameters (what `state_dict` saves)."""
         return {"strength": self.strength}
 
     def state_dict(self) -> dict[str, float | int]:
@@ -169,7 +169,7 @@ class Penalty(abc.ABC):
         return dict(self.hparams())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore hyperparameters saved by :meth:`state_dict` (validated like the constructor).
+        """Restore hyperparameters saved by `state_dict` (validated like the constructor).
 
         Args:
             state_dict: the saved values.

@@ -1,4 +1,4 @@
-"""Elementwise penalties: :class:`L1`, :class:`L2` and :class:`ElasticNet`."""
+"""Elementwise penalties: `L1`, `L2` and [`ElasticNet`][reglight.penalties.ElasticNet]."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["L1", "L2", "ElasticNet"]
 
 
 class _Elementwise(Penalty):
-    """A penalty ``a * ||θ||_1 + b * ||θ||_2^2`` with weights given by :meth:`_weights`."""
+    """A penalty ``a * ||θ||_1 + b * ||θ||_2^2`` with weights given by `_weights`."""
 
     def _weights(self) -> tuple[float, float]:
         raise NotImplementedError
@@ -54,26 +54,26 @@ class _Elementwise(Penalty):
         Args:
             params: the penalized tensors.
             step: a positive float, one per tensor, one tensor of per-coordinate steps per tensor,
-                or a :class:`~reglight.penalties.DiagonalStep`.
+                or a [`DiagonalStep`][reglight.penalties.DiagonalStep].
         """
         a, b = self._weights()
         elastic_net_prox_(params, step, a, b)
 
 
 class L1(_Elementwise):
-    r"""Lasso penalty :math:`\lambda \sum_k \|\theta_k\|_1` (Tibshirani, 1996).
+    r"""Lasso penalty $\lambda \sum_k \|\theta_k\|_1$ (Tibshirani, 1996).
 
-    - gradient: :math:`\lambda \operatorname{sign}(\theta)` (0 at 0);
-    - prox with step :math:`t`: soft-thresholding at :math:`t\lambda`, which sets every
-      coordinate with :math:`|\theta_i| \le t\lambda` to exactly zero.
+    - gradient: $\lambda \operatorname{sign}(\theta)$ (0 at 0);
+    - prox with step $t$: soft-thresholding at $t\lambda$, which sets every
+      coordinate with $|\theta_i| \le t\lambda$ to exactly zero.
 
     Args:
-        strength: :math:`\lambda \ge 0`.
+        strength: $\lambda \ge 0$.
 
     Raises:
         ValueError: if ``strength`` is negative or not finite.
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.tensor([0.5, -0.05, 2.0])
         >>> penalty = L1(strength=0.1)
@@ -89,19 +89,19 @@ class L1(_Elementwise):
 
 
 class L2(_Elementwise):
-    r"""Ridge penalty :math:`\lambda \sum_k \|\theta_k\|_2^2` (Hoerl & Kennard, 1970).
+    r"""Ridge penalty $\lambda \sum_k \|\theta_k\|_2^2$ (Hoerl & Kennard, 1970).
 
-    Note the absence of a factor 1/2: the gradient is :math:`2\lambda\theta` (torch's
-    ``weight_decay=wd`` corresponds to ``strength = wd / 2``); the prox with step :math:`t` is
-    :math:`\theta / (1 + 2t\lambda)`.
+    Note the absence of a factor 1/2: the gradient is $2\lambda\theta$ (torch's
+    ``weight_decay=wd`` corresponds to ``strength = wd / 2``); the prox with step $t$ is
+    $\theta / (1 + 2t\lambda)$.
 
     Args:
-        strength: :math:`\lambda \ge 0`.
+        strength: $\lambda \ge 0$.
 
     Raises:
         ValueError: if ``strength`` is negative or not finite.
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.tensor([1.0, -2.0])
         >>> L2(strength=0.5).value([w])
@@ -113,19 +113,19 @@ class L2(_Elementwise):
 
 
 class ElasticNet(_Elementwise):
-    r"""Elastic-net penalty :math:`\lambda\,(\alpha\|\theta\|_1 + (1 - \alpha)\|\theta\|_2^2)`.
+    r"""Elastic-net penalty $\lambda\,(\alpha\|\theta\|_1 + (1 - \alpha)\|\theta\|_2^2)$.
 
-    Zou & Hastie (2005). :math:`\alpha` = ``l1_ratio``: 1 is the lasso, 0 is ridge. The prox with step
-    :math:`t` is :math:`S_{t\lambda\alpha}(\theta) / (1 + 2t\lambda(1-\alpha))`.
+    Zou & Hastie (2005). $\alpha$ = ``l1_ratio``: 1 is the lasso, 0 is ridge. The prox with step
+    $t$ is $S_{t\lambda\alpha}(\theta) / (1 + 2t\lambda(1-\alpha))$.
 
     Args:
-        strength: :math:`\lambda \ge 0`.
-        l1_ratio: :math:`\alpha \in [0, 1]`, the share of the L1 norm.
+        strength: $\lambda \ge 0$.
+        l1_ratio: $\alpha \in [0, 1]$, the share of the L1 norm.
 
     Raises:
         ValueError: if ``strength`` is negative or ``l1_ratio`` is outside ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.tensor([1.0, -2.0])
         >>> ElasticNet(strength=0.1, l1_ratio=0.5).value([w])
@@ -138,7 +138,7 @@ class ElasticNet(_Elementwise):
 
     @property
     def l1_ratio(self) -> float:
-        r"""The share :math:`\alpha \in [0, 1]` of the L1 norm (settable)."""
+        r"""The share $\alpha \in [0, 1]$ of the L1 norm (settable)."""
         return self._l1_ratio
 
     @l1_ratio.setter
@@ -146,7 +146,7 @@ class ElasticNet(_Elementwise):
         self._l1_ratio = check_in_range("l1_ratio", as_real("l1_ratio", value), 0.0, 1.0)
 
     def hparams(self) -> dict[str, float | int]:
-        """The penalty's hyperparameters (what :meth:`state_dict` saves)."""
+        """The penalty's hyperparameters (what `state_dict` saves)."""
         return {"strength": self.strength, "l1_ratio": self.l1_ratio}
 
     def _weights(self) -> tuple[float, float]:

@@ -1,14 +1,16 @@
 r"""Functional forms of the elementwise penalties, over lists of tensors.
 
-The elastic-net penalty :math:`a\|\theta\|_1 + b\|\theta\|_2^2` (``a, b >= 0``) covers lasso
-(``b = 0``) and ridge (``a = 0``). Its proximal operator with step :math:`t` is closed-form,
+The elastic-net penalty $a\|\theta\|_1 + b\|\theta\|_2^2$ (``a, b >= 0``) covers lasso
+(``b = 0``) and ridge (``a = 0``). Its proximal operator with step $t$ is closed-form,
 
-.. math:: \operatorname{prox}(v) = \frac{S_{ta}(v)}{1 + 2tb}, \qquad
+$$
+\operatorname{prox}(v) = \frac{S_{ta}(v)}{1 + 2tb}, \qquad
     S_\tau(v) = \operatorname{sign}(v)\max(|v| - \tau, 0),
+$$
 
-(soft-thresholding :math:`S`, Tibshirani 1996; Zou & Hastie 2005), applied per coordinate, which is
+(soft-thresholding $S$, Tibshirani 1996; Zou & Hastie 2005), applied per coordinate, which is
 what makes per-coordinate (Adam) steps exact too. All in-place functions work block by block with
-``torch._foreach_*`` kernels (see :mod:`reglight.penalties._blocks`).
+``torch._foreach_*`` kernels (see `reglight.penalties._blocks`).
 """
 
 from __future__ import annotations
@@ -33,19 +35,19 @@ __all__ = [
 
 
 def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
-    r"""Soft-thresholding :math:`S_\tau(x) = \operatorname{sign}(x)\max(|x| - \tau, 0)`.
+    r"""Soft-thresholding $S_\tau(x) = \operatorname{sign}(x)\max(|x| - \tau, 0)$.
 
-    Computed as :math:`x - \operatorname{clamp}(x, -\tau, \tau)`, which is exactly zero wherever
-    :math:`|x| \le \tau`.
+    Computed as $x - \operatorname{clamp}(x, -\tau, \tau)$, which is exactly zero wherever
+    $|x| \le \tau$.
 
     Args:
         x: input tensor.
-        threshold: :math:`\tau \ge 0`, a float or a tensor broadcastable to ``x``.
+        threshold: $\tau \ge 0$, a float or a tensor broadcastable to ``x``.
 
     Returns:
         A new tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> soft_threshold(torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0]), 1.0)
         tensor([-1.,  0.,  0.,  0.,  2.])
@@ -56,13 +58,13 @@ def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
 
 
 def soft_threshold_(tensors: Params, threshold: float | Sequence[float]) -> None:
-    r"""In-place soft-thresholding :math:`x \leftarrow S_\tau(x)` of every tensor.
+    r"""In-place soft-thresholding $x \leftarrow S_\tau(x)$ of every tensor.
 
     Args:
         tensors: the tensors to shrink.
-        threshold: :math:`\tau \ge 0`, one for all tensors or one per tensor.
+        threshold: $\tau \ge 0$, one for all tensors or one per tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = [torch.tensor([-2.0, 0.5]), torch.tensor([3.0])]
         >>> soft_threshold_(x, 1.0)
@@ -96,17 +98,17 @@ def _soft_threshold_block_(block: list[Tensor], taus: list[float]) -> None:
 
 
 def elastic_net_value(params: Params, l1: float, l2: float) -> Tensor:
-    r"""The elastic-net penalty :math:`a\sum\|\theta_k\|_1 + b\sum\|\theta_k\|_2^2` (differentiable).
+    r"""The elastic-net penalty $a\sum\|\theta_k\|_1 + b\sum\|\theta_k\|_2^2$ (differentiable).
 
     Args:
         params: the penalized tensors.
-        l1: weight :math:`a \ge 0` of the L1 norm.
-        l2: weight :math:`b \ge 0` of the squared L2 norm.
+        l1: weight $a \ge 0$ of the L1 norm.
+        l2: weight $b \ge 0$ of the squared L2 norm.
 
     Returns:
         A scalar tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> elastic_net_value([torch.tensor([3.0, -4.0])], l1=1.0, l2=0.5)
         tensor(19.5000)
@@ -124,17 +126,17 @@ def elastic_net_value(params: Params, l1: float, l2: float) -> Tensor:
 
 @torch.no_grad()
 def elastic_net_grad_(params: Params, grads: Sequence[Tensor], l1: float, l2: float) -> None:
-    r"""Add :math:`a\operatorname{sign}(\theta) + 2b\theta` to each gradient in place.
+    r"""Add $a\operatorname{sign}(\theta) + 2b\theta$ to each gradient in place.
 
     ``sign(0) = 0``: the minimum-norm subgradient of the L1 norm, so exact zeros are not pushed.
 
     Args:
         params: the penalized tensors.
         grads: their gradients (same shapes), updated in place.
-        l1: weight :math:`a \ge 0` of the L1 norm.
-        l2: weight :math:`b \ge 0` of the squared L2 norm.
+        l1: weight $a \ge 0$ of the L1 norm.
+        l2: weight $b \ge 0$ of the squared L2 norm.
 
-    Example:
+    Examples:
         >>> import torch
         >>> p, g = torch.tensor([2.0, 0.0, -1.0]), torch.zeros(3)
         >>> elastic_net_grad_([p], [g], l1=0.5, l2=1.0)
@@ -162,16 +164,16 @@ def elastic_net_grad_(params: Params, grads: Sequence[Tensor], l1: float, l2: fl
 
 @torch.no_grad()
 def elastic_net_prox_(params: Params, step: StepSize, l1: float, l2: float) -> None:
-    r"""In place :math:`\theta \leftarrow S_{ta}(\theta) / (1 + 2tb)`, the elastic-net prox.
+    r"""In place $\theta \leftarrow S_{ta}(\theta) / (1 + 2tb)$, the elastic-net prox.
 
     Args:
         params: the penalized tensors.
-        step: the step :math:`t`: a positive float, one per tensor, one tensor of per-coordinate
-            steps per tensor, or a :class:`~reglight.penalties.DiagonalStep`.
-        l1: weight :math:`a \ge 0` of the L1 norm.
-        l2: weight :math:`b \ge 0` of the squared L2 norm.
+        step: the step $t$: a positive float, one per tensor, one tensor of per-coordinate
+            steps per tensor, or a [`DiagonalStep`][reglight.penalties.DiagonalStep].
+        l1: weight $a \ge 0$ of the L1 norm.
+        l2: weight $b \ge 0$ of the squared L2 norm.
 
-    Example:
+    Examples:
         >>> import torch
         >>> p = torch.tensor([3.0, 0.5, -2.0])
         >>> elastic_net_prox_([p], step=0.5, l1=2.0, l2=1.0)

@@ -1,24 +1,26 @@
 r"""Group lasso: structured sparsity that switches off whole neurons or channels.
 
-For a tensor :math:`\theta` and a dimension ``dim``, group :math:`g` is the slice
+For a tensor $\theta$ and a dimension ``dim``, group $g$ is the slice
 ``theta.select(dim, g)``: with ``dim=0`` a row of a ``Linear`` weight (all inputs of one output
 neuron) or an output channel of a convolution; with ``dim=1`` a column of a ``Linear`` weight (one
 input feature, i.e. feature selection). The penalty (Yuan & Lin, 2006) is
 
-.. math:: \lambda \sum_g \sqrt{|g|}\, \|\theta_g\|_2 .
+$$
+\lambda \sum_g \sqrt{|g|}\, \|\theta_g\|_2 .
+$$
 
-Its proximal operator with step :math:`t` is group soft-thresholding,
-:math:`\theta_g \leftarrow \max(0, 1 - t\lambda\sqrt{|g|} / \|\theta_g\|_2)\, \theta_g`, which zeroes
-a whole group when :math:`\|\theta_g\|_2 \le t\lambda\sqrt{|g|}`.
+Its proximal operator with step $t$ is group soft-thresholding,
+$\theta_g \leftarrow \max(0, 1 - t\lambda\sqrt{|g|} / \|\theta_g\|_2)\, \theta_g$, which zeroes
+a whole group when $\|\theta_g\|_2 \le t\lambda\sqrt{|g|}$.
 
-With per-coordinate steps :math:`t_i` (Adam) the prox in the metric :math:`\operatorname{diag}(1/t)`
-has no closed form. With :math:`c = \lambda\sqrt{|g|}` its solution is :math:`x_g = 0` if
-:math:`\|v_g / t_g\|_2 \le c` and otherwise :math:`x_i = v_i\, r / (r + c t_i)`, where :math:`r > 0`
-solves the secular equation :math:`\sum_i v_i^2 / (r + c t_i)^2 = 1`. We solve it with Newton's method
-on :math:`1/\|w(r)\| - 1`, :math:`w_i = v_i / (r + c t_i)`, started at :math:`r = 0` (the approach of
+With per-coordinate steps $t_i$ (Adam) the prox in the metric $\operatorname{diag}(1/t)$
+has no closed form. With $c = \lambda\sqrt{|g|}$ its solution is $x_g = 0$ if
+$\|v_g / t_g\|_2 \le c$ and otherwise $x_i = v_i\, r / (r + c t_i)$, where $r > 0$
+solves the secular equation $\sum_i v_i^2 / (r + c t_i)^2 = 1$. We solve it with Newton's method
+on $1/\|w(r)\| - 1$, $w_i = v_i / (r + c t_i)$, started at $r = 0$ (the approach of
 Moré & Sorensen, 1983, for the trust-region equation of the same form): the iteration is monotone,
-exact in one step when all :math:`t_i` are equal and converges quadratically, so
-:data:`NEWTON_ITERATIONS` fixed iterations reach float32 accuracy without host synchronization.
+exact in one step when all $t_i$ are equal and converges quadratically, so
+`NEWTON_ITERATIONS` fixed iterations reach float32 accuracy without host synchronization.
 
 Group norms need one reduction per tensor, so these functions loop over tensors (one norm kernel and
 one in-place multiply each) rather than using ``torch._foreach_*`` kernels.
@@ -77,7 +79,7 @@ def group_norms(x: Tensor, dim: int = 0) -> Tensor:
     Raises:
         ValueError: if ``dim`` is not a dimension of ``x``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> group_norms(torch.tensor([[3.0, 4.0], [0.0, 0.0]]), dim=0)
         tensor([5., 0.])
@@ -94,17 +96,17 @@ def _group_weight(x: Tensor, dim: int) -> float:
 
 
 def group_lasso_value(params: Params, strength: float, dim: int = 0) -> Tensor:
-    r"""The group-lasso penalty :math:`\lambda \sum_k \sum_g \sqrt{|g|}\,\|\theta_{k,g}\|_2`.
+    r"""The group-lasso penalty $\lambda \sum_k \sum_g \sqrt{|g|}\,\|\theta_{k,g}\|_2$.
 
     Args:
         params: the penalized tensors.
-        strength: :math:`\lambda \ge 0`.
+        strength: $\lambda \ge 0$.
         dim: the dimension that indexes the groups of every tensor.
 
     Returns:
         A scalar tensor (differentiable).
 
-    Example:
+    Examples:
         >>> import torch
         >>> group_lasso_value([torch.tensor([[3.0, 4.0], [0.0, 1.0]])], strength=1.0)
         tensor(8.4853)
@@ -120,15 +122,15 @@ def group_lasso_value(params: Params, strength: float, dim: int = 0) -> Tensor:
 def group_lasso_grad_(
     params: Params, grads: Sequence[Tensor], strength: float, dim: int = 0
 ) -> None:
-    r"""Add :math:`\lambda\sqrt{|g|}\,\theta_g / \|\theta_g\|_2` (0 for a zero group) to the gradients.
+    r"""Add $\lambda\sqrt{|g|}\,\theta_g / \|\theta_g\|_2$ (0 for a zero group) to the gradients.
 
     Args:
         params: the penalized tensors.
         grads: their gradients (same shapes), updated in place.
-        strength: :math:`\lambda \ge 0`.
+        strength: $\lambda \ge 0$.
         dim: the dimension that indexes the groups.
 
-    Example:
+    Examples:
         >>> import torch
         >>> p, g = torch.tensor([[3.0, 4.0], [0.0, 0.0]]), torch.zeros(2, 2)
         >>> group_lasso_grad_([p], [g], strength=1.0)
@@ -154,18 +156,18 @@ def group_lasso_grad_(
 def group_lasso_prox_(params: Params, step: StepSize, strength: float, dim: int = 0) -> None:
     r"""Group soft-thresholding in place: the proximal operator of the group lasso.
 
-    Scalar step :math:`t`: :math:`\theta_g \leftarrow \max(0, 1 - t\lambda\sqrt{|g|}/\|\theta_g\|)\,
-    \theta_g`. Per-coordinate steps: the exact prox in the metric :math:`\operatorname{diag}(1/t)`
+    Scalar step $t$: $\theta_g \leftarrow \max(0, 1 - t\lambda\sqrt{|g|}/\|\theta_g\|)\,
+    \theta_g$. Per-coordinate steps: the exact prox in the metric $\operatorname{diag}(1/t)$
     (see the module docstring).
 
     Args:
         params: the penalized tensors.
         step: a positive float, one per tensor, one tensor of per-coordinate steps per tensor, or a
-            :class:`~reglight.penalties.DiagonalStep`.
-        strength: :math:`\lambda \ge 0`.
+            [`DiagonalStep`][reglight.penalties.DiagonalStep].
+        strength: $\lambda \ge 0$.
         dim: the dimension that indexes the groups.
 
-    Example:
+    Examples:
         >>> import torch
         >>> p = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
         >>> group_lasso_prox_([p], step=1.0, strength=1.0 / 2**0.5)
@@ -211,21 +213,21 @@ def _diagonal_group_prox_(p: Tensor, t: Tensor, c: float, dim: int) -> None:
 
 
 class GroupLasso(Penalty):
-    r"""Group-lasso penalty :math:`\lambda \sum_g \sqrt{|g|}\,\|\theta_g\|_2` (Yuan & Lin, 2006).
+    r"""Group-lasso penalty $\lambda \sum_g \sqrt{|g|}\,\|\theta_g\|_2$ (Yuan & Lin, 2006).
 
     Groups are the slices along ``dim`` of every penalized tensor: ``dim=0`` groups rows of
     ``Linear`` weights and output channels of convolutions (whole neurons/channels switch off),
-    ``dim=1`` groups input features. See :mod:`reglight.penalties.group` for the prox.
+    ``dim=1`` groups input features. See `reglight.penalties.group` for the prox.
 
     Args:
-        strength: :math:`\lambda \ge 0`.
+        strength: $\lambda \ge 0$.
         dim: the dimension that indexes the groups (negative values count from the end).
 
     Raises:
         ValueError: if ``strength`` is negative or not finite.
         TypeError: if ``dim`` is not an integer.
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
         >>> penalty = GroupLasso(strength=0.5)
@@ -253,7 +255,7 @@ class GroupLasso(Penalty):
         self._dim = value
 
     def hparams(self) -> dict[str, float | int]:
-        """The penalty's hyperparameters (what :meth:`state_dict` saves)."""
+        """The penalty's hyperparameters (what `state_dict` saves)."""
         return {"strength": self.strength, "dim": self.dim}
 
     def value(self, params: Params) -> Tensor:
@@ -288,7 +290,7 @@ class GroupLasso(Penalty):
         Args:
             params: the penalized tensors.
             step: a positive float, one per tensor, one tensor of per-coordinate steps per tensor,
-                or a :class:`~reglight.penalties.DiagonalStep`.
+                or a [`DiagonalStep`][reglight.penalties.DiagonalStep].
         """
         group_lasso_prox_(params, step, self.strength, self.dim)
 

@@ -21,22 +21,22 @@ def penalty_loss(
     """The penalty of ``model``'s selected parameters, to add to a loss.
 
     Differentiable: backpropagating ``loss + penalty_loss(...)`` gives the same gradients as the
-    gradient mode of :class:`~reglight.callbacks.PenaltyHook`, at the cost of one more piece of
+    gradient mode of [`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook], at the cost of one more piece of
     autograd graph per step. It never produces exact zeros; use the hook's proximal mode for that.
 
     Args:
         model: the model (e.g. ``self`` inside a ``LightningModule``).
         penalty: the penalty.
-        include: what to penalize (see :func:`~reglight.penalties.select_parameters`).
-        exclude: what not to penalize (see :func:`~reglight.penalties.select_parameters`).
+        include: what to penalize (see [`select_parameters`][reglight.penalties.select_parameters]).
+        exclude: what not to penalize (see [`select_parameters`][reglight.penalties.select_parameters]).
 
     Returns:
         A scalar tensor.
 
     Raises:
-        TypeError: if ``penalty`` is not a :class:`~reglight.penalties.Penalty`.
+        TypeError: if ``penalty`` is not a [`Penalty`][reglight.penalties.Penalty].
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from reglight.penalties import L1

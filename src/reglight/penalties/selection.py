@@ -101,12 +101,12 @@ def select_named_parameters(
     include: Pattern | Sequence[Pattern] | None = None,
     exclude: Pattern | Sequence[Pattern] | None = None,
 ) -> list[tuple[str, nn.Parameter]]:
-    """Like :func:`select_parameters` but returns ``(name, parameter)`` pairs.
+    """Like [`select_parameters`][reglight.penalties.select_parameters] but returns ``(name, parameter)`` pairs.
 
     Args:
         model: the model.
-        include: what to penalize (see :func:`select_parameters`).
-        exclude: what not to penalize (see :func:`select_parameters`).
+        include: what to penalize (see [`select_parameters`][reglight.penalties.select_parameters]).
+        exclude: what not to penalize (see [`select_parameters`][reglight.penalties.select_parameters]).
 
     Returns:
         ``(name, parameter)`` pairs in ``model.named_parameters()`` order.
@@ -115,7 +115,7 @@ def select_named_parameters(
         ValueError: if an ``include`` entry matches no parameter.
         TypeError: if an entry is neither a glob nor an ``nn.Module`` subclass.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
         >>> [name for name, _ in select_named_parameters(model)]
@@ -160,7 +160,7 @@ def select_parameters(
     """The parameters of ``model`` a penalty applies to.
 
     By default: the weights of ``Linear``/``Bilinear``, convolution and ``MultiheadAttention``
-    modules (:data:`DEFAULT_PENALIZED_TYPES`); biases, normalization parameters and embeddings are
+    modules (`DEFAULT_PENALIZED_TYPES`); biases, normalization parameters and embeddings are
     not penalized. ``include`` replaces that default: each entry is a glob on parameter names
     (``fnmatch``, e.g. ``"encoder.*.weight"``; ``*`` also matches dots) or an ``nn.Module`` subclass
     (the non-bias parameters owned directly by modules of that type; in a YAML config write its
@@ -181,7 +181,7 @@ def select_parameters(
         ValueError: if an ``include`` entry matches no parameter.
         TypeError: if an entry is neither a glob nor an ``nn.Module`` subclass.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
         >>> [p.shape for p in select_parameters(model, exclude="2.*")]

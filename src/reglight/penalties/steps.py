@@ -6,8 +6,8 @@ learning rate and the pair is ISTA. Adaptive optimizers precondition the gradien
 matrix: Adam moves coordinate ``i`` by ``lr / (sqrt(v̂_i) + eps)`` times the (averaged) gradient, so the
 matching proximal step uses the same per-coordinate step sizes, i.e. the proximal operator in the
 metric of the preconditioner (Yun, Lozano & Yang, "Adaptive proximal gradient methods for structured
-neural networks", NeurIPS 2021). :class:`DiagonalStep` describes such steps without materializing them;
-:func:`optimizer_step_sizes` builds it from an optimizer's state.
+neural networks", NeurIPS 2021). [`DiagonalStep`][reglight.penalties.DiagonalStep] describes such steps without materializing them;
+[`optimizer_step_sizes`][reglight.penalties.optimizer_step_sizes] builds it from an optimizer's state.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ __all__ = ["DiagonalStep", "StepSize", "optimizer_step_sizes"]
 class DiagonalStep:
     r"""Per-coordinate step sizes of a diagonal preconditioner, computed lazily block by block.
 
-    For tensor ``k`` with second-moment estimate :math:`v_k` the step of coordinate ``i`` is
+    For tensor ``k`` with second-moment estimate $v_k$ the step of coordinate ``i`` is
 
-    .. math:: t_{k,i} = \frac{\mathrm{lr}_k}{\sqrt{v_{k,i} / c_k} + \varepsilon_k},
+    $$
+    t_{k,i} = \frac{\mathrm{lr}_k}{\sqrt{v_{k,i} / c_k} + \varepsilon_k},
+    $$
 
-    with :math:`c_k` the bias correction (:math:`1 - \beta_2^t` for Adam, 1 for Adagrad/RMSprop).
+    with $c_k$ the bias correction ($1 - \beta_2^t$ for Adam, 1 for Adagrad/RMSprop).
 
     Args:
         second_moments: one tensor per penalized tensor, same shapes (e.g. Adam's ``exp_avg_sq``).
@@ -41,7 +43,7 @@ class DiagonalStep:
     Raises:
         ValueError: if the per-tensor lists do not all have the length of ``second_moments``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> step = DiagonalStep([torch.tensor([4.0, 0.0])], lr=[0.1], eps=[1e-8])
         >>> step.tensor(0)
@@ -79,7 +81,7 @@ class DiagonalStep:
 
         Args:
             index: position of each block entry's tensor in the full lists.
-            blocks: the blocks of :meth:`lists` (here: of the second moments).
+            blocks: the blocks of `lists` (here: of the second moments).
 
         Returns:
             One step-size tensor per block entry.
@@ -126,7 +128,7 @@ class _ExplicitStep:
 
 
 #: What a proximal operator accepts as its step: one positive float for all tensors, one float per
-#: tensor, one tensor of per-coordinate steps per tensor, or a :class:`DiagonalStep`.
+#: tensor, one tensor of per-coordinate steps per tensor, or a [`DiagonalStep`][reglight.penalties.DiagonalStep].
 StepSize = float | Sequence[float] | Sequence[Tensor] | DiagonalStep
 
 
@@ -168,9 +170,9 @@ def optimizer_step_sizes(
 
     Returns:
         ``(stepped, steps)``: the parameters the optimizer updated and either one float step per
-        parameter or a :class:`DiagonalStep`.
+        parameter or a [`DiagonalStep`][reglight.penalties.DiagonalStep].
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.nn.Parameter(torch.ones(2))
         >>> opt = torch.optim.SGD([w], lr=0.1)
