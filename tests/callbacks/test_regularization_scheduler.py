@@ -290,3 +290,38 @@ def test_schedule_leaving_the_range_at_runtime() -> None:
 def test_bad_arguments(build, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         build()
+
+
+def test_all_three_callbacks_build_from_a_lightning_cli_yaml() -> None:
+    from jsonargparse import ArgumentParser
+
+    from reglight.callbacks import AugmentationScheduler, EarlyStopping
+
+    yaml = """
+    callbacks:
+      - class_path: reglight.callbacks.RegularizationScheduler
+        init_args:
+          interval: step
+          knobs:
+            - class_path: reglight.callbacks.schedules.DropoutRate
+              init_args:
+                names: head.*
+                schedule: {class_path: reglight.schedules.Linear, init_args: {start: 0.0, end: 0.3, duration: 10}}
+            - class_path: reglight.callbacks.schedules.WeightDecay
+              init_args: {schedule: 0.001}
+      - class_path: reglight.callbacks.AugmentationScheduler
+        init_args:
+          magnitude: {class_path: reglight.schedules.Warmup, init_args: {schedule: 1.0, duration: 5}}
+      - class_path: reglight.callbacks.EarlyStopping
+        init_args: {monitor: val_loss, criterion: gl, alpha: 5.0}
+    """
+    parser = ArgumentParser()
+    parser.add_argument(
+        "--callbacks", type=list[RegularizationScheduler | AugmentationScheduler | EarlyStopping]
+    )
+    build = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    reg, aug, stop = build(parser.parse_string(yaml)).callbacks
+    assert reg.interval == "step" and [k.name for k in reg.knobs] == ["dropout", "weight_decay"]
+    assert reg.knobs[0].names == ("head.*",) and reg.knobs[0].value(5) == pytest.approx(0.15)
+    assert aug.schedules["magnitude"](2.5) == pytest.approx(0.5)
+    assert stop.criterion == "gl" and stop.alpha == 5.0
