@@ -14,7 +14,7 @@ schedule), :class:`Lambda` (any callable); presets :func:`early` and :func:`late
 Liu et al., 2023); :func:`as_schedule` turns a number or a callable into a schedule and :func:`make_schedule`
 builds one by name.
 
-Example:
+Examples:
     >>> from reglight.schedules import Cosine, Linear, Warmup
     >>> ramp = Linear(0.0, 0.3, duration=10)
     >>> tuple(round(ramp(t), 3) for t in (0, 5, 10, 20))
@@ -109,7 +109,7 @@ class Constant(Schedule):
     Args:
         value: the value.
 
-    Example:
+    Examples:
         >>> Constant(0.1)(42)
         0.1
     """
@@ -165,7 +165,7 @@ class Linear(_Ramp):
         duration: length of the ramp in epochs or steps, ``> 0``.
         delay: progress at which the ramp begins, ``>= 0``.
 
-    Example:
+    Examples:
         >>> Linear(0.0, 1.0, duration=4, delay=2)(4)
         0.5
     """
@@ -186,7 +186,7 @@ class Cosine(_Ramp):
         duration: length of the ramp in epochs or steps, ``> 0``.
         delay: progress at which the ramp begins, ``>= 0``.
 
-    Example:
+    Examples:
         >>> round(Cosine(1.0, 0.0, duration=10)(5), 6)
         0.5
     """
@@ -208,7 +208,7 @@ class Step(Schedule):
     Raises:
         ValueError: if the lengths do not match or the milestones are not strictly increasing.
 
-    Example:
+    Examples:
         >>> s = Step([0.0, 0.1, 0.3], milestones=[5, 10])
         >>> tuple(s(t) for t in (0, 5, 9, 10))
         (0.0, 0.1, 0.1, 0.3)
@@ -247,7 +247,7 @@ class Warmup(Schedule):
         duration: warm-up length :math:`W` in epochs or steps, ``> 0``.
         start: value at ``t = 0``.
 
-    Example:
+    Examples:
         >>> s = Warmup(Linear(1.0, 0.0, duration=4), duration=2)
         >>> tuple(s(t) for t in (0, 1, 2, 4, 6))
         (0.0, 0.5, 1.0, 0.5, 0.0)
@@ -290,7 +290,7 @@ class Lambda(Schedule):
     Raises:
         TypeError: if ``fn`` is not callable, or (when called) returns something that is not a real number.
 
-    Example:
+    Examples:
         >>> Lambda(lambda t: 0.5**t)(3)
         0.125
     """
@@ -331,7 +331,7 @@ def early(value: float, cutoff: float, shape: str = "constant") -> Schedule:
     Returns:
         The schedule.
 
-    Example:
+    Examples:
         >>> s = early(0.1, cutoff=5)
         >>> tuple(s(t) for t in (0, 4, 5, 9))
         (0.1, 0.1, 0.0, 0.0)
@@ -354,7 +354,7 @@ def late(value: float, cutoff: float) -> Schedule:
     Returns:
         The schedule.
 
-    Example:
+    Examples:
         >>> s = late(0.2, cutoff=3)
         >>> tuple(s(t) for t in (0, 2, 3, 10))
         (0.0, 0.0, 0.2, 0.2)
@@ -390,7 +390,7 @@ def make_schedule(name: str, **kwargs: Any) -> Schedule:
     Raises:
         ValueError: for an unknown name.
 
-    Example:
+    Examples:
         >>> make_schedule("linear", start=0.0, end=1.0, duration=10)(5)
         0.5
     """
@@ -413,7 +413,7 @@ def as_schedule(
     Raises:
         TypeError: for anything else (a string, for instance: use :func:`make_schedule` for names).
 
-    Example:
+    Examples:
         >>> as_schedule(0.5)
         Constant(0.5)
     """

@@ -248,7 +248,7 @@ def register_magnitude_rule(transform_type: type, capture: Capture, apply: Apply
     Raises:
         TypeError: if ``transform_type`` is not a class or the functions are not callable.
 
-    Example:
+    Examples:
         >>> from torchvision.transforms import v2
         >>> def capture(t):
         ...     return {"quality": list(t.quality)}
@@ -333,7 +333,7 @@ class ScheduledTransform(nn.Module):
         ValueError: if ``magnitude`` or ``p`` is outside ``[0, 1]``.
         TypeError: if ``transform`` is not callable.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.transforms import v2
         >>> aug = ScheduledTransform(v2.RandomAffine(degrees=30, translate=(0.1, 0.1)), magnitude=0.5)
@@ -496,7 +496,7 @@ class AugmentationScheduler(Callback):
         ValueError: when both schedules are ``None``, a schedule leaves ``[0, 1]``, or ``interval`` is unknown.
         TypeError: for a schedule that is not a number, a ``Schedule`` or a callable.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.transforms import v2
         >>> from reglight.schedules import Linear

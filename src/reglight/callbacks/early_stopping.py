@@ -94,7 +94,7 @@ class EarlyStopping(_LightningEarlyStopping):
         ValueError: for an unknown ``criterion`` or ``mode``, ``mode="max"`` with a Prechelt rule, a missing
             or non-positive ``alpha`` for ``"gl"``/``"pq"``, or a non-positive ``strip_length``/``strips``.
 
-    Example:
+    Examples:
         >>> from lightning.pytorch import Trainer
         >>> from reglight.callbacks import EarlyStopping
         >>> stop = EarlyStopping("val_loss", criterion="gl", alpha=5.0)

@@ -157,7 +157,7 @@ class ModuleAttribute(Knob):
         high: largest allowed value.
         high_inclusive: whether ``high`` itself is allowed.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> knob = ModuleAttribute(0.25, "p", names="head.*")
         >>> model = nn.Sequential()
@@ -286,7 +286,7 @@ class DropoutRate(ModuleAttribute):
         types: module class(es) or class name(s) (e.g. ``"DropBlock2d"``).
         name: key under which the rate is logged.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> from reglight.schedules import Linear
         >>> knob = DropoutRate(Linear(0.0, 0.3, duration=10), types=nn.Dropout)
@@ -331,7 +331,7 @@ class DropPathRates(DropoutRate):
         types: module class(es) or class name(s); default ``"DropPath"`` (reglight's and timm's).
         name: key under which ``p_max`` is logged.
 
-    Example:
+    Examples:
         >>> from reglight.nn import DropPath
         >>> from torch import nn
         >>> model = nn.Sequential(*[DropPath(0.0) for _ in range(4)])
@@ -379,7 +379,7 @@ class PenaltyStrength(Knob):
         index: which hook, counted among the penalty hooks in callback order; ``None`` drives all of them.
         name: key under which the strength is logged.
 
-    Example:
+    Examples:
         >>> knob = PenaltyStrength(0.01, index=0)
         >>> knob.value(3)
         0.01
@@ -438,7 +438,7 @@ class WeightDecay(Knob):
         param_groups: indices of the parameter groups to drive, or ``None`` (groups with non-zero decay).
         name: key under which the weight decay is logged.
 
-    Example:
+    Examples:
         >>> from reglight.schedules import Cosine
         >>> knob = WeightDecay(Cosine(5e-4, 5e-5, duration=100))
         >>> knob.value(0)
@@ -532,7 +532,7 @@ class RegularizationScheduler(Callback):
     Raises:
         ValueError: for an unknown ``interval``, no knobs, or two knobs with the same name.
 
-    Example:
+    Examples:
         >>> from reglight.callbacks import RegularizationScheduler
         >>> from reglight.callbacks.schedules import DropoutRate, WeightDecay
         >>> from reglight.schedules import Cosine, Linear
@@ -599,7 +599,7 @@ class RegularizationScheduler(Callback):
         Returns:
             The scheduler.
 
-        Example:
+        Examples:
             >>> s = RegularizationScheduler.early_dropout(0.1, cutoff=50)
             >>> tuple(s.knobs[0].value(t) for t in (0, 49, 50))
             (0.1, 0.1, 0.0)
@@ -630,7 +630,7 @@ class RegularizationScheduler(Callback):
         Returns:
             The scheduler.
 
-        Example:
+        Examples:
             >>> s = RegularizationScheduler.late_dropout(0.2, cutoff=10)
             >>> tuple(s.knobs[0].value(t) for t in (0, 9, 10))
             (0.0, 0.0, 0.2)
@@ -657,7 +657,7 @@ class RegularizationScheduler(Callback):
         Returns:
             The scheduler.
 
-        Example:
+        Examples:
             >>> s = RegularizationScheduler.drop_block_ramp(0.1, duration=1000)
             >>> s.knobs[0].value(500)
             0.05
