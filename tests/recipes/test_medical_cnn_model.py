@@ -129,3 +129,23 @@ def test_model_validates_arguments() -> None:
         MedicalCNN(width=0)
     with pytest.raises(ValueError, match="`task`"):
         MedicalCNN(task="segmentation")
+
+
+@pytest.mark.parametrize("task", ["binary-class", "multi-label, binary-class"])
+def test_tta_averages_the_mirror_image_probabilities(task: str) -> None:
+    model = MedicalCNN(
+        task=task, num_classes=3 if "label" in task else 2, in_channels=1, width=4, tta=True
+    )
+    model.eval()
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        out = model.evaluate(x)
+        a, b = model(x), model(x.flip(-1))
+        assert torch.allclose(out, model.evaluate(x.flip(-1)), atol=1e-6)  # mirror invariant
+    if task == "binary-class":
+        assert torch.allclose(out.softmax(-1), (a.softmax(-1) + b.softmax(-1)) / 2, atol=1e-6)
+    else:
+        assert torch.allclose(out.sigmoid(), (a.sigmoid() + b.sigmoid()) / 2, atol=1e-6)
+    model.hparams["tta"] = False
+    with torch.no_grad():
+        assert torch.equal(model.evaluate(x), a)

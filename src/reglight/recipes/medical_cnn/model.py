@@ -78,6 +78,8 @@ class MedicalCNN(pl.LightningModule):
         momentum: SGD momentum.
         lr_schedule: ``"cosine"`` (cosine decay to 0 over ``trainer.max_epochs``) or ``"constant"``.
         label_smoothing: Label smoothing of the cross-entropy loss (0 disables it).
+        tta: Test-time augmentation: validate, test and predict on the average of the class probabilities
+            of each image and its horizontal mirror (see :meth:`evaluate`).
         task: MedMNIST task type; ``None`` takes it from the datamodule.
         num_classes: Number of outputs; ``None`` takes it from the datamodule.
         in_channels: Image channels; ``None`` takes it from the datamodule.
@@ -107,6 +109,7 @@ class MedicalCNN(pl.LightningModule):
         momentum: float = 0.9,
         lr_schedule: Literal["cosine", "constant"] = "cosine",
         label_smoothing: float = 0.0,
+        tta: bool = False,
         task: str | None = None,
         num_classes: int | None = None,
         in_channels: int | None = None,
@@ -206,6 +209,30 @@ class MedicalCNN(pl.LightningModule):
             )
         return self.net(x)
 
+    def evaluate(self, x: Tensor) -> Tensor:
+        """Logits used for validation, testing and prediction.
+
+        Without ``tta`` these are ``self(x)``. With ``tta`` the class probabilities of the image and of its
+        horizontal mirror are averaged, ``p̄ = (p(x) + p(flip(x))) / 2``, and returned as logits of ``p̄``
+        (``log p̄`` for softmax tasks, ``logit p̄`` for multi-label ones), so that the
+        metrics and the loss see the averaged prediction.
+
+        Args:
+            x: Images ``(N, C, H, W)``.
+
+        Returns:
+            Logits ``(N, num_classes)``.
+        """
+        logits = self(x)
+        if not self.hparams["tta"]:
+            return logits
+        flipped = self(x.flip(-1))
+        if self.task == "multi-label, binary-class":
+            p = 0.5 * (logits.sigmoid() + flipped.sigmoid())
+            return torch.logit(p, eps=1e-7)
+        p = 0.5 * (logits.softmax(-1) + flipped.softmax(-1))
+        return p.clamp_min(1e-12).log()
+
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy (binary / multi-class / ordinal) or per-label binary cross-entropy (multi-label)."""
         smoothing = float(self.hparams["label_smoothing"])
@@ -224,7 +251,7 @@ class MedicalCNN(pl.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self.evaluate(x)
         assert self.val_metrics is not None
         self.val_metrics.update(logits, y)
         self.log("val/loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(x))
@@ -258,7 +285,7 @@ class MedicalCNN(pl.LightningModule):
     ) -> None:
         x, y = batch
         split = self._test_split_names()[dataloader_idx]
-        logits = self(x)
+        logits = self.evaluate(x)
         self._split_metrics(split).update(logits, y)
         self._split_loss(split).update(self.loss(logits, y), weight=len(x))
 
@@ -313,7 +340,7 @@ class MedicalCNN(pl.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Per-class scores (softmax, or sigmoid for multi-label) of a batch ``x`` or ``(x, y)``."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return scores_from_logits(self(x), self.task)
+        return scores_from_logits(self.evaluate(x), self.task)
 
     # ------------------------------------------------------------------------------------- optimizer
 
