@@ -294,8 +294,6 @@ def drop_path_rates(p_max: float, depth: int) -> list[float]:
     return [p_max * layer / depth for layer in range(1, depth + 1)]
 
 
-#: Every dropout-family module class, ours and torch's: the layers that `reglight.nn.mc_dropout`
-#: switches to training mode and that regularisation schedules drive through their ``p``.
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     Dropout,
     GaussianDropout,
@@ -310,3 +308,5 @@ DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
 )
+"""Every dropout-family module class, ours and torch's: the layers that `mc_dropout` switches to
+training mode and that regularisation schedules drive through their mutable ``p``."""

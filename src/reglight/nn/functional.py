@@ -399,12 +399,12 @@ def drop_block2d(
     Args:
         input: Feature maps ``(N, C, H, W)``.
         p: Nominal fraction of dropped units, in ``[0, 1)``. Overlapping blocks make the realised fraction
-           slightly smaller ($1-(1-\gamma)^{b^2}$ in the interior of the map).
+            slightly smaller ($1-(1-\gamma)^{b^2}$ in the interior of the map).
         block_size: Side of the square block, ``>= 1`` (``1`` is ordinary dropout with a batch-wide
-           rescaling).
+            rescaling).
         training: Apply the mask.
         shared_channels: One mask per sample shared by all channels (timm's ``couple_channels``)
-           instead of one mask per feature map (the paper's and torchvision's choice).
+            instead of one mask per feature map (the paper's and torchvision's choice).
 
     Returns:
         A tensor shaped like ``input``.

@@ -38,8 +38,8 @@ __all__ = [
     "convert_norms",
 ]
 
-#: The ``kind`` values accepted by `convert_norms`.
 NORM_KINDS = ("batch", "ghost", "renorm", "group", "layer2d", "none")
+"""The ``kind`` values accepted by `convert_norms`."""
 
 
 def _check_momentum(momentum: float | None) -> float | None:
@@ -113,17 +113,19 @@ class _GhostBatchNorm(_NormBase):
         return f"{super().extra_repr()}, virtual_batch_size={self.virtual_batch_size}"
 
 
-_GHOST_DOC = r"""Ghost batch normalisation{dims_note} (Hoffer et al., 2017, "Train longer, generalize better").
+class GhostBatchNorm1d(_GhostBatchNorm):
+    r"""Ghost batch normalisation for ``(N, C)`` or ``(N, C, L)`` inputs.
 
-    While training, the batch is split into consecutive virtual batches of ``virtual_batch_size``
-    samples, each normalised with its own mean and variance:
-    $y = \gamma (x - \mu_{{B_g}}) / \sqrt{{\sigma^2_{{B_g}} + \epsilon}} + \beta$. Small virtual
-    batches keep the regularising noise of small-batch training at large-batch throughput. The running
-    statistics get one update per step with the average of the virtual-batch statistics; evaluation is
-    batch norm with the running statistics. Same parameters, buffers and state_dict keys as
-    ``nn.{bn}``; with ``virtual_batch_size >= N`` it is exactly ``nn.{bn}``. Each virtual batch runs
-    through torch's fused batch-norm kernels, written in place into one output (no concatenation).
-    See `reglight.nn.functional.ghost_batch_norm`.
+    Hoffer et al., 2017, "Train longer, generalize better: closing the generalization gap in large
+    batch training of neural networks", NeurIPS. While training, the batch is split into consecutive
+    virtual batches of ``virtual_batch_size`` samples, each normalised with its own mean and
+    variance: $y = \gamma (x - \mu_{B_g}) / \sqrt{\sigma^2_{B_g} + \epsilon} + \beta$. Small virtual
+    batches keep the regularising noise of small-batch training at large-batch throughput. The
+    running statistics get one update per step with the average of the virtual-batch statistics;
+    evaluation is batch norm with the running statistics. Same parameters, buffers and state_dict
+    keys as ``nn.BatchNorm1d``; with ``virtual_batch_size >= N`` it is exactly ``nn.BatchNorm1d``.
+    Each virtual batch runs through torch's fused batch-norm kernels, written in place into one
+    output. See `reglight.nn.functional.ghost_batch_norm`.
 
     Args:
         num_features: Number of channels ``C``.
@@ -138,42 +140,86 @@ _GHOST_DOC = r"""Ghost batch normalisation{dims_note} (Hoffer et al., 2017, "Tra
 
     Example:
         >>> import torch
-        >>> from reglight.nn import {cls}
-        >>> layer = {cls}(3, virtual_batch_size=4)
-        >>> layer(torch.randn({shape})).shape
-        torch.Size([{shape}])
-"""
+        >>> from reglight.nn import GhostBatchNorm1d
+        >>> layer = GhostBatchNorm1d(3, virtual_batch_size=4)
+        >>> layer(torch.randn(16, 3)).shape
+        torch.Size([16, 3])
+    """
 
-
-class GhostBatchNorm1d(_GhostBatchNorm):
-    __doc__ = _GHOST_DOC.format(
-        dims_note=" for ``(N, C)`` or ``(N, C, L)`` inputs",
-        bn="BatchNorm1d",
-        cls="GhostBatchNorm1d",
-        shape="16, 3",
-    )
     _ranks = (2, 3)
     _dims = 1
 
 
 class GhostBatchNorm2d(_GhostBatchNorm):
-    __doc__ = _GHOST_DOC.format(
-        dims_note=" for ``(N, C, H, W)`` inputs",
-        bn="BatchNorm2d",
-        cls="GhostBatchNorm2d",
-        shape="16, 3, 5, 5",
-    )
+    r"""Ghost batch normalisation for ``(N, C, H, W)`` inputs.
+
+    Hoffer et al., 2017, "Train longer, generalize better: closing the generalization gap in large
+    batch training of neural networks", NeurIPS. While training, the batch is split into consecutive
+    virtual batches of ``virtual_batch_size`` samples, each normalised with its own mean and
+    variance: $y = \gamma (x - \mu_{B_g}) / \sqrt{\sigma^2_{B_g} + \epsilon} + \beta$. Small virtual
+    batches keep the regularising noise of small-batch training at large-batch throughput. The
+    running statistics get one update per step with the average of the virtual-batch statistics;
+    evaluation is batch norm with the running statistics. Same parameters, buffers and state_dict
+    keys as ``nn.BatchNorm2d``; with ``virtual_batch_size >= N`` it is exactly ``nn.BatchNorm2d``.
+    Each virtual batch runs through torch's fused batch-norm kernels, written in place into one
+    output. See `reglight.nn.functional.ghost_batch_norm`.
+
+    Args:
+        num_features: Number of channels ``C``.
+        virtual_batch_size: Samples per virtual batch, ``>= 1``.
+        eps: Added to the variance, ``> 0``.
+        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+            the cumulative average (as in batch norm).
+        affine: Learn a per-channel scale and shift.
+        track_running_stats: Keep running statistics for evaluation (else use batch statistics).
+        device: Device of the parameters and buffers.
+        dtype: Dtype of the parameters and buffers.
+
+    Example:
+        >>> import torch
+        >>> from reglight.nn import GhostBatchNorm2d
+        >>> layer = GhostBatchNorm2d(3, virtual_batch_size=4)
+        >>> layer(torch.randn(16, 3, 5, 5)).shape
+        torch.Size([16, 3, 5, 5])
+    """
+
     _ranks = (4,)
     _dims = 2
 
 
 class GhostBatchNorm3d(_GhostBatchNorm):
-    __doc__ = _GHOST_DOC.format(
-        dims_note=" for ``(N, C, D, H, W)`` inputs",
-        bn="BatchNorm3d",
-        cls="GhostBatchNorm3d",
-        shape="16, 3, 2, 2, 2",
-    )
+    r"""Ghost batch normalisation for ``(N, C, D, H, W)`` inputs.
+
+    Hoffer et al., 2017, "Train longer, generalize better: closing the generalization gap in large
+    batch training of neural networks", NeurIPS. While training, the batch is split into consecutive
+    virtual batches of ``virtual_batch_size`` samples, each normalised with its own mean and
+    variance: $y = \gamma (x - \mu_{B_g}) / \sqrt{\sigma^2_{B_g} + \epsilon} + \beta$. Small virtual
+    batches keep the regularising noise of small-batch training at large-batch throughput. The
+    running statistics get one update per step with the average of the virtual-batch statistics;
+    evaluation is batch norm with the running statistics. Same parameters, buffers and state_dict
+    keys as ``nn.BatchNorm3d``; with ``virtual_batch_size >= N`` it is exactly ``nn.BatchNorm3d``.
+    Each virtual batch runs through torch's fused batch-norm kernels, written in place into one
+    output. See `reglight.nn.functional.ghost_batch_norm`.
+
+    Args:
+        num_features: Number of channels ``C``.
+        virtual_batch_size: Samples per virtual batch, ``>= 1``.
+        eps: Added to the variance, ``> 0``.
+        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+            the cumulative average (as in batch norm).
+        affine: Learn a per-channel scale and shift.
+        track_running_stats: Keep running statistics for evaluation (else use batch statistics).
+        device: Device of the parameters and buffers.
+        dtype: Dtype of the parameters and buffers.
+
+    Example:
+        >>> import torch
+        >>> from reglight.nn import GhostBatchNorm3d
+        >>> layer = GhostBatchNorm3d(3, virtual_batch_size=4)
+        >>> layer(torch.randn(16, 3, 2, 2, 2)).shape
+        torch.Size([16, 3, 2, 2, 2])
+    """
+
     _ranks = (5,)
     _dims = 3
 
@@ -250,16 +296,17 @@ class _BatchRenorm(_NormBase):
         )
 
 
-_RENORM_DOC = r"""Batch renormalisation{dims_note} (Ioffe, 2017, "Batch renormalization", NeurIPS).
+class BatchRenorm1d(_BatchRenorm):
+    r"""Batch renormalisation for ``(N, C)`` or ``(N, C, L)`` inputs.
 
-    While training, $y = \gamma\,((x - \mu_B)/\sigma_B \cdot r + d) + \beta$ with
-    $r = \mathrm{{clip}}_{{[1/r_{{max}}, r_{{max}}]}}(\sigma_B/\sigma)$ and
-    $d = \mathrm{{clip}}_{{[-d_{{max}}, d_{{max}}]}}((\mu_B - \mu)/\sigma)$ (constants for
-    back-propagation), where $\mu, \sigma$ are the running statistics: training and evaluation
-    then agree even for small or non-iid batches. ``r_max`` and ``d_max`` are mutable attributes, so a
-    schedule can relax them from ``1, 0`` (batch norm) to their final values, as in the paper. Same
-    parameters, buffers and state_dict keys as ``nn.{bn}``. See
-    `reglight.nn.functional.batch_renorm`.
+    Ioffe, 2017, "Batch renormalization: towards reducing minibatch dependence in batch-normalized
+    models", NeurIPS. While training, $y = \gamma\,((x - \mu_B)/\sigma_B \cdot r + d) + \beta$ with
+    $r = \mathrm{clip}_{[1/r_{max}, r_{max}]}(\sigma_B/\sigma)$ and $d = \mathrm{clip}_{[-d_{max},
+    d_{max}]}((\mu_B - \mu)/\sigma)$ (constants for back-propagation), where $\mu, \sigma$ are the
+    running statistics: training and evaluation then agree even for small or non-iid batches.
+    ``r_max`` and ``d_max`` are mutable attributes, so a schedule can relax them from ``1, 0``
+    (batch norm) to their final values, as in the paper. Same parameters, buffers and state_dict
+    keys as ``nn.BatchNorm1d``. See `reglight.nn.functional.batch_renorm`.
 
     Args:
         num_features: Number of channels ``C``.
@@ -274,42 +321,82 @@ _RENORM_DOC = r"""Batch renormalisation{dims_note} (Ioffe, 2017, "Batch renormal
 
     Example:
         >>> import torch
-        >>> from reglight.nn import {cls}
-        >>> layer = {cls}(3, r_max=2.0, d_max=1.0)
-        >>> layer(torch.randn({shape})).shape
-        torch.Size([{shape}])
-"""
+        >>> from reglight.nn import BatchRenorm1d
+        >>> layer = BatchRenorm1d(3, r_max=2.0, d_max=1.0)
+        >>> layer(torch.randn(8, 3)).shape
+        torch.Size([8, 3])
+    """
 
-
-class BatchRenorm1d(_BatchRenorm):
-    __doc__ = _RENORM_DOC.format(
-        dims_note=" for ``(N, C)`` or ``(N, C, L)`` inputs",
-        bn="BatchNorm1d",
-        cls="BatchRenorm1d",
-        shape="8, 3",
-    )
     _ranks = (2, 3)
     _dims = 1
 
 
 class BatchRenorm2d(_BatchRenorm):
-    __doc__ = _RENORM_DOC.format(
-        dims_note=" for ``(N, C, H, W)`` inputs",
-        bn="BatchNorm2d",
-        cls="BatchRenorm2d",
-        shape="8, 3, 5, 5",
-    )
+    r"""Batch renormalisation for ``(N, C, H, W)`` inputs.
+
+    Ioffe, 2017, "Batch renormalization: towards reducing minibatch dependence in batch-normalized
+    models", NeurIPS. While training, $y = \gamma\,((x - \mu_B)/\sigma_B \cdot r + d) + \beta$ with
+    $r = \mathrm{clip}_{[1/r_{max}, r_{max}]}(\sigma_B/\sigma)$ and $d = \mathrm{clip}_{[-d_{max},
+    d_{max}]}((\mu_B - \mu)/\sigma)$ (constants for back-propagation), where $\mu, \sigma$ are the
+    running statistics: training and evaluation then agree even for small or non-iid batches.
+    ``r_max`` and ``d_max`` are mutable attributes, so a schedule can relax them from ``1, 0``
+    (batch norm) to their final values, as in the paper. Same parameters, buffers and state_dict
+    keys as ``nn.BatchNorm2d``. See `reglight.nn.functional.batch_renorm`.
+
+    Args:
+        num_features: Number of channels ``C``.
+        r_max: Clip of $r$, ``>= 1``.
+        d_max: Clip of $d$, ``>= 0``.
+        eps: Added to the variances, ``> 0``.
+        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+            the cumulative average.
+        affine: Learn a per-channel scale and shift.
+        device: Device of the parameters and buffers.
+        dtype: Dtype of the parameters and buffers.
+
+    Example:
+        >>> import torch
+        >>> from reglight.nn import BatchRenorm2d
+        >>> layer = BatchRenorm2d(3, r_max=2.0, d_max=1.0)
+        >>> layer(torch.randn(8, 3, 5, 5)).shape
+        torch.Size([8, 3, 5, 5])
+    """
+
     _ranks = (4,)
     _dims = 2
 
 
 class BatchRenorm3d(_BatchRenorm):
-    __doc__ = _RENORM_DOC.format(
-        dims_note=" for ``(N, C, D, H, W)`` inputs",
-        bn="BatchNorm3d",
-        cls="BatchRenorm3d",
-        shape="8, 3, 2, 2, 2",
-    )
+    r"""Batch renormalisation for ``(N, C, D, H, W)`` inputs.
+
+    Ioffe, 2017, "Batch renormalization: towards reducing minibatch dependence in batch-normalized
+    models", NeurIPS. While training, $y = \gamma\,((x - \mu_B)/\sigma_B \cdot r + d) + \beta$ with
+    $r = \mathrm{clip}_{[1/r_{max}, r_{max}]}(\sigma_B/\sigma)$ and $d = \mathrm{clip}_{[-d_{max},
+    d_{max}]}((\mu_B - \mu)/\sigma)$ (constants for back-propagation), where $\mu, \sigma$ are the
+    running statistics: training and evaluation then agree even for small or non-iid batches.
+    ``r_max`` and ``d_max`` are mutable attributes, so a schedule can relax them from ``1, 0``
+    (batch norm) to their final values, as in the paper. Same parameters, buffers and state_dict
+    keys as ``nn.BatchNorm3d``. See `reglight.nn.functional.batch_renorm`.
+
+    Args:
+        num_features: Number of channels ``C``.
+        r_max: Clip of $r$, ``>= 1``.
+        d_max: Clip of $d$, ``>= 0``.
+        eps: Added to the variances, ``> 0``.
+        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+            the cumulative average.
+        affine: Learn a per-channel scale and shift.
+        device: Device of the parameters and buffers.
+        dtype: Dtype of the parameters and buffers.
+
+    Example:
+        >>> import torch
+        >>> from reglight.nn import BatchRenorm3d
+        >>> layer = BatchRenorm3d(3, r_max=2.0, d_max=1.0)
+        >>> layer(torch.randn(8, 3, 2, 2, 2)).shape
+        torch.Size([8, 3, 2, 2, 2])
+    """
+
     _ranks = (5,)
     _dims = 3
 
