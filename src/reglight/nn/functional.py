@@ -453,11 +453,11 @@ def _reduce_dims(input: Tensor) -> list[int]:
 
 
 class _GhostBatchNormFn(torch.autograd.Function):
-    """Batch norm of consecutive sub-batches, written by the fused ATen kernels straight into one tensor.
+    """Batch norm of consecutive sub-batches with torch's fused kernels, assembled without ``cat``.
 
-    Each chunk ``input[s:s+k]`` is a contiguous slice, so ``native_batch_norm.out`` and
-    ``native_batch_norm_backward.out`` write into slices of a pre-allocated output and gradient:
-    no concatenation and no extra copy compared to a single batch norm.
+    Each chunk ``input[s:s+k]`` is a contiguous slice, so ``native_batch_norm.out`` writes straight
+    into a slice of one pre-allocated output, and ``native_batch_norm_backward.out`` into a slice of one
+    input gradient (torch implements that ``out=`` form with one copy per chunk; no direct kernel exists).
     """
 
     @staticmethod
