@@ -149,3 +149,25 @@ def test_tta_averages_the_mirror_image_probabilities(task: str) -> None:
     model.hparams["tta"] = False
     with torch.no_grad():
         assert torch.equal(model.evaluate(x), a)
+
+
+def test_ema_weights_follow_the_exponential_average_and_are_used_for_evaluation() -> None:
+    model = MedicalCNN(task="binary-class", num_classes=2, in_channels=1, width=4, ema_decay=0.75)
+    assert model.ema_net is not None and model.net is not None
+    assert not any(p.requires_grad for p in model.ema_net.parameters())
+    w = model.net.head.weight
+    first = w.detach().clone()
+    model.on_train_batch_end(None, None, 0)  # the first update copies the weights
+    with torch.no_grad():
+        w.add_(1.0)
+    model.on_train_batch_end(None, None, 1)
+    expected = 0.75 * first + 0.25 * (first + 1.0)
+    assert torch.allclose(model.ema_net.module.head.weight, expected, atol=1e-6)
+    model.eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(model.evaluate(x), model.ema_net.module(x))
+        assert not torch.allclose(model.evaluate(x), model(x))
+    opt = model.configure_optimizers()
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not trained & {id(p) for p in model.ema_net.parameters()}

@@ -76,6 +76,31 @@ def test_one_epoch_run_logs_metrics_confusion_matrix_and_report(
     assert list(tmp_path.rglob("best-epoch=0.ckpt"))  # model selection on val/auc kept a checkpoint
 
 
+def test_penalty_hook_instead_of_weight_decay(tiny_root: Path, tmp_path: Path) -> None:
+    """The recipe's L2 can come from reglight's PenaltyHook (appended from the command line)."""
+    logs = tmp_path / "logs"
+    code = main(
+        [
+            "run",
+            "medical_cnn",
+            *FAST,
+            "--model.weight_decay=0",
+            "--trainer.callbacks+=reglight.callbacks.PenaltyHook",
+            "--trainer.callbacks.penalty=reglight.penalties.L2",
+            "--trainer.callbacks.penalty.strength=0.0005",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            f"--trainer.logger.save_dir={logs}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert code == 0
+    with next(logs.rglob("metrics.csv")).open() as fh:
+        rows = list(csv.DictReader(fh))
+    values = [float(r["penalty/value"]) for r in rows if r.get("penalty/value")]
+    assert values and all(v > 0 for v in values)
+
+
 @pytest.mark.ddp
 def test_ddp_run_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
     env = {

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric
 
 from reglight._validation import (
@@ -80,6 +81,9 @@ class MedicalCNN(pl.LightningModule):
         label_smoothing: Label smoothing of the cross-entropy loss (0 disables it).
         tta: Test-time augmentation: validate, test and predict on the average of the class probabilities
             of each image and its horizontal mirror (see :meth:`evaluate`).
+        ema_decay: Decay of an exponential moving average of the weights (and batch-norm statistics),
+            updated after every training batch and used for validation, testing and prediction (Polyak &
+            Juditsky 1992); 0 disables it.
         task: MedMNIST task type; ``None`` takes it from the datamodule.
         num_classes: Number of outputs; ``None`` takes it from the datamodule.
         in_channels: Image channels; ``None`` takes it from the datamodule.
@@ -110,6 +114,7 @@ class MedicalCNN(pl.LightningModule):
         lr_schedule: Literal["cosine", "constant"] = "cosine",
         label_smoothing: float = 0.0,
         tta: bool = False,
+        ema_decay: float = 0.0,
         task: str | None = None,
         num_classes: int | None = None,
         in_channels: int | None = None,
@@ -122,6 +127,7 @@ class MedicalCNN(pl.LightningModule):
         check_probability("momentum", momentum)
         check_choice("lr_schedule", lr_schedule, ("cosine", "constant"))
         check_probability("label_smoothing", label_smoothing)
+        check_probability("ema_decay", ema_decay)
         if task is not None:
             check_choice("task", task, TASKS)
         if num_classes is not None:
@@ -144,6 +150,7 @@ class MedicalCNN(pl.LightningModule):
         )
         self.save_hyperparameters()
         self.net: SmallCNN | None = None
+        self.ema_net: AveragedModel | None = None
         self.val_metrics: MedMNISTMetrics | None = None
         self.test_metrics = nn.ModuleDict()
         self.test_losses = nn.ModuleDict()
@@ -175,6 +182,13 @@ class MedicalCNN(pl.LightningModule):
             virtual_batch_size=hp["virtual_batch_size"],
         )
         self.val_metrics = MedMNISTMetrics(hp["task"], hp["num_classes"])
+        if hp["ema_decay"] > 0:
+            self.ema_net = AveragedModel(
+                self.net, multi_avg_fn=get_ema_multi_avg_fn(hp["ema_decay"]), use_buffers=True
+            )
+            self.ema_net.requires_grad_(
+                False
+            )  # never trained directly (and no unused-parameter DDP error)
 
     def setup(self, stage: str) -> None:
         """Take the task, classes and channels from ``trainer.datamodule.spec`` and build the network."""
@@ -212,7 +226,8 @@ class MedicalCNN(pl.LightningModule):
     def evaluate(self, x: Tensor) -> Tensor:
         """Logits used for validation, testing and prediction.
 
-        Without ``tta`` these are ``self(x)``. With ``tta`` the class probabilities of the image and of its
+        These come from the weight average when ``ema_decay > 0``, else from the network itself. Without
+        ``tta`` they are the network's output. With ``tta`` the class probabilities of the image and of its
         horizontal mirror are averaged, ``p̄ = (p(x) + p(flip(x))) / 2``, and returned as logits of ``p̄``
         (``log p̄`` for softmax tasks, ``logit p̄`` for multi-label ones), so that the
         metrics and the loss see the averaged prediction.
@@ -223,10 +238,11 @@ class MedicalCNN(pl.LightningModule):
         Returns:
             Logits ``(N, num_classes)``.
         """
-        logits = self(x)
+        net = self.ema_net if self.ema_net is not None else self
+        logits = net(x)
         if not self.hparams["tta"]:
             return logits
-        flipped = self(x.flip(-1))
+        flipped = net(x.flip(-1))
         if self.task == "multi-label, binary-class":
             p = 0.5 * (logits.sigmoid() + flipped.sigmoid())
             return torch.logit(p, eps=1e-7)
@@ -248,6 +264,10 @@ class MedicalCNN(pl.LightningModule):
         loss = self.loss(self(x), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema_net is not None and self.net is not None:
+            self.ema_net.update_parameters(self.net)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
