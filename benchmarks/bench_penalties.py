@@ -5,24 +5,32 @@ Two models, CPU float32, batch 128, SGD with momentum:
 - MLP: 784 -> 4 x 2048 -> 10 (14.2 M penalized weights; the penalty pass is memory-bound),
 - CNN: a small convolutional network for 28 x 28 images (0.4 M penalized weights).
 
-Variants, all trained by a Lightning ``Trainer``:
+Variants (each with its own copy of the model and optimizer):
 
 - ``none``: no penalty (the baseline);
-- ``naive``: ``sum(p.abs().sum() for p in params)`` (elastic net: plus ``sum((p * p).sum())``) added to
-  the loss, differentiated by autograd;
-- ``floor``: a callback doing ``grad.add_(param.sign(), alpha=λ)`` over the penalized tensors in
-  ``on_before_optimizer_step``: one read-modify-write pass, the memory-bound floor of a penalty;
-- ``hook gradient`` / ``hook proximal``: :class:`reglight.callbacks.PenaltyHook` in either mode.
+- ``naive``: ``λ * sum(p.abs().sum() for p in params)`` (elastic net: plus the ``sum((p * p).sum())``
+  term) added to the loss, differentiated by autograd;
+- ``floor``: ``grad.add_(param.sign(), alpha=λ)`` over the penalized tensors before the optimizer step:
+  one read-modify-write pass, the memory-bound floor of a penalty;
+- ``hook gradient`` / ``hook proximal``: a :class:`reglight.callbacks.PenaltyHook` in either mode. The
+  hook object is driven the way a ``Trainer`` drives it: ``on_fit_start`` (selects the parameters and,
+  in proximal mode, registers its optimizer step post-hook), ``on_before_optimizer_step`` before every
+  step, and the prox runs inside ``optimizer.step()``.
 
-Per-step times are measured from ``on_train_batch_start`` to ``on_train_batch_end``; the variants run
-interleaved in one process (short ``fit`` calls in rotating order, the first step of each dropped),
-and the table reports medians. A second table times the penalty update alone (the hook's
-``add_grad_`` / ``prox_`` against the floor expression and the naive term's extra forward and
-backward) on the MLP's weights, also interleaved: it isolates the ratio from the noise of the
-training step.
+A step is ``zero_grad`` + forward + backward + penalty + ``optimizer.step()``, timed with
+``perf_counter``. The variants are interleaved *step by step* (round robin, rotating order), so bursts of
+load on a shared machine hit all of them alike; the table reports medians over the rounds after two
+warm-up rounds. The Lightning loop around a step costs the same for every variant and is left out.
+A second table times the penalty update alone on the MLP's weights, also interleaved.
 
-    python benchmarks/bench_penalties.py           # 8 rounds x 6 steps per variant
-    python benchmarks/bench_penalties.py --quick   # smoke run
+    python benchmarks/bench_penalties.py           # 40 rounds
+    python benchmarks/bench_penalties.py --quick   # 6 rounds, smoke run
+    python benchmarks/bench_penalties.py --threads 1   # on a machine shared with other jobs
+
+On an oversubscribed machine (more runnable threads than cores) every parallel region of a
+multi-threaded op may wait a whole scheduler time slice for a descheduled thread; that penalizes
+whatever runs more (smaller) parallel regions and says nothing about a quiet machine. ``--threads 1``
+avoids it.
 """
 
 from __future__ import annotations
@@ -32,13 +40,11 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from types import SimpleNamespace
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from reglight.callbacks import PenaltyHook
 from reglight.penalties import L1, ElasticNet, Penalty, select_parameters
@@ -47,6 +53,7 @@ LAMBDA = 1e-5
 L1_RATIO = 0.5
 LR = 1e-3
 BATCH = 128
+FLOOR = "floor (grad += λ·sign)"
 
 
 def mlp() -> nn.Module:
@@ -84,99 +91,92 @@ def naive_enet(params: list[Tensor]) -> Tensor:
     return LAMBDA * (L1_RATIO * l1 + (1 - L1_RATIO) * l2)  # type: ignore[return-value]
 
 
-class Model(pl.LightningModule):
-    def __init__(self, net: nn.Module, naive: Callable[[list[Tensor]], Tensor] | None) -> None:
-        super().__init__()
-        self.net = net
-        self.naive = naive
-        self.penalized = select_parameters(net)
+class Floor:
+    """The memory-bound floor: ``grad.add_(param.sign(), alpha=λ)`` over the penalized tensors."""
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = batch
+    def __init__(self, params: list[Tensor]) -> None:
+        self.params = params
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.add_(p.sign(), alpha=LAMBDA)
+
+
+class Variant:
+    """One model + optimizer trained with one way of applying the penalty."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        naive: Callable[[list[Tensor]], Tensor] | None = None,
+        floor: bool = False,
+        hook: PenaltyHook | None = None,
+    ) -> None:
+        self.net = net
+        self.opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=0.9)
+        self.penalized = select_parameters(net)
+        self.naive = naive
+        self.floor = Floor(self.penalized) if floor else None
+        self.hook = hook
+        if hook is not None:  # what Trainer.fit does at its start
+            hook.on_fit_start(SimpleNamespace(optimizers=[self.opt]), net)  # type: ignore[arg-type]
+
+    def step(self, x: Tensor, y: Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.net(x), y)
         if self.naive is not None:
             loss = loss + self.naive(self.penalized)
-        return loss
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=LR, momentum=0.9)
-
-
-class Floor(pl.Callback):
-    """The memory-bound floor: ``grad.add_(param.sign(), alpha=λ)`` over the penalized tensors."""
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.params = select_parameters(pl_module)
-
-    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        with torch.no_grad():
-            for p in self.params:
-                if p.grad is not None:
-                    p.grad.add_(p.sign(), alpha=LAMBDA)
+        loss.backward()
+        if self.floor is not None:
+            self.floor()
+        if self.hook is not None:
+            self.hook.on_before_optimizer_step(None, self.net, self.opt)  # type: ignore[arg-type]
+        self.opt.step()  # a proximal hook runs here, as a step post-hook
 
 
-class StepTimer(pl.Callback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
+def variants(build: Callable[[], nn.Module]) -> dict[str, Variant]:
+    template = build()
 
-    def on_train_batch_start(self, *args: Any) -> None:
-        self.t0 = time.perf_counter()
+    def net() -> nn.Module:
+        copy = build()
+        copy.load_state_dict(template.state_dict())
+        return copy
 
-    def on_train_batch_end(self, *args: Any) -> None:
-        self.times.append(time.perf_counter() - self.t0)
-
-
-def variants() -> dict[str, tuple[Callable[[list[Tensor]], Tensor] | None, Callable[[], list]]]:
-    """name -> (naive loss term or None, factory of extra callbacks)."""
     return {
-        "none": (None, list),
-        "floor (grad += λ·sign)": (None, lambda: [Floor()]),
-        "L1 naive loss term": (naive_l1, list),
-        "L1 hook gradient": (None, lambda: [PenaltyHook(L1(LAMBDA), log=True)]),
-        "L1 hook proximal": (None, lambda: [PenaltyHook(L1(LAMBDA), "proximal")]),
-        "ElasticNet naive loss term": (naive_enet, list),
-        "ElasticNet hook gradient": (None, lambda: [PenaltyHook(ElasticNet(LAMBDA, L1_RATIO))]),
-        "ElasticNet hook proximal": (
-            None,
-            lambda: [PenaltyHook(ElasticNet(LAMBDA, L1_RATIO), "proximal")],
+        "none": Variant(net()),
+        FLOOR: Variant(net(), floor=True),
+        "L1 naive loss term": Variant(net(), naive=naive_l1),
+        "L1 hook gradient": Variant(net(), hook=PenaltyHook(L1(LAMBDA))),
+        "L1 hook proximal": Variant(net(), hook=PenaltyHook(L1(LAMBDA), "proximal")),
+        "ElasticNet naive loss term": Variant(net(), naive=naive_enet),
+        "ElasticNet hook gradient": Variant(net(), hook=PenaltyHook(ElasticNet(LAMBDA, L1_RATIO))),
+        "ElasticNet hook proximal": Variant(
+            net(), hook=PenaltyHook(ElasticNet(LAMBDA, L1_RATIO), "proximal")
         ),
     }
 
 
-def time_training(build: Callable[[], nn.Module], shape: tuple[int, ...], rounds: int, steps: int):
+def time_training(
+    build: Callable[[], nn.Module], shape: tuple[int, ...], rounds: int
+) -> dict[str, float]:
     torch.manual_seed(0)
-    x = torch.randn(BATCH * steps, *shape)
-    y = torch.randint(0, 10, (BATCH * steps,))
-    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=False)
-    specs = variants()
-    template = build()
-    models = {}
-    for name, (naive, _) in specs.items():
-        net = build()
-        net.load_state_dict(template.state_dict())
-        models[name] = Model(net, naive)
-    times: dict[str, list[float]] = {name: [] for name in specs}
-    names = list(specs)
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            timer = StepTimer()
-            trainer = pl.Trainer(
-                accelerator="cpu",
-                max_steps=steps,
-                callbacks=[*specs[name][1](), timer],
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-            )
-            trainer.fit(models[name], loader)
-            times[name] += timer.times[1:]  # the first step allocates momentum buffers
+    x = torch.randn(BATCH, *shape)
+    y = torch.randint(0, 10, (BATCH,))
+    runs = variants(build)
+    names = list(runs)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds + 2):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            runs[name].step(x, y)
+            if r >= 2:  # two warm-up rounds: allocator, momentum buffers
+                times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def time_updates(reps: int) -> dict[str, float]:
+def time_updates(reps: int) -> dict[str, list[float]]:
     """The penalty update alone on the MLP's weights, interleaved."""
     torch.manual_seed(0)
     params = [p.detach().requires_grad_(True) for p in select_parameters(mlp())]
@@ -197,7 +197,7 @@ def time_updates(reps: int) -> dict[str, float]:
         return lambda: penalty.prox_(params, LR)
 
     cases: dict[str, Callable[[], None]] = {
-        "floor (grad += λ·sign)": floor,
+        FLOOR: floor,
         "L1 naive loss term": naive(naive_l1),
         "L1 hook gradient": lambda: l1.add_grad_(params),
         "L1 hook proximal": prox(l1),
@@ -205,46 +205,59 @@ def time_updates(reps: int) -> dict[str, float]:
         "ElasticNet hook gradient": lambda: enet.add_grad_(params),
         "ElasticNet hook proximal": prox(enet),
     }
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(reps):
-        for name, fn in cases.items():
+    names = list(cases)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(reps + 1):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+            cases[name]()
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads (default: torch's); 1 is steadier on an oversubscribed machine",
+    )
     args = parser.parse_args(argv)
-    rounds, steps, reps = (2, 3, 5) if args.quick else (8, 6, 30)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rounds, reps = (6, 5) if args.quick else (40, 30)
     warnings.filterwarnings("ignore")
-    import logging
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU float32, batch {BATCH}")
-    print(f"{rounds} rounds x {steps - 1} timed steps per variant, interleaved; medians\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU float32, batch {BATCH}"
+    )
+    print(f"{rounds} rounds of one step per variant, interleaved step by step; medians\n")
     print("| model | variant | step (ms) | overhead vs none | overhead / floor overhead |")
     print("|---|---|---:|---:|---:|")
     for label, build, shape in (
         ("MLP 4x2048", mlp, (1, 28, 28)),
         ("CNN 28x28", cnn, (1, 28, 28)),
     ):
-        med = time_training(build, shape, rounds, steps)
-        base, floor = med["none"], med["floor (grad += λ·sign)"] - med["none"]
+        med = time_training(build, shape, rounds)
+        base, floor = med["none"], med[FLOOR] - med["none"]
         for name, t in med.items():
             over = (t - base) / base
             rel = "" if name == "none" else f"{(t - base) / floor:.2f}x" if floor > 0 else "n/a"
             print(f"| {label} | {name} | {t * 1e3:.1f} | {over:+.1%} | {rel} |")
 
     upd = time_updates(reps)
-    print("\nThe penalty update alone, on the MLP's 14.2 M weights (medians):\n")
-    print("| variant | time (ms) | / floor |")
-    print("|---|---:|---:|")
-    for name, t in upd.items():
-        print(f"| {name} | {t * 1e3:.2f} | {t / upd['floor (grad += λ·sign)']:.2f}x |")
+    med = {name: statistics.median(t) for name, t in upd.items()}
+    low = {name: min(t) for name, t in upd.items()}
+    print("\nThe penalty update alone, on the MLP's 14.2 M weights:\n")
+    print("| variant | median (ms) | / floor | min (ms) | / floor |")
+    print("|---|---:|---:|---:|---:|")
+    for name in upd:
+        print(
+            f"| {name} | {med[name] * 1e3:.2f} | {med[name] / med[FLOOR]:.2f}x "
+            f"| {low[name] * 1e3:.2f} | {low[name] / low[FLOOR]:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

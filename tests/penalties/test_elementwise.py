@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reglight.penalties import L1, L2, DiagonalStep, ElasticNet, soft_threshold, soft_threshold_
-from reglight.penalties._blocks import BLOCK_NUMEL, iter_blocks
+from reglight.penalties._blocks import BLOCK_NUMEL, block_numel, iter_blocks
 
 
 def _tensors(seed: int = 0) -> list[torch.Tensor]:
@@ -37,10 +37,19 @@ PENALTIES = [
 ]
 
 
+def test_block_size_scales_with_threads() -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert block_numel() == 2 * BLOCK_NUMEL
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_blocks_cover_every_element_once() -> None:
     ts = _tensors()
     seen = [torch.zeros_like(t) for t in ts]
-    for index, (block, sblock) in iter_blocks(ts, seen):
+    for index, (block, sblock) in iter_blocks(ts, seen, max_numel=BLOCK_NUMEL):
         assert sum(b.numel() for b in block) <= BLOCK_NUMEL or len(block) == 1
         for b, s in zip(block, sblock):
             s.add_(1.0)

@@ -19,12 +19,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import torch
 from torch import Tensor
 
-__all__ = ["BLOCK_NUMEL", "iter_blocks"]
+__all__ = ["BLOCK_NUMEL", "block_numel", "iter_blocks"]
 
-#: Elements per block (512 KiB of float32): small enough for the temporaries to stay in L2.
+#: Elements per block and intra-op thread (512 KiB of float32): each thread's share of a block and of
+#: its temporaries stays in that core's L2 cache.
 BLOCK_NUMEL: int = 1 << 17
+
+
+def block_numel() -> int:
+    """The block size for the current intra-op thread count (``BLOCK_NUMEL`` per thread).
+
+    Scaling with the threads keeps each thread's share cache-sized while keeping the number of
+    parallel regions (each a synchronization of all threads) as small as possible.
+    """
+    return BLOCK_NUMEL * max(1, torch.get_num_threads())
 
 
 def _flat_views(tensors: Sequence[Tensor]) -> list[Tensor] | None:
@@ -34,14 +45,15 @@ def _flat_views(tensors: Sequence[Tensor]) -> list[Tensor] | None:
 
 
 def iter_blocks(
-    *lists: Sequence[Tensor], block_numel: int = BLOCK_NUMEL
+    *lists: Sequence[Tensor], max_numel: int | None = None
 ) -> Iterator[tuple[list[int], list[list[Tensor]]]]:
     """Yield aligned blocks of the given lists of same-shaped tensors.
 
     Args:
         *lists: lists of tensors; the ``k``-th tensors of all lists have the same shape.
-        block_numel: largest number of elements of one list in one block (a single tensor that
-            cannot be flattened without a copy, e.g. a channels-last weight, forms a block of its own).
+        max_numel: largest number of elements of one list in one block (default:
+            `block_numel()`); a single tensor that cannot be
+            flattened without a copy (e.g. a channels-last weight) forms a block of its own.
 
     Yields:
         ``(index, blocks)`` where ``blocks[j]`` is a list of views into ``lists[j]`` (flattened
@@ -53,6 +65,7 @@ def iter_blocks(
         # cache to protect: cutting into blocks would only multiply the launches.
         yield list(range(len(lists[0]))), [list(ts) for ts in lists]
         return
+    limit = block_numel() if max_numel is None else max_numel
     index: list[int] = []
     blocks: list[list[Tensor]] = [[] for _ in lists]
     filled = 0
@@ -60,29 +73,29 @@ def iter_blocks(
         n = tensors[0].numel()
         if n == 0:
             continue
-        flat = _flat_views(tensors) if n > block_numel else None
+        flat = _flat_views(tensors) if n > limit else None
         if flat is None:
-            if filled + n > block_numel and index:
+            if filled + n > limit and index:
                 yield index, blocks
                 index, blocks, filled = [], [[] for _ in lists], 0
             index.append(k)
             for block, t in zip(blocks, tensors):
                 block.append(t)
             filled += n
-            if filled >= block_numel:
+            if filled >= limit:
                 yield index, blocks
                 index, blocks, filled = [], [[] for _ in lists], 0
             continue
-        for start in range(0, n, block_numel):
-            if filled + min(block_numel, n - start) > block_numel and index:
+        for start in range(0, n, limit):
+            if filled + min(limit, n - start) > limit and index:
                 yield index, blocks
                 index, blocks, filled = [], [[] for _ in lists], 0
-            stop = min(start + block_numel, n)
+            stop = min(start + limit, n)
             index.append(k)
             for block, f in zip(blocks, flat):
                 block.append(f[start:stop])
             filled += stop - start
-            if filled >= block_numel:
+            if filled >= limit:
                 yield index, blocks
                 index, blocks, filled = [], [[] for _ in lists], 0
     if index:

@@ -30,8 +30,8 @@ def as_tensor_list(params: Params) -> list[Tensor]:
     return out
 
 
-def as_real(name: str, value: Any) -> Any:
-    """Convert numpy/torch-free real scalars (e.g. ``numpy.float32``) to ``float`` before checks."""
+def as_real(value: Any) -> Any:
+    """Real scalars that are not ``float`` (``int``, ``numpy.float32``, ...) as ``float``; else as given."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     return value
@@ -63,9 +63,9 @@ def normalize_step(step: StepSize, n: int) -> list[float] | StepSource:
         if items and all(isinstance(s, Tensor) for s in items):
             steps = _ExplicitStep(items)
         else:
-            steps = [check_positive("step", as_real("step", s)) for s in items]
+            steps = [check_positive("step", as_real(s)) for s in items]
     else:
-        return [check_positive("step", as_real("step", step))] * n
+        return [check_positive("step", as_real(step))] * n
     if len(steps) != n:
         raise ValueError(f"`step` must have one entry per tensor ({n}), got {len(steps)}")
     return steps
@@ -102,7 +102,7 @@ class Penalty(abc.ABC):
 
     @strength.setter
     def strength(self, value: float) -> None:
-        self._strength = check_nonnegative("strength", as_real("strength", value))
+        self._strength = check_nonnegative("strength", as_real(value))
 
     @abc.abstractmethod
     def value(self, params: Params) -> Tensor:

@@ -143,7 +143,7 @@ class ElasticNet(_Elementwise):
 
     @l1_ratio.setter
     def l1_ratio(self, value: float) -> None:
-        self._l1_ratio = check_in_range("l1_ratio", as_real("l1_ratio", value), 0.0, 1.0)
+        self._l1_ratio = check_in_range("l1_ratio", as_real(value), 0.0, 1.0)
 
     def hparams(self) -> dict[str, float | int]:
         """The penalty's hyperparameters (what `state_dict` saves)."""

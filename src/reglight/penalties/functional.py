@@ -153,13 +153,10 @@ def elastic_net_grad_(params: Params, grads: Sequence[Tensor], l1: float, l2: fl
         torch._foreach_add_(gs, ps, alpha=2.0 * l2)
         return
     for _, (pb, gb) in iter_blocks(ps, gs):
-        sign = torch._foreach_sign(pb)
+        # the block of gb is still in cache for the second add: main memory sees one pass
+        torch._foreach_add_(gb, torch._foreach_sign(pb), alpha=l1)
         if l2:
-            torch._foreach_mul_(sign, l1)
-            torch._foreach_add_(sign, pb, alpha=2.0 * l2)
-            torch._foreach_add_(gb, sign)
-        else:
-            torch._foreach_add_(gb, sign, alpha=l1)
+            torch._foreach_add_(gb, pb, alpha=2.0 * l2)
 
 
 @torch.no_grad()
