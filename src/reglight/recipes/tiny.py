@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import BinaryAccuracy
 
 from reglight._validation import check_positive, check_positive_int, check_probability
+from reglight.nn import Dropout
 
 __all__ = ["TinyClassifier", "TwoMoonsDataModule", "two_moons"]
 
@@ -108,10 +109,10 @@ class TinyClassifier(pl.LightningModule):
         self.net = nn.Sequential(
             nn.Linear(2, hidden),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, hidden),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, 1),
         )
         self.loss = nn.BCEWithLogitsLoss()
