@@ -383,7 +383,10 @@ def _extend(
     QAA = oracle.block(A)
     cA = oracle.c[A]
     if rho == 1.0:
-        L = torch.linalg.cholesky(QAA)
+        try:
+            L = torch.linalg.cholesky(QAA)
+        except torch.linalg.LinAlgError:  # singular active block: no explicit solution
+            return 0, None, None
         uv = torch.cholesky_solve(torch.stack([cA, theta], 1), L)
         W = uv[:, :1] - uv[:, 1:] * alphas
         Huv = oracle.hess_cols(A, uv)
