@@ -1,7 +1,7 @@
 """Access to the least-squares Hessian ``XᵀX/n`` for the path solvers, in two storage modes.
 
-* :class:`GramOracle` -- the whole Gram matrix, computed once (``n_samples > n_features``).
-* :class:`DesignOracle` -- Gram blocks computed lazily for the features that screening lets in and
+* `GramOracle` -- the whole Gram matrix, computed once (``n_samples > n_features``).
+* `DesignOracle` -- Gram blocks computed lazily for the features that screening lets in and
   cached (``n_features >= n_samples``); the KKT check multiplies by ``X`` directly.
 
 Both also return the correlations with the residual, ``Xᵀ(y - Xw)/n``, for every feature: the

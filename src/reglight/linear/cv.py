@@ -432,7 +432,7 @@ class ElasticNetCV:
 
 
 class LassoCV(ElasticNetCV):
-    """Lasso with ``α`` chosen by K-fold cross-validation (:class:`ElasticNetCV`, ``l1_ratio=1``).
+    """Lasso with ``α`` chosen by K-fold cross-validation ([`ElasticNetCV`][reglight.linear.ElasticNetCV], ``l1_ratio=1``).
 
     Args:
         alphas: Explicit grid; ``None`` for ``n_alphas`` values from ``α_max`` down.

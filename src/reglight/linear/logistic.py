@@ -1,11 +1,11 @@
-"""Sparse logistic regression (binary and multinomial) with an L1 or elastic-net penalty.
+r"""Sparse logistic regression (binary and multinomial) with an L1 or elastic-net penalty.
 
 Objective, for ``n`` samples, labels ``y_i`` of ``K`` classes and ``ρ = l1_ratio``:
 
-.. math::
-
-    \\min_{W, b}\\; \\frac{1}{n}\\sum_{i=1}^n \\ell(y_i, x_i^\\top W + b)
-    + \\alpha\\rho\\lVert W\\rVert_1 + \\frac{\\alpha(1-\\rho)}{2}\\lVert W\\rVert_F^2
+$$
+\min_{W, b}\; \frac{1}{n}\sum_{i=1}^n \ell(y_i, x_i^\top W + b)
++ \alpha\rho\lVert W\rVert_1 + \frac{\alpha(1-\rho)}{2}\lVert W\rVert_F^2
+$$
 
 with the logistic loss ``ℓ = log(1 + e^η) - yη`` for two classes (one coefficient vector) and the
 multinomial (softmax cross-entropy) loss ``ℓ = logsumexp(η) - η_y`` for more; the intercept ``b``
@@ -15,7 +15,7 @@ multiplied by ``C n``.
 
 Solver: proximal Newton (Lee, Sun & Saunders 2014; the approach of glmnet and newGLMNET): at the
 current point the loss is replaced by its second-order Taylor model, the penalized quadratic is
-solved *exactly* by the active-set solver of :mod:`reglight.linear._qp`, and a backtracking line
+solved *exactly* by the active-set solver of `reglight.linear._qp`, and a backtracking line
 search on the true objective accepts the step. Features enter through a working set (gradient
 screening) with a KKT check on all features, as in the regression paths.
 """
@@ -378,12 +378,12 @@ def logistic_enet(
 
 
 class LogisticElasticNet:
-    """Sparse logistic regression (binary or multinomial) with an L1 / elastic-net penalty.
+    r"""Sparse logistic regression (binary or multinomial) with an L1 / elastic-net penalty.
 
-    .. math::
-
-        \\min_{W, b}\\; \\frac{1}{n}\\sum_i \\ell(y_i, x_i^\\top W + b)
-        + \\alpha\\rho\\lVert W\\rVert_1 + \\frac{\\alpha(1-\\rho)}{2}\\lVert W\\rVert_F^2
+    $$
+    \min_{W, b}\; \frac{1}{n}\sum_i \ell(y_i, x_i^\top W + b)
+    + \alpha\rho\lVert W\rVert_1 + \frac{\alpha(1-\rho)}{2}\lVert W\rVert_F^2
+    $$
 
     Equivalent to scikit-learn's ``LogisticRegression(l1_ratio=ρ, C=1/(n α))`` (``penalty="l1"``
     when ``ρ = 1``), solved to machine precision by proximal Newton. Fitted attributes:

@@ -29,12 +29,12 @@ def elastic_net(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[Any, Any]:
-    """Fit one elastic-net model exactly (scikit-learn's ``ElasticNet`` objective).
+    r"""Fit one elastic-net model exactly (scikit-learn's ``ElasticNet`` objective).
 
-    .. math::
-
-        \\min_{w, b}\\; \\frac{1}{2n}\\lVert y - Xw - b \\rVert_2^2 + \\alpha\\rho\\lVert w\\rVert_1
-        + \\frac{\\alpha(1-\\rho)}{2}\\lVert w\\rVert_2^2, \\qquad \\rho = \\text{l1\\_ratio}
+    $$
+    \min_{w, b}\; \frac{1}{2n}\lVert y - Xw - b \rVert_2^2 + \alpha\rho\lVert w\rVert_1
+    + \frac{\alpha(1-\rho)}{2}\lVert w\rVert_2^2, \qquad \rho = \text{l1\_ratio}
+    $$
 
     The intercept ``b`` is not penalized: with ``fit_intercept`` the columns of ``X`` and ``y`` are
     centred, the problem is solved without intercept and ``b = ȳ - x̄ᵀw``.
@@ -106,12 +106,12 @@ def elastic_net(
 
 
 class ElasticNet:
-    """Elastic-net linear regression, solved exactly (scikit-learn's ``ElasticNet`` objective).
+    r"""Elastic-net linear regression, solved exactly (scikit-learn's ``ElasticNet`` objective).
 
-    .. math::
-
-        \\min_{w, b}\\; \\frac{1}{2n}\\lVert y - Xw - b \\rVert_2^2 + \\alpha\\rho\\lVert w\\rVert_1
-        + \\frac{\\alpha(1-\\rho)}{2}\\lVert w\\rVert_2^2, \\qquad \\rho = \\text{l1\\_ratio}
+    $$
+    \min_{w, b}\; \frac{1}{2n}\lVert y - Xw - b \rVert_2^2 + \alpha\rho\lVert w\rVert_1
+    + \frac{\alpha(1-\rho)}{2}\lVert w\rVert_2^2, \qquad \rho = \text{l1\_ratio}
+    $$
 
     Zou & Hastie (2005), "Regularization and variable selection via the elastic net". Fitted
     attributes: ``coef_`` (n_features,), ``intercept_``, ``n_features_in_``; NumPy arrays for NumPy
@@ -244,11 +244,11 @@ class ElasticNet:
 
 
 class Lasso(ElasticNet):
-    """Lasso linear regression (Tibshirani, 1996): :class:`ElasticNet` with ``l1_ratio=1``.
+    r"""Lasso linear regression (Tibshirani, 1996): [`ElasticNet`][reglight.linear.ElasticNet] with ``l1_ratio=1``.
 
-    .. math::
-
-        \\min_{w, b}\\; \\frac{1}{2n}\\lVert y - Xw - b \\rVert_2^2 + \\alpha\\lVert w\\rVert_1
+    $$
+    \min_{w, b}\; \frac{1}{2n}\lVert y - Xw - b \rVert_2^2 + \alpha\lVert w\rVert_1
+    $$
 
     Args:
         alpha: Regularization strength ``α >= 0``.

@@ -1,14 +1,14 @@
-"""Lasso and elastic-net regularization paths in scikit-learn's objective scaling.
+r"""Lasso and elastic-net regularization paths in scikit-learn's objective scaling.
 
 For each ``α`` of a decreasing grid the solvers minimize, with ``ρ = l1_ratio``,
 
-.. math::
+$$
+\frac{1}{2n}\lVert y - Xw \rVert_2^2 + \alpha\rho\lVert w\rVert_1
++ \frac{\alpha(1-\rho)}{2}\lVert w\rVert_2^2,
+$$
 
-    \\frac{1}{2n}\\lVert y - Xw \\rVert_2^2 + \\alpha\\rho\\lVert w\\rVert_1
-    + \\frac{\\alpha(1-\\rho)}{2}\\lVert w\\rVert_2^2,
-
-exactly the objective of :func:`sklearn.linear_model.enet_path` (no intercept; centre ``X`` and
-``y`` first, or use :class:`reglight.linear.ElasticNet`), so that results compare one to one.
+exactly the objective of `sklearn.linear_model.enet_path` (no intercept; centre ``X`` and
+``y`` first, or use [`ElasticNet`][reglight.linear.ElasticNet]), so that results compare one to one.
 
 How (one α after another, warm-started from the previous solution):
 
@@ -17,7 +17,7 @@ How (one α after another, warm-started from the previous solution):
    ``|x_jᵀ r(α_{k-1})|/n < ρ(2α_k - α_{k-1})``; the working set is what survives plus every feature
    that was ever active.
 2. **Exact solve on the working set** by an active-set Newton method (feature-sign search,
-   :mod:`reglight.linear._qp`): Cholesky solves on the active block of the Gram matrix instead of
+   `reglight.linear._qp`): Cholesky solves on the active block of the Gram matrix instead of
    coordinate sweeps, so each solution is optimal to machine precision.
 3. **KKT check** on all features: a screened-out feature with ``|x_jᵀ r|/n > αρ`` joins the working
    set and step 2 repeats.
@@ -115,12 +115,12 @@ def _grid(
 
 
 def enet_objective(X: Any, y: Any, coef: Any, alpha: float, l1_ratio: float = 1.0) -> float:
-    """Value of the elastic-net objective (scikit-learn scaling) at ``coef``.
+    r"""Value of the elastic-net objective (scikit-learn scaling) at ``coef``.
 
-    .. math::
-
-        \\frac{1}{2n}\\lVert y - Xw \\rVert_2^2 + \\alpha\\rho\\lVert w\\rVert_1
-        + \\frac{\\alpha(1-\\rho)}{2}\\lVert w\\rVert_2^2
+    $$
+    \frac{1}{2n}\lVert y - Xw \rVert_2^2 + \alpha\rho\lVert w\rVert_1
+    + \frac{\alpha(1-\rho)}{2}\lVert w\rVert_2^2
+    $$
 
     Args:
         X: Design matrix (n_samples, n_features).
@@ -209,18 +209,18 @@ def enet_path(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[Any, Any]:
-    """Elastic-net regularization path (scikit-learn's ``enet_path``, solved exactly).
+    r"""Elastic-net regularization path (scikit-learn's ``enet_path``, solved exactly).
 
     Minimizes, for each ``α`` in ``alphas`` (in decreasing order), with ``ρ = l1_ratio``,
 
-    .. math::
-
-        \\frac{1}{2n}\\lVert y - Xw \\rVert_2^2 + \\alpha\\rho\\lVert w\\rVert_1
-        + \\frac{\\alpha(1-\\rho)}{2}\\lVert w\\rVert_2^2
+    $$
+    \frac{1}{2n}\lVert y - Xw \rVert_2^2 + \alpha\rho\lVert w\rVert_1
+    + \frac{\alpha(1-\rho)}{2}\lVert w\rVert_2^2
+    $$
 
     with warm starts, sequential strong-rule screening and a KKT check on all features (see the
     module docstring). No intercept is fitted: centre ``X`` and ``y`` beforehand (or use
-    :class:`reglight.linear.ElasticNet`).
+    [`ElasticNet`][reglight.linear.ElasticNet]).
 
     Args:
         X: Design matrix (n_samples, n_features), NumPy array or tensor (CPU or GPU).
@@ -229,7 +229,7 @@ def enet_path(
         eps: ``α_min / α_max`` of the automatic grid.
         n_alphas: Number of ``α`` of the automatic grid.
         alphas: Explicit grid (sorted decreasingly before use); ``None`` for the automatic log
-            grid from ``α_max = max|Xᵀy| / (n ρ)`` (:func:`alpha_grid`).
+            grid from ``α_max = max|Xᵀy| / (n ρ)`` ([`alpha_grid`][reglight.linear.alpha_grid]).
         precompute: ``"auto"`` (Gram matrix when ``n_samples > n_features``), ``True`` or
             ``False``.
         coef_init: Starting coefficients for the first ``α``.
@@ -311,11 +311,11 @@ def lasso_path(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[Any, Any]:
-    """Lasso regularization path: :func:`enet_path` with ``l1_ratio=1``.
+    r"""Lasso regularization path: [`enet_path`][reglight.linear.enet_path] with ``l1_ratio=1``.
 
-    .. math::
-
-        \\frac{1}{2n}\\lVert y - Xw \\rVert_2^2 + \\alpha\\lVert w\\rVert_1
+    $$
+    \frac{1}{2n}\lVert y - Xw \rVert_2^2 + \alpha\lVert w\rVert_1
+    $$
 
     Args:
         X: Design matrix (n_samples, n_features), NumPy array or tensor (CPU or GPU).
@@ -323,7 +323,7 @@ def lasso_path(
         eps: ``α_min / α_max`` of the automatic grid.
         n_alphas: Number of ``α`` of the automatic grid.
         alphas: Explicit grid; ``None`` for the automatic log grid from ``α_max = max|Xᵀy|/n``.
-        precompute: ``"auto"``, ``True`` or ``False`` (see :func:`enet_path`).
+        precompute: ``"auto"``, ``True`` or ``False`` (see [`enet_path`][reglight.linear.enet_path]).
         coef_init: Starting coefficients for the first ``α``.
         tol: Relative tolerance on the optimality (KKT) conditions.
         max_iter: Maximum active-set iterations per ``α``.

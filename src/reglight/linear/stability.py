@@ -1,4 +1,4 @@
-"""Stability selection (Meinshausen & Bühlmann 2010, "Stability selection", JRSS-B 72(4)).
+r"""Stability selection (Meinshausen & Bühlmann 2010, "Stability selection", JRSS-B 72(4)).
 
 Fit the lasso / elastic-net (or the penalized logistic model) along a grid ``Λ`` of ``α`` on many
 random subsamples of half the data, and record for every feature ``j`` and every ``α`` the fraction
@@ -10,9 +10,9 @@ subsample over the whole grid (the union over ``Λ``), and under exchangeability
 features and a selection procedure not worse than random guessing, the expected number ``V`` of
 falsely selected features satisfies
 
-.. math::
-
-    \\mathbb{E}[V] \\le \\frac{1}{2\\pi - 1}\\,\\frac{q_\\Lambda^2}{p}.
+$$
+\mathbb{E}[V] \le \frac{1}{2\pi - 1}\,\frac{q_\Lambda^2}{p}.
+$$
 
 The result reports this bound with the empirical ``q_Λ`` (mean size of the union on the
 subsamples). Following the R package ``stabs`` (Hofner, Boccuto & Göker 2015), ``q`` may instead be
