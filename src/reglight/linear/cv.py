@@ -59,7 +59,7 @@ def kfold_indices(
     Returns:
         A list of ``(train_indices, test_indices)`` pairs.
 
-    Example:
+    Examples:
         >>> [test.tolist() for _, test in kfold_indices(5, 2)]
         [[0, 1, 2], [3, 4]]
     """
@@ -106,7 +106,7 @@ def select_alpha(alphas: Any, mean: Any, se: Any, rule: str = "min") -> tuple[in
     Returns:
         ``(index, alpha)`` of the chosen grid point.
 
-    Example:
+    Examples:
         >>> select_alpha([1.0, 0.5, 0.1], [3.0, 2.05, 2.0], [0.1, 0.1, 0.1], rule="1se")
         (1, 0.5)
     """
@@ -217,7 +217,7 @@ def enet_cv(
     Returns:
         A [`CVResult`][reglight.linear.CVResult].
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 5)); y = X[:, 0] + 0.1 * rng.standard_normal(60)
@@ -282,7 +282,7 @@ def logistic_cv(
     Returns:
         A [`CVResult`][reglight.linear.CVResult] whose errors are log-losses.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((80, 4)); y = (X[:, 0] + 0.5 * rng.standard_normal(80) > 0)
@@ -356,7 +356,7 @@ class ElasticNetCV:
         rule: ``"min"`` (scikit-learn's choice) or ``"1se"``.
         tol: Solver tolerance.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 5)); y = X[:, 0] + 0.1 * rng.standard_normal(60)
@@ -442,7 +442,7 @@ class LassoCV(ElasticNetCV):
         rule: ``"min"`` (scikit-learn's choice) or ``"1se"``.
         tol: Solver tolerance.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 5)); y = X[:, 0] + 0.1 * rng.standard_normal(60)
@@ -479,7 +479,7 @@ class LogisticElasticNetCV:
         rule: ``"min"`` or ``"1se"``.
         tol: Solver tolerance.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((80, 4)); y = (X[:, 0] > 0).astype(int)

@@ -57,7 +57,7 @@ def elastic_net(
         ``(coef, intercept)``: coefficients (n_features,) and the intercept (a float, or a 0-d
         tensor for tensor input).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
         >>> y = 2.0 * X[:, 0] + 1.0
@@ -131,7 +131,7 @@ class ElasticNet:
     Raises:
         ValueError: For an invalid argument.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
         >>> model = ElasticNet(alpha=0.1, l1_ratio=0.5).fit(X, 2.0 * X[:, 0])
@@ -260,7 +260,7 @@ class Lasso(ElasticNet):
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
         >>> np.round(Lasso(alpha=0.1).fit(X, 2.0 * X[:, 0]).coef_, 3)
