@@ -147,8 +147,9 @@ def solve_l1_qp(
     w = w.clone()
     nzi = (w != 0).nonzero().squeeze(1)
     g = grad(nzi, w[nzi])
+    eps = torch.finfo(b.dtype).eps
     scale = float(b.abs().max()) if k else 0.0
-    atol = tol * max(scale, float(l1.max()) if k else 0.0, 1e-300)
+    atol = max(tol, 8.0 * eps) * max(scale, float(l1.max()) if k else 0.0, 1e-300)
     neg_inf = g.new_full((), float("-inf"))
     settled = False  # the nonzero coefficients are optimal for their own sign pattern
     n_iter = 0
@@ -205,7 +206,7 @@ def solve_l1_qp(
         settled = consistent
         nzi = idx[w[idx] != 0]
         g = grad(nzi, w[nzi])
-        tiny = float(step.abs().max()) <= 1e-15 * max(float(w.abs().max()), 1e-300)
+        tiny = float(step.abs().max()) <= 4.0 * eps * max(float(w.abs().max()), 1e-300)
         if tiny and (not settled or add is None):
             return w, n_iter  # stalled at the precision the linear algebra allows
     return w, n_iter

@@ -450,7 +450,7 @@ def solve_path(
     n_alphas = alphas.shape[0]
     out = c.new_zeros(p, n_alphas)
     grid = alphas.tolist()
-    kkt_tol = tol * max(float(c.abs().max()), 1e-300)
+    kkt_tol = max(tol, 8.0 * torch.finfo(c.dtype).eps) * max(float(c.abs().max()), 1e-300)
     backoff = skip = 0
     i = 0
     while i < n_alphas:
