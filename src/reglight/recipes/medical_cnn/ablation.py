@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEEPER", "VARIANTS", "Variant", "main", "run_ablation", "summarize"]
+__all__ = ["DEEPER", "VARIANTS", "Variant", "main", "run_ablation", "run_one", "summarize"]
 
 DEEPER: tuple[str, ...] = (
     "--model.depth=4",
@@ -170,8 +170,9 @@ def summarize(runs: dict[str, list[dict[str, float]]]) -> Any:
 
     Example:
         >>> r = {"test/auc": 0.9, "test/acc": 0.8, "test/gap_auc": 0.05, "test/gap_loss": 0.1, "epochs": 9.0}
-        >>> summarize({"full": [r, r]}).rows[0][:3]
-        ['full', '0.900 ± 0.000', '0.800 ± 0.000']
+        >>> row = summarize({"full": [r, r]}).rows[0]
+        >>> row[1], row[2]
+        ('0.900 ± 0.000', '0.800 ± 0.000')
     """
     from reglight.logging import Table
 
