@@ -72,11 +72,13 @@ class GramOracle(HessianOracle):
         return cls(gram(X).div_(n), (X.T @ y) / n)
 
     def block(self, W: torch.Tensor) -> torch.Tensor:
+        """The block of ``W`` (sorted, as every index set here comes from ``nonzero``)."""
         if W.shape[0] == self.n_features:
             return self.H
         return self.H[W.unsqueeze(1), W]
 
     def locate(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(H, None)`` when ``W`` (sorted) is every feature, else ``(H, W)``."""
         return self.H, (None if W.shape[0] == self.n_features else W)
 
     def corr(self, A: torch.Tensor, wA: torch.Tensor) -> torch.Tensor:

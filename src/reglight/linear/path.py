@@ -356,18 +356,21 @@ def lasso_path(
     )
 
 
+Proposal = tuple[torch.Tensor, torch.Tensor]
+
+
 def _extend(
     oracle: HessianOracle,
     A: torch.Tensor,
-    wA: torch.Tensor,
+    theta: torch.Tensor,
     alphas: torch.Tensor,
     rho: float,
     kkt_tol: float,
     gram: bool,
-) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
-    """Carry the solution's active set and signs to the next ``α`` of the grid, all at once.
+) -> tuple[int, torch.Tensor | None, torch.Tensor | None, Proposal | None]:
+    """Carry an active set ``A`` with signs ``θ`` along the next ``α`` of the grid, all at once.
 
-    On a fixed active set ``A`` with signs ``θ`` the solution is explicit in ``α``:
+    On a fixed active set with fixed signs the solution is explicit in ``α``:
     ``w_A(α) = (H_AA + α(1-ρ)I)⁻¹ (c_A - αρθ)`` -- affine in ``α`` for the lasso (one Cholesky),
     a rational function for the elastic net (one eigendecomposition of ``H_AA``). Every grid point
     whose explicit solution keeps the signs and satisfies the KKT conditions of the inactive
@@ -375,40 +378,51 @@ def _extend(
     counterpart of the homotopy/LARS path (Osborne et al. 2000; Efron et al. 2004).
 
     Returns:
-        The number ``m`` of leading grid points solved, their active coefficients (|A|, m) and the
-        residual correlations at the last of them.
+        The number ``m`` of leading grid points solved, their active coefficients (|A|, m), the
+        residual correlations at the last of them and, when the grid continues past them, a
+        proposal ``(A', θ')`` for the first failing point: the coefficients that changed sign
+        leave, the features that violate their KKT condition enter with the sign of their
+        correlation (``None`` if there is nothing to propose).
     """
     k = A.shape[0]
-    theta = wA.sign()
+    if k == 0:
+        return 0, None, None, None
     QAA = oracle.block(A)
     cA = oracle.c[A]
     if rho == 1.0:
         try:
             L = torch.linalg.cholesky(QAA)
         except torch.linalg.LinAlgError:  # singular active block: no explicit solution
-            return 0, None, None
+            return 0, None, None, None
         uv = torch.cholesky_solve(torch.stack([cA, theta], 1), L)
         W = uv[:, :1] - uv[:, 1:] * alphas
         Huv = oracle.hess_cols(A, uv)
         corr = (oracle.c - Huv[:, 0]).unsqueeze(1) + Huv[:, 1:] * alphas
     else:
         if not gram or k > 128:
-            return 0, None, None
+            return 0, None, None, None
         lam, V = torch.linalg.eigh(QAA)
         D = ((V.T @ cA).unsqueeze(1) - rho * (V.T @ theta).unsqueeze(1) * alphas) / (
             lam.unsqueeze(1) + (1.0 - rho) * alphas
         )
         W = V @ D
         corr = oracle.c.unsqueeze(1) - oracle.hess_cols(A, W)
-    ok = (W * theta.unsqueeze(1) > 0).all(0)
+    signs_ok = W * theta.unsqueeze(1) > 0
     inactive = torch.ones_like(oracle.c, dtype=torch.bool)
     inactive[A] = False
-    kkt = corr[inactive].abs() <= rho * alphas + kkt_tol
-    ok &= kkt.all(0)
+    kkt_bad = (corr.abs() > rho * alphas + kkt_tol) & inactive.unsqueeze(1)
+    ok = signs_ok.all(0) & ~kkt_bad.any(0)
     m = int(ok.to(torch.int32).cumprod(0).sum())
+    proposal = None
+    if m < alphas.shape[0]:
+        keep = signs_ok[:, m]
+        enter = kkt_bad[:, m].nonzero().squeeze(1)
+        newA, order = torch.cat([A[keep], enter]).sort()
+        if newA.numel() > 0:
+            proposal = (newA, torch.cat([theta[keep], corr[enter, m].sign()])[order])
     if m == 0:
-        return 0, None, None
-    return m, W[:, :m], corr[:, m - 1]
+        return 0, None, None, proposal
+    return m, W[:, :m], corr[:, m - 1], proposal
 
 
 def solve_path(
@@ -498,18 +512,34 @@ def solve_path(
         if skip > 0:
             skip -= 1
             continue
-        m, WA, corr_m = _extend(oracle, A, w[A], alphas[i:], rho, kkt_tol, gram)
-        if m == 0:
+        # Follow the path in closed form: accept what the current active set explains, then try
+        # the active set proposed by the first failure, until a proposal explains nothing.
+        theta = w[A].sign()
+        accepted = False
+        attempts = 0
+        while i < n_alphas:
+            m, WA, corr_m, proposal = _extend(oracle, A, theta, alphas[i:], rho, kkt_tol, gram)
+            if m > 0:
+                assert WA is not None and corr_m is not None
+                accepted = True
+                out[A, i : i + m] = WA
+                w.zero_()
+                w[A] = WA[:, -1]
+                ever[A] = True
+                corr = corr_m
+                i += m
+                prev = grid[i - 1]
+            elif attempts > 0:
+                break  # the proposed active set explains nothing: back to the exact solver
+            if proposal is None:
+                break
+            A, theta = proposal
+            attempts += 1
+        if accepted:
+            backoff = 0
+        else:
             backoff = min(2 * backoff + 1, 8)
             skip = backoff
-            continue
-        backoff = 0
-        assert WA is not None and corr_m is not None
-        out[A, i : i + m] = WA
-        w[A] = WA[:, -1]
-        corr = corr_m
-        i += m
-        prev = grid[i - 1]
     if not math.isfinite(float(out.abs().sum())):  # pragma: no cover - defensive
         raise FloatingPointError("the path solver produced non-finite coefficients")
     return out
