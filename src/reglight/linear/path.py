@@ -466,6 +466,10 @@ def solve_path(
     grid = alphas.tolist()
     kkt_tol = max(tol, 8.0 * torch.finfo(c.dtype).eps) * max(float(c.abs().max()), 1e-300)
     backoff = skip = 0
+    # Grid points tried per closed-form extension: all of them with a Gram matrix (cheap), an
+    # adaptive window otherwise (each point costs a pass over the n_features correlations).
+    min_window = n_alphas if gram else 8
+    window = min_window
     i = 0
     while i < n_alphas:
         alpha = grid[i]
@@ -518,7 +522,10 @@ def solve_path(
         accepted = False
         attempts = 0
         while i < n_alphas:
-            m, WA, corr_m, proposal = _extend(oracle, A, theta, alphas[i:], rho, kkt_tol, gram)
+            span = min(n_alphas - i, window)
+            m, WA, corr_m, proposal = _extend(
+                oracle, A, theta, alphas[i : i + span], rho, kkt_tol, gram
+            )
             if m > 0:
                 assert WA is not None and corr_m is not None
                 accepted = True
@@ -531,6 +538,10 @@ def solve_path(
                 prev = grid[i - 1]
             elif attempts > 0:
                 break  # the proposed active set explains nothing: back to the exact solver
+            if m == span:  # the whole window holds: look further ahead next time
+                window *= 2
+                continue
+            window = max(min_window, 2 * m)
             if proposal is None:
                 break
             A, theta = proposal
