@@ -24,7 +24,8 @@ How (one α after another, warm-started from the previous solution):
 4. **Path extension**: on a fixed active set and sign pattern the solution is an explicit function
    of ``α``; the next grid points whose explicit solution passes the sign and KKT checks are
    accepted at once, so stretches of the path where the active set does not change cost one
-   factorization in total.
+   factorization in total. The first failing point proposes the next active set (sign changes
+   leave, KKT violators enter), which is checked the same way before falling back to step 2.
 
 The Gram matrix ``XᵀX/n`` is computed once when ``n_samples > n_features`` (``precompute="auto"``,
 like scikit-learn); otherwise Gram blocks are computed only for the features screening lets in.
