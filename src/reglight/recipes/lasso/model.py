@@ -138,8 +138,8 @@ class SparseLinearModel(pl.LightningModule):
     restart (Beck & Teboulle 2009; O'Donoghue & Candès 2015) when ``accelerated``; the step size is
     $1/L$ (see `reglight.recipes.lasso.scaling`), and training stops when a step changes no
     coefficient by more than ``tol`` times the largest one. This converges to the minimizer of
-    $F$. ``gradient="stochastic"`` takes one proximal SGD step per minibatch (cheaper epochs, a
-    noise floor set by the step size).
+    $F$. ``gradient="stochastic"`` takes one proximal SGD step per minibatch (stochastic
+    ISTA: cheaper steps, slower convergence; see ``lr_decay``).
 
     **Set-up** (``setup()``, from ``trainer.datamodule``): the training split is read once (float64)
     to compute the standardization (buffers ``x_mean`` / ``x_scale``), the step size, and
@@ -172,6 +172,8 @@ class SparseLinearModel(pl.LightningModule):
             minibatch).
         accelerated: FISTA extrapolation with restart (``gradient="full"`` only).
         lr: Step size; ``None`` for $1/L$ from the standardized training data.
+        lr_decay: ``gradient="stochastic"`` only: the step of epoch $e$ is
+            ``lr / sqrt(1 + e)``, so the iterates converge (a constant step leaves a noise floor).
         tol: Stop when no coefficient changes by more than ``tol`` times the largest coefficient in
             one step (``gradient="full"``; 0 never stops early).
         refit_l2: Ridge strength $\gamma$ of the refit; ``None`` for 0 (regression) or ``1e-3``
@@ -216,6 +218,7 @@ class SparseLinearModel(pl.LightningModule):
         gradient: str = "full",
         accelerated: bool = True,
         lr: float | None = None,
+        lr_decay: bool = True,
         tol: float = 1e-6,
         refit_l2: float | None = None,
         path_figure: bool = True,
@@ -379,8 +382,9 @@ class SparseLinearModel(pl.LightningModule):
         self.linear = nn.Linear(n_features, n_outputs)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
-        self.register_buffer("x_mean", torch.zeros(n_features))
-        self.register_buffer("x_scale", torch.ones(n_features))
+        # float64 whatever the precision: standardizing large-offset features in float32 loses digits
+        self.register_buffer("x_mean", torch.zeros(n_features, dtype=torch.float64))
+        self.register_buffer("x_scale", torch.ones(n_features, dtype=torch.float64))
         self.register_buffer("refit_weight", torch.zeros(n_outputs, n_features))
         self.register_buffer("refit_bias", torch.zeros(n_outputs))
         n_classes = max(len(classes), 2)
@@ -448,10 +452,11 @@ class SparseLinearModel(pl.LightningModule):
             x: ``(n, p)`` raw features.
 
         Returns:
-            The standardized features in the model's dtype.
+            The standardized features (computed in the statistics' dtype, float64 by default),
+            in the dtype of the model's weights.
         """
-        x = x.to(self.x_mean.dtype)
-        return (x - self.x_mean) / self.x_scale
+        z = (x.to(self.x_mean.dtype) - self.x_mean) / self.x_scale
+        return z.to(self._layer().weight.dtype)
 
     def _squeeze(self, out: Tensor) -> Tensor:
         return out.squeeze(-1) if out.shape[-1] == 1 and self.task != "multiclass" else out
@@ -516,6 +521,13 @@ class SparseLinearModel(pl.LightningModule):
         self._fista_y = None
         self._fista_t = 1.0
         self.converged_epoch = None
+
+    def on_train_epoch_start(self) -> None:
+        if self.hparams["gradient"] == "stochastic" and self.hparams["lr_decay"]:
+            optimizer = cast(Any, self.optimizers()).optimizer
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] / math.sqrt(1.0 + self.current_epoch)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -880,6 +892,11 @@ class SparseLinearModel(pl.LightningModule):
             list(meta["feature_names"]),
             list(meta["class_names"]),
         )
+        saved = checkpoint.get("state_dict", {}).get("linear.weight")
+        if saved is not None:  # the saved precision (e.g. a float64 fit)
+            self._layer().to(saved.dtype)
+            self.refit_weight = self.refit_weight.to(saved.dtype)
+            self.refit_bias = self.refit_bias.to(saved.dtype)
         self.lipschitz = meta["lipschitz"]
         self.refit_done = bool(meta["refit_done"])
         if meta["alpha"] is not None:
