@@ -369,8 +369,8 @@ def split_indices(
         the training part are random folds).
 
     Example:
-        >>> [len(i) for i in split_indices(10, 0.2, 0.2, seed=0)]
-        [6, 2, 2]
+        >>> tuple(len(i) for i in split_indices(10, 0.2, 0.2, seed=0))
+        (6, 2, 2)
     """
     rng = np.random.default_rng(seed)
     groups = (

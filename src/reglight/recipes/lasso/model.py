@@ -129,7 +129,7 @@ class SparseLinearModel(pl.LightningModule):
     of $W$ per class; both scikit-learn's ``LogisticRegression(C=1/(nα), l1_ratio=ρ)``).
 
     **Training.** An SGD step on the data term followed by the penalty's proximal operator with
-    the same step ([`PenaltyHook`][reglight.callbacks.PenaltyHook] in ``"proximal"`` mode,
+    the same step ([`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook] in ``"proximal"`` mode,
     returned by ``configure_callbacks`` so a Trainer needs nothing else; its penalty is
     [`sklearn_penalty`][reglight.recipes.lasso.sklearn_penalty]`(α, ρ)`) is one ISTA step. With
     ``gradient="full"`` the gradients of the minibatches are summed over the epoch and one exact
@@ -194,8 +194,9 @@ class SparseLinearModel(pl.LightningModule):
         >>> trainer = pl.Trainer(max_epochs=300, logger=False, enable_progress_bar=False,
         ...                      enable_model_summary=False, enable_checkpointing=False)
         >>> trainer.fit(model, datamodule=data)
-        >>> [f.name for f in model.selected_features()][:3]
-        ['bmi', 's5', 'bp']
+        >>> top = model.selected_features()[:3]
+        >>> ", ".join(f.name for f in top)
+        'bmi, s5, bp'
     """
 
     x_mean: Tensor
@@ -495,7 +496,7 @@ class SparseLinearModel(pl.LightningModule):
         return torch.optim.SGD(self._layer().parameters(), lr=lr)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The proximal [`PenaltyHook`][reglight.callbacks.PenaltyHook] of the penalty (once per Trainer)."""
+        """The proximal [`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook] of the penalty (once per Trainer)."""
         if any(cb is self.penalty_hook for cb in self.trainer.callbacks):  # type: ignore[attr-defined]
             return []
         return [self.penalty_hook]
