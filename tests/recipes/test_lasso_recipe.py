@@ -7,6 +7,8 @@ solved to tight tolerances on the standardized training split, and closed forms.
 from __future__ import annotations
 
 import csv
+import doctest
+import importlib
 import os
 import subprocess
 import sys
@@ -441,3 +443,21 @@ def test_ddp_two_processes_give_the_coefficients_of_one(tmp_path: Path) -> None:
     for name, value in single.items():
         assert ddp[name] == pytest.approx(value, abs=1e-4 * scale)
         assert (ddp[name] == 0) == (value == 0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "reglight.recipes.tabular",
+        "reglight.recipes.lasso.objective",
+        "reglight.recipes.lasso.scaling",
+        "reglight.recipes.lasso.refit",
+        "reglight.recipes.lasso.figures",
+        "reglight.recipes.lasso.model",
+    ],
+)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(
+        importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE
+    )
+    assert result.attempted > 0 and result.failed == 0
