@@ -167,14 +167,14 @@ def test_ablation_runs_every_variant_over_two_seeds(
     full, none = runs["full"][0], runs["none"][0]
     # each variant trained what it says
     assert full["weight_decay"] > 0 and full["dropout"] > 0 and full["augment"] == 1
-    assert full["early_stopping"] == 1 and full["conv_layers"] == 3
+    assert full["early_stopping"] == 1 and full["conv_layers"] == 6
     assert runs["no_weight_decay"][0]["weight_decay"] == 0
     assert runs["no_dropout"][0]["dropout"] == 0
     assert runs["no_augmentation"][0]["augment"] == 0
     assert runs["no_early_stopping"][0]["early_stopping"] == 0
-    assert runs["deeper_network"][0]["conv_layers"] == 8
+    assert runs["deeper_network"][0]["conv_layers"] == 12
     assert none["weight_decay"] == none["dropout"] == none["augment"] == none["early_stopping"] == 0
-    assert none["conv_layers"] == 8
+    assert none["conv_layers"] == 12
     media = next((tmp_path / "abl").rglob("media"))
     assert (media / "ablation_bar_chart.png").stat().st_size > 0
     with (media / "ablation_summary.csv").open() as fh:
