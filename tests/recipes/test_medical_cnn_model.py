@@ -171,3 +171,22 @@ def test_ema_weights_follow_the_exponential_average_and_are_used_for_evaluation(
     opt = model.configure_optimizers()
     trained = {id(p) for g in opt.param_groups for p in g["params"]}
     assert not trained & {id(p) for p in model.ema_net.parameters()}
+
+
+def test_mixup_mixes_images_and_losses_with_one_beta_draw() -> None:
+    model = MedicalCNN(task="multi-class", num_classes=3, in_channels=1, width=4, mixup=0.4).eval()
+    x, y = torch.randn(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.manual_seed(7)
+    with pytest.warns(UserWarning, match="self.log"), torch.no_grad():
+        loss = model.training_step((x, y), 0)
+    torch.manual_seed(7)
+    lam = float(torch.distributions.Beta(0.4, 0.4).sample())
+    perm = torch.randperm(6)
+    with torch.no_grad():
+        logits = model(lam * x + (1 - lam) * x[perm])
+    ce = torch.nn.functional.cross_entropy
+    expected = lam * ce(logits, y) + (1 - lam) * ce(logits, y[perm])
+    assert 0.0 < lam < 1.0
+    assert torch.allclose(loss, expected)
+    with pytest.raises(ValueError, match="mixup"):
+        MedicalCNN(mixup=-1.0)

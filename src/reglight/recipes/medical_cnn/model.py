@@ -79,6 +79,9 @@ class MedicalCNN(pl.LightningModule):
         momentum: SGD momentum.
         lr_schedule: ``"cosine"`` (cosine decay to 0 over ``trainer.max_epochs``) or ``"constant"``.
         label_smoothing: Label smoothing of the cross-entropy loss (0 disables it).
+        mixup: Mixup (Zhang et al. 2018) concentration α: each training batch is replaced by
+            ``λ·x + (1−λ)·x[π]`` with ``λ ~ Beta(α, α)`` and a random permutation ``π``, and the loss by
+            ``λ·L(y) + (1−λ)·L(y[π])``; 0 disables it.
         tta: Test-time augmentation: validate, test and predict on the average of the class probabilities
             of each image and its horizontal mirror (see :meth:`evaluate`).
         ema_decay: Decay of an exponential moving average of the weights (and batch-norm statistics),
@@ -113,6 +116,7 @@ class MedicalCNN(pl.LightningModule):
         momentum: float = 0.9,
         lr_schedule: Literal["cosine", "constant"] = "cosine",
         label_smoothing: float = 0.0,
+        mixup: float = 0.0,
         tta: bool = False,
         ema_decay: float = 0.0,
         task: str | None = None,
@@ -128,6 +132,7 @@ class MedicalCNN(pl.LightningModule):
         check_choice("lr_schedule", lr_schedule, ("cosine", "constant"))
         check_probability("label_smoothing", label_smoothing)
         check_probability("ema_decay", ema_decay)
+        check_nonnegative("mixup", mixup)
         if task is not None:
             check_choice("task", task, TASKS)
         if num_classes is not None:
@@ -261,7 +266,14 @@ class MedicalCNN(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = self.loss(self(x), y)
+        alpha = float(self.hparams["mixup"])
+        if alpha > 0:
+            lam = float(torch.distributions.Beta(alpha, alpha).sample())
+            perm = torch.randperm(len(x), device=x.device)
+            logits = self(lam * x + (1 - lam) * x[perm])
+            loss = lam * self.loss(logits, y) + (1 - lam) * self.loss(logits, y[perm])
+        else:
+            loss = self.loss(self(x), y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss
 
