@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -165,14 +166,18 @@ def ReglightCLI(args: Sequence[str], *, run: bool, prog: str = "reglight") -> An
     parser_kwargs: dict[str, Any] = {"prog": prog}
     if run:
         parser_kwargs = {sub: {"prog": f"{prog} {sub}"} for sub in _LIGHTNING_SUBCOMMANDS}
-    return cli_cls(
-        args=list(args),
-        run=run,
-        save_config_callback=saver,
-        save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
-        parser_kwargs=parser_kwargs,
-        auto_configure_optimizers=True,
-    )
+    with warnings.catch_warnings():
+        # `args` is always explicit here; Lightning warns when sys.argv also has arguments (as when
+        # reglight is called from a script or a benchmark), which is expected.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return cli_cls(
+            args=list(args),
+            run=run,
+            save_config_callback=saver,
+            save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
+            parser_kwargs=parser_kwargs,
+            auto_configure_optimizers=True,
+        )
 
 
 # ------------------------------------------------------------------------------------------- run
