@@ -103,7 +103,7 @@ class MedicalCNN(pl.LightningModule):
         self,
         depth: int = 3,
         width: int = 32,
-        blocks_per_stage: int = 1,
+        blocks_per_stage: int = 2,
         hidden: int = 128,
         dropout: float = 0.2,
         dropblock: float = 0.0,
@@ -191,9 +191,8 @@ class MedicalCNN(pl.LightningModule):
             self.ema_net = AveragedModel(
                 self.net, multi_avg_fn=get_ema_multi_avg_fn(hp["ema_decay"]), use_buffers=True
             )
-            self.ema_net.requires_grad_(
-                False
-            )  # never trained directly (and no unused-parameter DDP error)
+            # never trained directly (and so no unused-parameter error under DDP)
+            self.ema_net.requires_grad_(False)
 
     def setup(self, stage: str) -> None:
         """Take the task, classes and channels from ``trainer.datamodule.spec`` and build the network."""
