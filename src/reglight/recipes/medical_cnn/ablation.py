@@ -240,6 +240,7 @@ def _bar_chart(runs: dict[str, list[dict[str, float]]]) -> Any:
         "test AUC": "test/auc",
         "test ACC": "test/acc",
         "gap AUC (train−test)": "test/gap_auc",
+        "gap loss (test−train)": "test/gap_loss",
     }
     means = {
         label: [_mean_std([r[k] for r in res])[0] for res in runs.values()]

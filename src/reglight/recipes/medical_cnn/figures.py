@@ -109,6 +109,8 @@ def ablation_bar_chart(
     ax.set_xticks(x, list(names), rotation=30, ha="right")
     ax.axhline(0.0, color="black", linewidth=0.5)
     ax.set_title(title)
-    ax.legend(loc="best", fontsize=8)
+    top = max((m + e for k in means for m, e in zip(means[k], stds[k])), default=1.0)
+    ax.set_ylim(top=1.2 * top)
+    ax.legend(loc="upper center", ncol=min(n, 4), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
