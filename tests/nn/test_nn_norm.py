@@ -306,3 +306,38 @@ def test_validation_errors_name_argument_and_value() -> None:
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         BatchRenorm1d(3)(torch.randn(1, 3))
     assert "virtual_batch_size=4" in repr(GhostBatchNorm2d(3, 4))
+
+
+@pytest.mark.parametrize("block", [1, 7, 16384])  # one row per block, blocks across rows, one block
+@pytest.mark.parametrize(
+    ("shape", "chunk", "affine"),
+    [
+        ((10, 3), 4, True),  # (N, C): one value per row
+        ((10, 3, 5), 4, False),  # last virtual batch of 2, no weight and no bias
+        ((9, 2, 3, 2, 2), 3, True),
+        ((13, 4, 3, 5), 5, True),
+    ],
+)
+def test_ghost_cpu_input_gradient_pass_matches_batchnorm_per_chunk(
+    monkeypatch: pytest.MonkeyPatch, block: int, shape: tuple[int, ...], chunk: int, affine: bool
+) -> None:
+    monkeypatch.setattr(RF, "_GHOST_BLOCK", block)
+    x = (torch.randn(shape, dtype=D) * 2 + 0.5).requires_grad_()
+    w = torch.randn(shape[1], dtype=D, requires_grad=True) if affine else None
+    b = torch.randn(shape[1], dtype=D, requires_grad=True) if affine else None
+    inputs = [t for t in (x, w, b) if t is not None]
+    fused = RF._GhostBatchNormFn.apply(x, w, b, chunk, 1e-5)[0]
+    plain = torch.cat([F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.split(chunk)])
+    g = torch.randn_like(plain)
+    for got, want in zip(
+        torch.autograd.grad(fused, inputs, g), torch.autograd.grad(plain, inputs, g)
+    ):
+        torch.testing.assert_close(got, want, **TOL)
+    if affine:  # weight gradient alone (input not requiring a gradient)
+        fused = RF._GhostBatchNormFn.apply(x.detach(), w, b, chunk, 1e-5)[0]
+        plain = torch.cat(
+            [F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.detach().split(chunk)]
+        )
+        torch.testing.assert_close(
+            torch.autograd.grad(fused, w, g)[0], torch.autograd.grad(plain, w, g)[0], **TOL
+        )

@@ -452,12 +452,52 @@ def _reduce_dims(input: Tensor) -> list[int]:
     return [0, *range(2, input.dim())]
 
 
+# Elements per thread and operand of one block of the CPU input-gradient pass (`_ghost_input_grad_cpu`):
+# three operands of 512 KiB (float32) stay in a core's L2 cache across the block's three ops.
+_GHOST_BLOCK = 131072
+
+
+def _ghost_input_grad_cpu(
+    grad_out: Tensor, x: Tensor, scale: Tensor, means: Tensor, invstds: Tensor,
+    sum_dy: Tensor, sum_dy_xhat: Tensor, counts: Tensor, chunk: int,
+) -> Tensor:  # fmt: skip
+    r"""Batch-norm input gradient of every virtual batch, in one cache-blocked pass over the tensor.
+
+    Per virtual batch $g$ and channel $c$ (with $s = \gamma\,\sigma^{-1}$, $m$ values per channel):
+    $\partial x = s\,(\partial y - \overline{\partial y} - \hat x\,\overline{\partial y\,\hat x})
+    = A\,\partial y + B\,x + C$ with $A = s$, $B = -s\,\sigma^{-1}\,\overline{\partial y\,\hat x}$,
+    $C = -s\,\overline{\partial y} - B\mu$. Written straight into one output (torch's batch-norm
+    backward has no kernel that writes into a slice: its ``out=`` form allocates every chunk's
+    gradient and copies it, which on CPU costs fresh pages for each chunk).
+    """
+    n, c = x.shape[0], x.shape[1]
+    mean_dy, mean_dy_xhat = sum_dy / counts, sum_dy_xhat / counts
+    coef_b = -scale * invstds * mean_dy_xhat
+    coef_c = -scale * mean_dy - coef_b * means
+    rows = torch.arange(n, device=x.device) // chunk  # virtual batch of each sample
+    per_row = [t.index_select(0, rows).reshape(n * c, 1) for t in (scale, coef_b, coef_c)]
+    grad_x = torch.empty_like(x)
+    width = x.numel() // (n * c) if n * c else 1
+    step = max(1, _GHOST_BLOCK * max(1, torch.get_num_threads()) // max(width, 1))
+    blocks = zip(
+        *(t.view(n * c, width).split(step) for t in (grad_x, grad_out, x)),
+        *(t.split(step) for t in per_row),
+    )
+    for out, dy, xs, a, b, cc in blocks:
+        # one broadcast operand per op keeps torch's vectorised CPU loops (two make it scalar code)
+        torch.mul(dy, a, out=out)
+        out.addcmul_(xs, b).add_(cc)
+    return grad_x
+
+
 class _GhostBatchNormFn(torch.autograd.Function):
     """Batch norm of consecutive sub-batches with torch's fused kernels, assembled without ``cat``.
 
     Each chunk ``input[s:s+k]`` is a contiguous slice, so ``native_batch_norm.out`` writes straight
-    into a slice of one pre-allocated output, and ``native_batch_norm_backward.out`` into a slice of one
-    input gradient (torch implements that ``out=`` form with one copy per chunk; no direct kernel exists).
+    into a slice of one pre-allocated output. Backward: torch's batch-norm backward kernel reduces
+    each chunk (the sums of ``dy`` and ``dy * x_hat``, which are also the bias and weight gradients),
+    then `_ghost_input_grad_cpu` writes the input gradient in one pass on CPU; on other devices
+    ``native_batch_norm_backward.out`` writes each chunk's slice.
     """
 
     @staticmethod
@@ -494,21 +534,40 @@ class _GhostBatchNormFn(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
         grad_out = grad_out.contiguous()
         groups, channels = means.shape
-        # The out= kernel wants a tensor for every output (no "undefined" from Python), so all three
-        # are computed; the weight and bias sums come from reductions grad_x needs anyway.
-        grad_x = torch.empty_like(x)
-        grad_w = means.new_empty(groups, channels)
-        grad_b = means.new_empty(groups, channels)
-        for g, s in enumerate(range(0, x.shape[0], chunk)):
-            torch.ops.aten.native_batch_norm_backward.out(
-                grad_out[s : s + chunk], x[s : s + chunk], weight, None, None, means[g], invstds[g],
-                True, eps, [True, True, True],
-                out0=grad_x[s : s + chunk], out1=grad_w[g], out2=grad_b[g],
-            )  # fmt: skip
+        starts = range(0, x.shape[0], chunk)
+        sum_dy_xhat = means.new_empty(groups, channels)  # = weight gradient of each chunk
+        sum_dy = means.new_empty(groups, channels)  # = bias gradient of each chunk
+        grad_x: Tensor | None = None
+        if x.device.type == "cpu" or not need_x:
+            for g, s in enumerate(starts):
+                _, sum_dy_xhat[g], sum_dy[g] = torch.ops.aten.native_batch_norm_backward(
+                    grad_out[s : s + chunk], x[s : s + chunk], weight, None, None, means[g],
+                    invstds[g], True, eps, [False, True, True],
+                )  # fmt: skip
+            if need_x:
+                per_sample = x.numel() // max(x.shape[0] * channels, 1)
+                sizes = torch.tensor(
+                    [min(chunk, x.shape[0] - s) * per_sample for s in starts],
+                    dtype=means.dtype, device=means.device,
+                ).unsqueeze(1)  # fmt: skip
+                scale = invstds if weight is None else invstds * weight
+                grad_x = _ghost_input_grad_cpu(
+                    grad_out, x, scale, means, invstds, sum_dy, sum_dy_xhat, sizes, chunk
+                )
+        else:
+            # The out= kernel wants a tensor for every output (no "undefined" from Python), so all
+            # three are computed; the weight and bias sums come from reductions grad_x needs anyway.
+            grad_x = torch.empty_like(x)
+            for g, s in enumerate(starts):
+                torch.ops.aten.native_batch_norm_backward.out(
+                    grad_out[s : s + chunk], x[s : s + chunk], weight, None, None, means[g],
+                    invstds[g], True, eps, [True, True, True],
+                    out0=grad_x[s : s + chunk], out1=sum_dy_xhat[g], out2=sum_dy[g],
+                )  # fmt: skip
         return (
-            grad_x if need_x else None,
-            grad_w.sum(0) if need_w else None,
-            grad_b.sum(0) if need_b else None,
+            grad_x,
+            sum_dy_xhat.sum(0) if need_w else None,
+            sum_dy.sum(0) if need_b else None,
             None,
             None,
         )
