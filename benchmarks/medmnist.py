@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "| dataset | run | test AUC | test ACC | epochs | time / run (s) |",
         "|---|---|---|---|---|---|",
     ]
+    label = "reglight medical_cnn" + (f" ({' '.join(extra)})" if extra else "")
     for flag in datasets:
         overrides = [f"--data.flag={flag}", *extra]  # anything else is a recipe override
         results = []
@@ -107,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         name = NAMES.get(flag, flag)
         for seed, r in zip(seeds, results):
             lines.append(
-                f"| {name} | reglight medical_cnn, seed {seed} | {r['test/auc']:.3f} | {r['test/acc']:.3f} "
+                f"| {name} | {label}, seed {seed} | {r['test/auc']:.3f} | {r['test/acc']:.3f} "
                 f"| {r['epochs']:.0f} | {r['seconds']:.0f} |"
             )
         aucs = [r["test/auc"] for r in results]
         accs = [r["test/acc"] for r in results]
         secs = [r["seconds"] for r in results]
         lines.append(
-            f"| {name} | **reglight medical_cnn, mean ± std ({len(seeds)} seeds)** | **{_fmt(aucs)}** "
+            f"| {name} | **{label}, mean ± std ({len(seeds)} seeds)** | **{_fmt(aucs)}** "
             f"| **{_fmt(accs)}** | {_fmt([r['epochs'] for r in results], 0)} | {statistics.median(secs):.0f} |"
         )
         for model, auc, acc in PUBLISHED.get(flag, []):

@@ -27,11 +27,12 @@ from .data import (
 )
 from .metrics import MedMNISTMetrics, medmnist_metrics, scores_from_logits
 from .model import MedicalCNN
-from .network import SmallCNN
+from .network import DeepEnsemble, SmallCNN, average_logits
 
 __all__ = [
     "MEDMNIST_2D_FLAGS",
     "MEDMNIST_SIZES",
+    "DeepEnsemble",
     "MedMNISTDataModule",
     "MedMNISTFileError",
     "MedMNISTMetrics",
@@ -39,6 +40,7 @@ __all__ = [
     "MedicalCNN",
     "SmallCNN",
     "TaskSpec",
+    "average_logits",
     "default_root",
     "download_medmnist",
     "load_medmnist_npz",
