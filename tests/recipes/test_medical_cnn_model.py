@@ -7,14 +7,7 @@ import pytest
 import torch
 from medmnist.evaluator import getACC, getAUC
 
-from reglight.recipes.medical_cnn import (
-    DeepEnsemble,
-    MedicalCNN,
-    MedMNISTMetrics,
-    SmallCNN,
-    average_logits,
-    medmnist_metrics,
-)
+from reglight.recipes.medical_cnn import MedicalCNN, MedMNISTMetrics, SmallCNN, medmnist_metrics
 
 
 def _random_task(task: str, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,53 +190,3 @@ def test_mixup_mixes_images_and_losses_with_one_beta_draw() -> None:
     assert torch.allclose(loss, expected)
     with pytest.raises(ValueError, match="mixup"):
         MedicalCNN(mixup=-1.0)
-
-
-def test_average_logits_averages_probabilities() -> None:
-    a, b, c = torch.randn(3, 5, 4).unbind(0)
-    out = average_logits([a, b, c])
-    manual = (a.softmax(-1) + b.softmax(-1) + c.softmax(-1)) / 3
-    assert torch.allclose(out.softmax(-1), manual, atol=1e-6)
-    assert torch.allclose(out.exp(), manual, atol=1e-6)  # log-probabilities
-    out = average_logits([a, b], multilabel=True)
-    assert torch.allclose(out.sigmoid(), (a.sigmoid() + b.sigmoid()) / 2, atol=1e-6)
-    assert average_logits([a]) is a
-    with pytest.raises(ValueError, match="logits"):
-        average_logits([])
-    with pytest.raises(ValueError, match="members"):
-        DeepEnsemble([])
-
-
-@pytest.mark.parametrize("task", ["binary-class", "multi-label, binary-class"])
-def test_ensemble_trains_on_the_mean_member_loss_and_predicts_their_mean_probability(
-    task: str,
-) -> None:
-    k = 3 if "label" in task else 2
-    torch.manual_seed(0)
-    model = MedicalCNN(task=task, num_classes=k, in_channels=1, width=4, hidden=8, ensemble=3)
-    assert isinstance(model.net, DeepEnsemble) and len(model.net.members) == 3
-    heads = [m.head.weight for m in model.net.members]  # type: ignore[union-attr]
-    assert not torch.equal(heads[0], heads[1]) and not torch.equal(heads[1], heads[2])
-    single = MedicalCNN(task=task, num_classes=k, in_channels=1, width=4, hidden=8)
-    assert sum(p.numel() for p in model.parameters()) == 3 * sum(
-        p.numel() for p in single.parameters()
-    )
-    opt = model.configure_optimizers()
-    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
-
-    model.eval()  # no dropout noise: the losses and predictions are deterministic
-    x = torch.randn(6, 1, 28, 28)
-    y = (torch.rand(6, k) > 0.5).float() if "label" in task else torch.tensor([0, 1, 1, 0, 1, 0])
-    with pytest.warns(UserWarning, match="self.log"), torch.no_grad():
-        loss = model.training_step((x, y), 0)
-    with torch.no_grad():
-        outs = [m(x) for m in model.net.members]
-        expected = sum(model.loss(z, y) for z in outs) / 3
-        assert torch.allclose(loss, expected, atol=1e-6)
-        pred = model.evaluate(x)
-    if "label" in task:
-        assert torch.allclose(pred.sigmoid(), sum(z.sigmoid() for z in outs) / 3, atol=1e-6)
-    else:
-        assert torch.allclose(pred.softmax(-1), sum(z.softmax(-1) for z in outs) / 3, atol=1e-6)
-    with pytest.raises(ValueError, match="`ensemble`"):
-        MedicalCNN(ensemble=0)

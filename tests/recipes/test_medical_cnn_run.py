@@ -101,32 +101,6 @@ def test_penalty_hook_instead_of_weight_decay(tiny_root: Path, tmp_path: Path) -
     assert values and all(v > 0 for v in values)
 
 
-def test_ensemble_run_and_checkpoint_reload(tiny_root: Path, tmp_path: Path) -> None:
-    """`--model.ensemble 2` trains two members; the checkpoint rebuilds the ensemble with their weights."""
-    import torch
-
-    from reglight.recipes.medical_cnn import DeepEnsemble, MedicalCNN
-
-    code = main(
-        [
-            "run",
-            "medical_cnn",
-            *FAST,
-            "--model.ensemble=2",
-            "--trainer.logger=false",
-            f"--trainer.default_root_dir={tmp_path}",
-        ]
-    )
-    assert code == 0
-    ckpt = next(tmp_path.rglob("best-epoch=0.ckpt"))
-    model = MedicalCNN.load_from_checkpoint(ckpt, map_location="cpu")
-    assert isinstance(model.net, DeepEnsemble) and len(model.net.members) == 2
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, saved[name]), name
-    assert any(k.startswith("net.members.1.") for k in saved)
-
-
 @pytest.mark.ddp
 def test_ddp_run_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
     env = {

@@ -27,12 +27,11 @@ from .data import (
 )
 from .metrics import MedMNISTMetrics, medmnist_metrics, scores_from_logits
 from .model import MedicalCNN
-from .network import DeepEnsemble, SmallCNN, average_logits
+from .network import SmallCNN
 
 __all__ = [
     "MEDMNIST_2D_FLAGS",
     "MEDMNIST_SIZES",
-    "DeepEnsemble",
     "MedMNISTDataModule",
     "MedMNISTFileError",
     "MedMNISTMetrics",
@@ -40,7 +39,6 @@ __all__ = [
     "MedicalCNN",
     "SmallCNN",
     "TaskSpec",
-    "average_logits",
     "default_root",
     "download_medmnist",
     "load_medmnist_npz",
