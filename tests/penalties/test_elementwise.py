@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reglight.penalties import L1, L2, DiagonalStep, ElasticNet, soft_threshold, soft_threshold_
+from reglight.penalties import (
+    L1,
+    L2,
+    DiagonalStep,
+    ElasticNet,
+    elastic_net_grad_,
+    soft_threshold,
+    soft_threshold_,
+)
 from reglight.penalties._blocks import BLOCK_NUMEL, block_numel, iter_blocks
 
 
@@ -181,3 +189,16 @@ def test_state_dict_roundtrip_and_repr() -> None:
     assert repr(other) == "ElasticNet(strength=0.1, l1_ratio=0.3)"
     with pytest.raises(ValueError, match="unknown key 'dim'"):
         other.load_state_dict({"dim": 1})
+
+
+@pytest.mark.parametrize(("l1", "l2"), [(1e-3, 1.0), (0.5, 1e-4), (1e-25, 1e-2)])
+def test_elastic_net_grad_for_any_ratio_of_the_weights(l1: float, l2: float) -> None:
+    """a·sign(θ) + 2b·θ in float64, whether built in one temporary or (b ≫ a) added term by term."""
+    ts = _tensors()
+    base = [torch.randn_like(t) for t in ts]
+    grads = [g.clone() for g in base]
+    elastic_net_grad_(ts, grads, l1=l1, l2=l2)
+    for t, g0, g in zip(ts, base, grads):
+        ref = g0.double() + l1 * torch.sign(t.double()) + 2 * l2 * t.double()
+        torch.testing.assert_close(g.double(), ref, rtol=1e-6, atol=2e-6)  # float32 rounding
+        assert bool((g[t == 0] == g0[t == 0]).all())
