@@ -225,10 +225,13 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="intra-op threads (default: torch's); 1 is steadier on an oversubscribed machine",
     )
+    parser.add_argument("--rounds", type=int, default=None, help="training rounds (default 40)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rounds, reps = (6, 5) if args.quick else (40, 30)
+    if args.rounds:
+        rounds, reps = args.rounds, max(5, args.rounds * 3 // 4)
     warnings.filterwarnings("ignore")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU float32, batch {BATCH}"

@@ -452,41 +452,48 @@ def _reduce_dims(input: Tensor) -> list[int]:
     return [0, *range(2, input.dim())]
 
 
-# Elements per thread and operand of one block of the CPU input-gradient pass (`_ghost_input_grad_cpu`):
-# three operands of 512 KiB (float32) stay in a core's L2 cache across the block's three ops.
-_GHOST_BLOCK = 131072
+# Largest number of elements per operand in one block of the CPU input-gradient pass
+# (`_ghost_input_grad_cpu`): the second op of a block reads what the first wrote while it is still
+# in cache, and there are few enough blocks for the per-call cost not to matter.
+_GHOST_BLOCK = 1 << 20
 
 
 def _ghost_input_grad_cpu(
     grad_out: Tensor, x: Tensor, scale: Tensor, means: Tensor, invstds: Tensor,
     sum_dy: Tensor, sum_dy_xhat: Tensor, counts: Tensor, chunk: int,
 ) -> Tensor:  # fmt: skip
-    r"""Batch-norm input gradient of every virtual batch, in one cache-blocked pass over the tensor.
+    r"""Batch-norm input gradient of every virtual batch, written straight into one tensor.
 
     Per virtual batch $g$ and channel $c$ (with $s = \gamma\,\sigma^{-1}$, $m$ values per channel):
     $\partial x = s\,(\partial y - \overline{\partial y} - \hat x\,\overline{\partial y\,\hat x})
     = A\,\partial y + B\,x + C$ with $A = s$, $B = -s\,\sigma^{-1}\,\overline{\partial y\,\hat x}$,
-    $C = -s\,\overline{\partial y} - B\mu$. Written straight into one output (torch's batch-norm
-    backward has no kernel that writes into a slice: its ``out=`` form allocates every chunk's
-    gradient and copies it, which on CPU costs fresh pages for each chunk).
+    $C = -s\,\overline{\partial y} - B\mu$. torch's batch-norm backward has no kernel that writes
+    into a slice (its ``out=`` form allocates every chunk's gradient and copies it, and on CPU the
+    fresh pages of those temporaries cost as much again). Here each block of samples of a virtual batch
+    takes two vectorised ops: ``A dy + C`` by torch's per-channel affine kernel (batch norm in
+    evaluation mode with mean 0 and variance 1, which writes into the output slice), then ``+= B x``.
     """
-    n, c = x.shape[0], x.shape[1]
+    n, channels = x.shape[0], x.shape[1]
     mean_dy, mean_dy_xhat = sum_dy / counts, sum_dy_xhat / counts
     coef_b = -scale * invstds * mean_dy_xhat
     coef_c = -scale * mean_dy - coef_b * means
-    rows = torch.arange(n, device=x.device) // chunk  # virtual batch of each sample
-    per_row = [t.index_select(0, rows).reshape(n * c, 1) for t in (scale, coef_b, coef_c)]
     grad_x = torch.empty_like(x)
-    width = x.numel() // (n * c) if n * c else 1
-    step = max(1, _GHOST_BLOCK * max(1, torch.get_num_threads()) // max(width, 1))
-    blocks = zip(
-        *(t.view(n * c, width).split(step) for t in (grad_x, grad_out, x)),
-        *(t.split(step) for t in per_row),
-    )
-    for out, dy, xs, a, b, cc in blocks:
-        # one broadcast operand per op keeps torch's vectorised CPU loops (two make it scalar code)
-        torch.mul(dy, a, out=out)
-        out.addcmul_(xs, b).add_(cc)
+    zero, one = means.new_zeros(channels), means.new_ones(channels)
+    unused = means.new_empty(0)
+    per_sample = max(x.numel() // max(n, 1), 1)
+    samples = max(1, _GHOST_BLOCK // per_sample)
+    broadcast = (1, channels) + (1,) * (x.dim() - 2)
+    for g, s in enumerate(range(0, n, chunk)):
+        b = coef_b[g].view(broadcast)
+        stop = min(s + chunk, n)
+        for t in range(s, stop, samples):
+            u = min(t + samples, stop)
+            out = grad_x[t:u]
+            torch.ops.aten.native_batch_norm.out(
+                grad_out[t:u], scale[g], coef_c[g], zero, one, False, 0.0, 0.0,
+                out=out, save_mean=unused, save_invstd=unused,
+            )  # fmt: skip
+            out.addcmul_(x[t:u], b)
     return grad_x
 
 
