@@ -341,3 +341,20 @@ def test_ghost_cpu_input_gradient_pass_matches_batchnorm_per_chunk(
         torch.testing.assert_close(
             torch.autograd.grad(fused, w, g)[0], torch.autograd.grad(plain, w, g)[0], **TOL
         )
+
+
+def test_ghost_out_form_backward_used_off_cpu_matches_batchnorm_per_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ``out=`` backward that CUDA and other devices take, exercised on CPU."""
+    monkeypatch.setattr(RF, "_GHOST_DIRECT_GRAD_DEVICES", ())
+    x = (torch.randn(14, 3, 5, 2, dtype=D) * 2 - 1).requires_grad_()
+    w = torch.randn(3, dtype=D, requires_grad=True)
+    b = torch.randn(3, dtype=D, requires_grad=True)
+    fused = RF._GhostBatchNormFn.apply(x, w, b, 4, 1e-5)[0]
+    plain = torch.cat([F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.split(4)])
+    g = torch.randn_like(plain)
+    got = torch.autograd.grad(fused, (x, w, b), g)
+    want = torch.autograd.grad(plain, (x, w, b), g)
+    for a, c in zip(got, want):
+        torch.testing.assert_close(a, c, **TOL)

@@ -456,6 +456,9 @@ def _reduce_dims(input: Tensor) -> list[int]:
 # (`_ghost_input_grad_cpu`): the second op of a block reads what the first wrote while it is still
 # in cache, and there are few enough blocks for the per-call cost not to matter.
 _GHOST_BLOCK = 1 << 20
+# Devices on which `_ghost_input_grad_cpu` writes the input gradient; elsewhere (CUDA, ...) torch's
+# batch-norm backward writes each virtual batch's slice through its ``out=`` form.
+_GHOST_DIRECT_GRAD_DEVICES = ("cpu",)
 
 
 def _ghost_input_grad_cpu(
@@ -545,7 +548,7 @@ class _GhostBatchNormFn(torch.autograd.Function):
         sum_dy_xhat = means.new_empty(groups, channels)  # = weight gradient of each chunk
         sum_dy = means.new_empty(groups, channels)  # = bias gradient of each chunk
         grad_x: Tensor | None = None
-        if x.device.type == "cpu" or not need_x:
+        if x.device.type in _GHOST_DIRECT_GRAD_DEVICES or not need_x:
             for g, s in enumerate(starts):
                 _, sum_dy_xhat[g], sum_dy[g] = torch.ops.aten.native_batch_norm_backward(
                     grad_out[s : s + chunk], x[s : s + chunk], weight, None, None, means[g],
