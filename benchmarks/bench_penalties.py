@@ -12,7 +12,8 @@ Variants (each with its own copy of the model and optimizer):
   term) added to the loss, differentiated by autograd;
 - ``floor``: ``grad.add_(param.sign(), alpha=λ)`` over the penalized tensors before the optimizer step:
   one read-modify-write pass, the memory-bound floor of a penalty;
-- ``hook gradient`` / ``hook proximal``: a :class:`reglight.callbacks.PenaltyHook` in either mode. The
+- ``hook gradient`` / ``hook proximal``: a :class:`reglight.callbacks.PenaltyHook` in either mode (and
+  gradient mode with ``fused=True``: one ``torch.compile``'d pass per tensor, compiled in the warm-up). The
   hook object is driven the way a ``Trainer`` drives it: ``on_fit_start`` (selects the parameters and,
   in proximal mode, registers its optimizer step post-hook), ``on_before_optimizer_step`` before every
   step, and the prox runs inside ``optimizer.step()``.
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reglight.callbacks import PenaltyHook
-from reglight.penalties import L1, ElasticNet, Penalty, select_parameters
+from reglight.penalties import L1, ElasticNet, FusedElasticNetGrad, Penalty, select_parameters
 
 LAMBDA = 1e-5
 L1_RATIO = 0.5
@@ -150,10 +151,14 @@ def variants(build: Callable[[], nn.Module]) -> dict[str, Variant]:
         "L1 naive loss term": Variant(net(), naive=naive_l1),
         "L1 hook gradient": Variant(net(), hook=PenaltyHook(L1(LAMBDA))),
         "L1 hook proximal": Variant(net(), hook=PenaltyHook(L1(LAMBDA), "proximal")),
+        "L1 hook gradient, fused": Variant(net(), hook=PenaltyHook(L1(LAMBDA), fused=True)),
         "ElasticNet naive loss term": Variant(net(), naive=naive_enet),
         "ElasticNet hook gradient": Variant(net(), hook=PenaltyHook(ElasticNet(LAMBDA, L1_RATIO))),
         "ElasticNet hook proximal": Variant(
             net(), hook=PenaltyHook(ElasticNet(LAMBDA, L1_RATIO), "proximal")
+        ),
+        "ElasticNet hook gradient, fused": Variant(
+            net(), hook=PenaltyHook(ElasticNet(LAMBDA, L1_RATIO), fused=True)
         ),
     }
 
@@ -182,8 +187,10 @@ def time_updates(reps: int) -> dict[str, list[float]]:
     params = [p.detach().requires_grad_(True) for p in select_parameters(mlp())]
     for p in params:
         p.grad = torch.randn_like(p)
-    l1: Penalty = L1(LAMBDA)
-    enet: Penalty = ElasticNet(LAMBDA, L1_RATIO)
+    l1 = L1(LAMBDA)
+    enet = ElasticNet(LAMBDA, L1_RATIO)
+    fused = FusedElasticNetGrad()
+    grads = [p.grad for p in params if p.grad is not None]
 
     def floor() -> None:
         with torch.no_grad():
@@ -201,9 +208,11 @@ def time_updates(reps: int) -> dict[str, list[float]]:
         "L1 naive loss term": naive(naive_l1),
         "L1 hook gradient": lambda: l1.add_grad_(params),
         "L1 hook proximal": prox(l1),
+        "L1 hook gradient, fused": lambda: fused(params, grads, *l1.weights()),
         "ElasticNet naive loss term": naive(naive_enet),
         "ElasticNet hook gradient": lambda: enet.add_grad_(params),
         "ElasticNet hook proximal": prox(enet),
+        "ElasticNet hook gradient, fused": lambda: fused(params, grads, *enet.weights()),
     }
     names = list(cases)
     times: dict[str, list[float]] = {name: [] for name in names}

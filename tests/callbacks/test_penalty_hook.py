@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from typing import Any
 
 import lightning.pytorch as pl
@@ -331,6 +332,22 @@ def test_logging_at_log_interval_only() -> None:
     assert float(metrics["penalty/dead_group_fraction"]) == pytest.approx(dead)
 
 
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler"
+)
+def test_fused_gradient_mode_equals_penalty_in_loss() -> None:
+    hooked = Regressor()
+    hook = PenaltyHook(ElasticNet(0.05, 0.5), fused=True)
+    _trainer(max_epochs=2, callbacks=[hook]).fit(hooked, _regression_data())
+    reference = Regressor(penalty_in_loss=ElasticNet(0.05, 0.5))
+    _trainer(max_epochs=2).fit(reference, _regression_data())
+    assert hook._fused is not None and hook._fused.failure is None  # the compiled kernel ran
+    assert len(hooked.opt.record) == len(reference.opt.record) == 16
+    for step, (got, ref) in enumerate(zip(hooked.opt.record, reference.opt.record)):
+        for g, r in zip(got, ref):
+            torch.testing.assert_close(g, r, rtol=0, atol=1e-6, msg=f"step {step}")
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(
         ValueError, match="`mode` must be one of 'gradient', 'proximal', got 'prox'"
@@ -342,6 +359,10 @@ def test_bad_arguments() -> None:
         PenaltyHook(L1(0.1), include=[1.0])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="`name`"):
         PenaltyHook(L1(0.1), name="")
+    with pytest.raises(ValueError, match="`fused=True` needs mode='gradient'"):
+        PenaltyHook(L1(0.1), mode="proximal", fused=True)
+    with pytest.raises(ValueError, match="GroupLasso"):
+        PenaltyHook(GroupLasso(0.1), fused=True)
     with pytest.raises(ValueError, match=r"`include` entry 'encoder\.\*' matches no parameter"):
         _trainer(max_epochs=1, callbacks=[PenaltyHook(L1(0.1), include="encoder.*")]).fit(
             Regressor(), _regression_data()

@@ -11,6 +11,7 @@ MODULES = [
     "reglight.penalties.base",
     "reglight.penalties.elementwise",
     "reglight.penalties.functional",
+    "reglight.penalties.fused",
     "reglight.penalties.group",
     "reglight.penalties.loss",
     "reglight.penalties.selection",

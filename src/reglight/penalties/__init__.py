@@ -14,6 +14,7 @@ from reglight.penalties.functional import (
     soft_threshold,
     soft_threshold_,
 )
+from reglight.penalties.fused import FusedElasticNetGrad
 from reglight.penalties.group import (
     GroupLasso,
     group_lasso_grad_,
@@ -35,6 +36,7 @@ __all__ = [
     "L2",
     "DiagonalStep",
     "ElasticNet",
+    "FusedElasticNetGrad",
     "GroupLasso",
     "Penalty",
     "StepSize",

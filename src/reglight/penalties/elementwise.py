@@ -20,6 +20,10 @@ class _Elementwise(Penalty):
     def _weights(self) -> tuple[float, float]:
         raise NotImplementedError
 
+    def weights(self) -> tuple[float, float]:
+        r"""The current weights ``(a, b)`` of $a\|\theta\|_1 + b\|\theta\|_2^2$ (from the strength)."""
+        return self._weights()
+
     def value(self, params: Params) -> Tensor:
         """The penalty (differentiable).
 
