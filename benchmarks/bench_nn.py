@@ -73,6 +73,12 @@ def cases(batch: int) -> list[Case]:
             lambda c: nn.BatchNorm2d(c),
         ),
         Case(
+            f"GhostBatchNorm2d(virtual_batch_size={virtual}, fused=True)",
+            "nn.BatchNorm2d",
+            lambda c: rnn.GhostBatchNorm2d(c, virtual_batch_size=virtual, fused=True),
+            lambda c: nn.BatchNorm2d(c),
+        ),
+        Case(
             "BatchRenorm2d",
             "nn.BatchNorm2d",
             lambda c: rnn.BatchRenorm2d(c),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reglight._compile import FallbackCompiled
 from reglight.nn import (
     BatchRenorm1d,
     BatchRenorm2d,
@@ -67,7 +69,7 @@ def test_ghost_equals_batchnorm_when_virtual_batch_is_whole_batch(momentum: floa
 def test_ghost_fused_kernel_path_with_one_chunk_equals_batchnorm() -> None:
     x = torch.randn(12, 4, 3, 3, dtype=D, requires_grad=True)
     w, b = torch.randn(4, dtype=D, requires_grad=True), torch.randn(4, dtype=D, requires_grad=True)
-    out, means, invstds = RF._GhostBatchNormFn.apply(x, w, b, 12, 1e-5)
+    out, means, invstds = RF._GhostBatchNormFn.apply(x, w, b, 12, 1e-5, False)
     ref = F.batch_norm(x, None, None, w, b, True, 0.0, 1e-5)
     torch.testing.assert_close(out, ref, **TOL)
     g = torch.randn_like(out)
@@ -125,7 +127,7 @@ def test_ghost_chunks_equal_batchnorm_per_chunk(batch: int) -> None:
 def test_ghost_reference_path_for_other_dtypes_matches_fused_path() -> None:
     x = torch.randn(10, 3, 4, 4, dtype=D, requires_grad=True)
     w = torch.randn(3, dtype=D, requires_grad=True)
-    fused = RF._GhostBatchNormFn.apply(x, w, None, 4, 1e-5)
+    fused = RF._GhostBatchNormFn.apply(x, w, None, 4, 1e-5, False)
     plain = RF._ghost_chunks_reference(x, w, None, 4, 1e-5)
     for a, b in zip(fused, plain):
         torch.testing.assert_close(a, b, **TOL)
@@ -326,7 +328,7 @@ def test_ghost_cpu_input_gradient_pass_matches_batchnorm_per_chunk(
     w = torch.randn(shape[1], dtype=D, requires_grad=True) if affine else None
     b = torch.randn(shape[1], dtype=D, requires_grad=True) if affine else None
     inputs = [t for t in (x, w, b) if t is not None]
-    fused = RF._GhostBatchNormFn.apply(x, w, b, chunk, 1e-5)[0]
+    fused = RF._GhostBatchNormFn.apply(x, w, b, chunk, 1e-5, False)[0]
     plain = torch.cat([F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.split(chunk)])
     g = torch.randn_like(plain)
     for got, want in zip(
@@ -334,7 +336,7 @@ def test_ghost_cpu_input_gradient_pass_matches_batchnorm_per_chunk(
     ):
         torch.testing.assert_close(got, want, **TOL)
     if affine:  # weight gradient alone (input not requiring a gradient)
-        fused = RF._GhostBatchNormFn.apply(x.detach(), w, b, chunk, 1e-5)[0]
+        fused = RF._GhostBatchNormFn.apply(x.detach(), w, b, chunk, 1e-5, False)[0]
         plain = torch.cat(
             [F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.detach().split(chunk)]
         )
@@ -351,10 +353,46 @@ def test_ghost_out_form_backward_used_off_cpu_matches_batchnorm_per_chunk(
     x = (torch.randn(14, 3, 5, 2, dtype=D) * 2 - 1).requires_grad_()
     w = torch.randn(3, dtype=D, requires_grad=True)
     b = torch.randn(3, dtype=D, requires_grad=True)
-    fused = RF._GhostBatchNormFn.apply(x, w, b, 4, 1e-5)[0]
+    fused = RF._GhostBatchNormFn.apply(x, w, b, 4, 1e-5, False)[0]
     plain = torch.cat([F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.split(4)])
     g = torch.randn_like(plain)
     got = torch.autograd.grad(fused, (x, w, b), g)
     want = torch.autograd.grad(plain, (x, w, b), g)
     for a, c in zip(got, want):
         torch.testing.assert_close(a, c, **TOL)
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler"
+)
+@pytest.mark.parametrize("batch", [16, 14])  # chunks of 4: even split, and a last chunk of 2
+def test_fused_ghost_gradient_matches_batchnorm_per_chunk(batch: int) -> None:
+    ghost = GhostBatchNorm2d(3, virtual_batch_size=4, fused=True).to(D)
+    assert "fused=True" in repr(ghost)
+    ref = ChunkedBatchNorm(3, 4)
+    _randomise_affine(ghost, ref)
+    inputs = [torch.randn(batch, 3, 5, 2, dtype=D) * 2 - 1 for _ in range(2)]
+    for a_step, b_step in zip(_run_steps(ghost, inputs), _run_steps(ref, inputs)):
+        for a, b in zip(a_step, b_step):
+            torch.testing.assert_close(a, b, **TOL)
+    assert RF._ghost_fused_kernel().failure is None  # the compiled pass ran
+
+
+def test_fused_ghost_gradient_falls_back_to_the_eager_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("no C++ compiler found")
+
+    kernel = FallbackCompiled(broken, "the fused ghost batch-norm gradient")
+    kernel._fn = broken
+    monkeypatch.setattr(RF, "_GHOST_FUSED", kernel)
+    x = torch.randn(10, 3, 4, 4, dtype=D, requires_grad=True)
+    w = torch.randn(3, dtype=D, requires_grad=True)
+    with pytest.warns(
+        RuntimeWarning, match="fused ghost batch-norm gradient could not be compiled"
+    ):
+        (gx,) = torch.autograd.grad(
+            RF._GhostBatchNormFn.apply(x, w, None, 4, 1e-5, True)[0].sum(), x
+        )
+    plain = torch.cat([F.batch_norm(p, None, None, w, None, True, 0.0, 1e-5) for p in x.split(4)])
+    torch.testing.assert_close(gx, torch.autograd.grad(plain.sum(), x)[0], **TOL)
+    assert kernel.failure == "RuntimeError: no C++ compiler found"

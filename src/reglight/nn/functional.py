@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reglight._compile import FallbackCompiled
 from reglight._validation import (
     check_choice,
     check_in_range,
@@ -453,17 +454,32 @@ def _reduce_dims(input: Tensor) -> list[int]:
 
 
 # Largest number of elements per operand in one block of the CPU input-gradient pass
-# (`_ghost_input_grad_cpu`): the second op of a block reads what the first wrote while it is still
+# (`_ghost_input_grad`, eager): the second op of a block reads what the first wrote while it is still
 # in cache, and there are few enough blocks for the per-call cost not to matter.
 _GHOST_BLOCK = 1 << 20
-# Devices on which `_ghost_input_grad_cpu` writes the input gradient; elsewhere (CUDA, ...) torch's
+# Devices on which `_ghost_input_grad` writes the input gradient; elsewhere (CUDA, ...) torch's
 # batch-norm backward writes each virtual batch's slice through its ``out=`` form.
 _GHOST_DIRECT_GRAD_DEVICES = ("cpu",)
 
 
-def _ghost_input_grad_cpu(
+def _ghost_grad_kernel(out: Tensor, dy: Tensor, x: Tensor, a: Tensor, b: Tensor, c: Tensor) -> None:
+    out.copy_(dy * a + x * b + c)
+
+
+_GHOST_FUSED: FallbackCompiled | None = None
+
+
+def _ghost_fused_kernel() -> FallbackCompiled:
+    """The compiled one-pass input gradient (created at first use, shared by all layers)."""
+    global _GHOST_FUSED
+    if _GHOST_FUSED is None:
+        _GHOST_FUSED = FallbackCompiled(_ghost_grad_kernel, "the fused ghost batch-norm gradient")
+    return _GHOST_FUSED
+
+
+def _ghost_input_grad(
     grad_out: Tensor, x: Tensor, scale: Tensor, means: Tensor, invstds: Tensor,
-    sum_dy: Tensor, sum_dy_xhat: Tensor, counts: Tensor, chunk: int,
+    sum_dy: Tensor, sum_dy_xhat: Tensor, counts: Tensor, chunk: int, fused: bool = False,
 ) -> Tensor:  # fmt: skip
     r"""Batch-norm input gradient of every virtual batch, written straight into one tensor.
 
@@ -475,17 +491,28 @@ def _ghost_input_grad_cpu(
     fresh pages of those temporaries cost as much again). Here each block of samples of a virtual batch
     takes two vectorised ops: ``A dy + C`` by torch's per-channel affine kernel (batch norm in
     evaluation mode with mean 0 and variance 1, which writes into the output slice), then ``+= B x``.
+    With ``fused`` one ``torch.compile``'d pass per virtual batch computes all three terms (the eager
+    ops take over if compilation fails).
     """
     n, channels = x.shape[0], x.shape[1]
     mean_dy, mean_dy_xhat = sum_dy / counts, sum_dy_xhat / counts
     coef_b = -scale * invstds * mean_dy_xhat
     coef_c = -scale * mean_dy - coef_b * means
     grad_x = torch.empty_like(x)
+    broadcast = (1, channels) + (1,) * (x.dim() - 2)
+    if fused:
+        kernel = _ghost_fused_kernel()
+        for g, s in enumerate(range(0, n, chunk)):
+            part = slice(s, s + chunk)
+            coefs = (scale[g].view(broadcast), coef_b[g].view(broadcast), coef_c[g].view(broadcast))
+            if not kernel(grad_x[part], grad_out[part], x[part], *coefs):
+                break  # could not compile (warned once): the first chunk fails, the eager ops follow
+        else:
+            return grad_x
     zero, one = means.new_zeros(channels), means.new_ones(channels)
     unused = means.new_empty(0)
     per_sample = max(x.numel() // max(n, 1), 1)
     samples = max(1, _GHOST_BLOCK // per_sample)
-    broadcast = (1, channels) + (1,) * (x.dim() - 2)
     for g, s in enumerate(range(0, n, chunk)):
         b = coef_b[g].view(broadcast)
         stop = min(s + chunk, n)
@@ -506,8 +533,8 @@ class _GhostBatchNormFn(torch.autograd.Function):
     Each chunk ``input[s:s+k]`` is a contiguous slice, so ``native_batch_norm.out`` writes straight
     into a slice of one pre-allocated output. Backward: torch's batch-norm backward kernel reduces
     each chunk (the sums of ``dy`` and ``dy * x_hat``, which are also the bias and weight gradients),
-    then `_ghost_input_grad_cpu` writes the input gradient in one pass on CPU; on other devices
-    ``native_batch_norm_backward.out`` writes each chunk's slice.
+    then `_ghost_input_grad` writes the input gradient on CPU (or on any device with ``fused``);
+    otherwise ``native_batch_norm_backward.out`` writes each chunk's slice.
     """
 
     @staticmethod
@@ -518,6 +545,7 @@ class _GhostBatchNormFn(torch.autograd.Function):
         bias: Tensor | None,
         chunk: int,
         eps: float,
+        fused: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
         x = input.contiguous()
         out = torch.empty_like(x)
@@ -530,7 +558,7 @@ class _GhostBatchNormFn(torch.autograd.Function):
                 out=out[s : s + chunk], save_mean=means[g], save_invstd=invstds[g],
             )  # fmt: skip
         ctx.save_for_backward(x, weight, means, invstds)  # type: ignore[arg-type]
-        ctx.chunk, ctx.eps = chunk, eps  # type: ignore[attr-defined]
+        ctx.chunk, ctx.eps, ctx.fused = chunk, eps, fused  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(means, invstds)
         return out, means, invstds
 
@@ -540,7 +568,7 @@ class _GhostBatchNormFn(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor, *_: Tensor
     ) -> tuple[Tensor | None, ...]:
         x, weight, means, invstds = ctx.saved_tensors  # type: ignore[attr-defined]
-        chunk, eps = ctx.chunk, ctx.eps  # type: ignore[attr-defined]
+        chunk, eps, fused = ctx.chunk, ctx.eps, ctx.fused  # type: ignore[attr-defined]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
         grad_out = grad_out.contiguous()
         groups, channels = means.shape
@@ -548,7 +576,7 @@ class _GhostBatchNormFn(torch.autograd.Function):
         sum_dy_xhat = means.new_empty(groups, channels)  # = weight gradient of each chunk
         sum_dy = means.new_empty(groups, channels)  # = bias gradient of each chunk
         grad_x: Tensor | None = None
-        if x.device.type in _GHOST_DIRECT_GRAD_DEVICES or not need_x:
+        if fused or x.device.type in _GHOST_DIRECT_GRAD_DEVICES or not need_x:
             for g, s in enumerate(starts):
                 _, sum_dy_xhat[g], sum_dy[g] = torch.ops.aten.native_batch_norm_backward(
                     grad_out[s : s + chunk], x[s : s + chunk], weight, None, None, means[g],
@@ -561,8 +589,8 @@ class _GhostBatchNormFn(torch.autograd.Function):
                     dtype=means.dtype, device=means.device,
                 ).unsqueeze(1)  # fmt: skip
                 scale = invstds if weight is None else invstds * weight
-                grad_x = _ghost_input_grad_cpu(
-                    grad_out, x, scale, means, invstds, sum_dy, sum_dy_xhat, sizes, chunk
+                grad_x = _ghost_input_grad(
+                    grad_out, x, scale, means, invstds, sum_dy, sum_dy_xhat, sizes, chunk, fused
                 )
         else:
             # The out= kernel wants a tensor for every output (no "undefined" from Python), so all
@@ -580,11 +608,12 @@ class _GhostBatchNormFn(torch.autograd.Function):
             sum_dy.sum(0) if need_b else None,
             None,
             None,
+            None,
         )
 
 
 def _ghost_chunks_reference(
-    input: Tensor, weight: Tensor | None, bias: Tensor | None, chunk: int, eps: float
+    input: Tensor, weight: Tensor | None, bias: Tensor | None, chunk: int, eps: float, *_: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Same contract as `_GhostBatchNormFn` with differentiable torch ops (any dtype/device)."""
     outs, means, invstds = [], [], []
@@ -608,6 +637,7 @@ def ghost_batch_norm(
     training: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    fused: bool = False,
 ) -> Tensor:
     r"""Ghost batch normalisation: batch norm over virtual sub-batches while training.
 
@@ -634,6 +664,9 @@ def ghost_batch_norm(
         training: Use the virtual-batch statistics (and update the running ones).
         momentum: Weight of the new statistics in the running averages, in ``[0, 1]``.
         eps: Added to the variance, ``> 0``.
+        fused: Compute the input gradient (float32/float64) with one ``torch.compile``'d pass per
+            virtual batch instead of torch's eager kernels (compiled at the first backward, a few
+            seconds; the eager kernels take over with a warning if compilation fails).
 
     Returns:
         A tensor shaped like ``input``.
@@ -667,7 +700,7 @@ def ghost_batch_norm(
         t is None or t.dtype == input.dtype for t in (weight, bias)
     )
     fn = _GhostBatchNormFn.apply if fast else _ghost_chunks_reference
-    out, means, invstds = fn(input, weight, bias, virtual_batch_size, eps)
+    out, means, invstds = fn(input, weight, bias, virtual_batch_size, eps, bool(fused))
     if training and running_mean is not None and running_var is not None:
         with torch.no_grad():
             var = invstds.pow(-2).sub_(eps)  # biased variance of each virtual batch

@@ -78,6 +78,7 @@ class _GhostBatchNorm(_NormBase):
         track_running_stats: bool = True,
         device: Any = None,
         dtype: Any = None,
+        fused: bool = False,
     ) -> None:
         super().__init__(
             check_positive_int("num_features", num_features),
@@ -89,6 +90,7 @@ class _GhostBatchNorm(_NormBase):
             dtype,
         )
         self.virtual_batch_size = check_positive_int("virtual_batch_size", virtual_batch_size)
+        self.fused = bool(fused)
 
     def _check_input_dim(self, input: Tensor) -> None:
         _check_rank(self, input, self._ranks)
@@ -107,10 +109,12 @@ class _GhostBatchNorm(_NormBase):
             self.training,
             factor,
             self.eps,
+            self.fused,
         )
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, virtual_batch_size={self.virtual_batch_size}"
+        fused = ", fused=True" if self.fused else ""
+        return f"{super().extra_repr()}, virtual_batch_size={self.virtual_batch_size}{fused}"
 
 
 class GhostBatchNorm1d(_GhostBatchNorm):
@@ -137,6 +141,8 @@ class GhostBatchNorm1d(_GhostBatchNorm):
         track_running_stats: Keep running statistics for evaluation (else use batch statistics).
         device: Device of the parameters and buffers.
         dtype: Dtype of the parameters and buffers.
+        fused: Compute the input gradient with one ``torch.compile``'d pass per virtual batch
+            (compiled at the first backward; see `reglight.nn.functional.ghost_batch_norm`).
 
     Example:
         >>> import torch
@@ -174,6 +180,8 @@ class GhostBatchNorm2d(_GhostBatchNorm):
         track_running_stats: Keep running statistics for evaluation (else use batch statistics).
         device: Device of the parameters and buffers.
         dtype: Dtype of the parameters and buffers.
+        fused: Compute the input gradient with one ``torch.compile``'d pass per virtual batch
+            (compiled at the first backward; see `reglight.nn.functional.ghost_batch_norm`).
 
     Example:
         >>> import torch
@@ -211,6 +219,8 @@ class GhostBatchNorm3d(_GhostBatchNorm):
         track_running_stats: Keep running statistics for evaluation (else use batch statistics).
         device: Device of the parameters and buffers.
         dtype: Dtype of the parameters and buffers.
+        fused: Compute the input gradient with one ``torch.compile``'d pass per virtual batch
+            (compiled at the first backward; see `reglight.nn.functional.ghost_batch_norm`).
 
     Example:
         >>> import torch
@@ -521,7 +531,10 @@ def _build(kind: str, src: nn.Module, dims: int, name: str, kwargs: dict[str, An
         if "virtual_batch_size" not in kwargs:
             raise TypeError("convert_norms(kind='ghost') needs the keyword `virtual_batch_size`")
         vbs = kwargs["virtual_batch_size"]
-        new = _GHOST[dims](channels, vbs, eps, momentum, affine, tracks or is_layer_norm, **factory)
+        fused = bool(kwargs.get("fused", False))
+        new = _GHOST[dims](
+            channels, vbs, eps, momentum, affine, tracks or is_layer_norm, **factory, fused=fused
+        )
     elif kind == "renorm":
         r_max, d_max = kwargs.get("r_max", 3.0), kwargs.get("d_max", 5.0)
         new = _RENORM[dims](channels, r_max, d_max, eps, momentum, affine, **factory)
@@ -569,7 +582,7 @@ def convert_norms(
     | `kind`    | new layer                                        | extra keywords                           |
     |-----------|--------------------------------------------------|------------------------------------------|
     | `batch`   | `nn.BatchNorm1d/2d/3d`                           | `eps`, `momentum`                        |
-    | `ghost`   | `GhostBatchNorm1d/2d/3d`                         | `virtual_batch_size` (required), `eps`, `momentum` |
+    | `ghost`   | `GhostBatchNorm1d/2d/3d`                         | `virtual_batch_size` (required), `eps`, `momentum`, `fused` |
     | `renorm`  | `BatchRenorm1d/2d/3d`                            | `r_max`, `d_max`, `eps`, `momentum`      |
     | `group`   | `nn.GroupNorm` (`num_groups` default `gcd(C, 32)`) | `num_groups`, `eps`                    |
     | `layer2d` | `LayerNorm2d` (2-d layers only)                  | `eps`                                    |

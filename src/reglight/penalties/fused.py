@@ -13,12 +13,12 @@ fails (no C++ compiler, an unsupported platform) a warning says why and the eage
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from reglight._compile import FallbackCompiled
 from reglight.penalties.functional import elastic_net_grad_
 
 __all__ = ["FusedElasticNetGrad"]
@@ -38,9 +38,6 @@ class FusedElasticNetGrad:
     list structure (number, shapes, dtypes and devices of the tensors); the weights are passed as a
     tensor, so new values of ``l1`` and ``l2`` reuse the compiled code.
 
-    Attributes:
-        failure: why compilation failed (the instance then uses the eager kernels), or ``None``.
-
     Examples:
         >>> import torch
         >>> fused = FusedElasticNetGrad()
@@ -51,10 +48,16 @@ class FusedElasticNetGrad:
     """
 
     def __init__(self) -> None:
-        self._fn = torch.compile(_elastic_net_grad_kernel, dynamic=False)
+        self._compiled = FallbackCompiled(
+            _elastic_net_grad_kernel, "the fused penalty gradient", dynamic=False
+        )
         self._coef: dict[tuple[torch.device, torch.dtype], Tensor] = {}
         self._values: dict[tuple[torch.device, torch.dtype], tuple[float, float]] = {}
-        self.failure: str | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """Why compilation failed (the eager kernels are used then), or ``None``."""
+        return self._compiled.failure
 
     def _coefficients(self, like: Sequence[Tensor], l1: float, l2: float) -> Tensor:
         dtype = like[0].dtype
@@ -88,16 +91,6 @@ class FusedElasticNetGrad:
             raise ValueError(f"`grads` must have one entry per tensor ({len(ps)}), got {len(gs)}")
         if not ps or (not l1 and not l2):
             return
-        if self.failure is None:
-            try:
-                self._fn(ps, gs, self._coefficients(ps, float(l1), float(l2)))
-                return
-            except Exception as err:  # compilation failed: no compiler, unsupported platform, ...
-                self.failure = f"{type(err).__name__}: {err}".splitlines()[0]
-                warnings.warn(
-                    "reglight: the fused penalty gradient could not be compiled "
-                    f"({self.failure}); using the eager kernels",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+        if self._compiled(ps, gs, self._coefficients(ps, float(l1), float(l2))):
+            return
         elastic_net_grad_(ps, gs, l1, l2)
