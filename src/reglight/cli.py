@@ -19,6 +19,7 @@ Multi-device runs go through the Trainer, e.g.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import warnings
@@ -302,9 +303,31 @@ def _ablate(argv: list[str]) -> int:
     return int(module.main(argv[1:]))
 
 
+class _DropLightningTips(logging.Filter):
+    """Drops Lightning's advertising tips ("💡 Tip: ... try installing litlogger / litmodels")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet_lightning() -> None:
+    """Keep the command's output to what the run says: no product tips, no Lightning-internal warning.
+
+    Lightning 2.6 prints a tip to install litlogger / litmodels on every fit, and its pytree helper
+    warns that torch deprecated ``isinstance(treespec, LeafSpec)`` (nothing a user can act on). Only
+    the ``reglight`` command does this; the library never changes logging or warning filters.
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningTips) for f in logger.filters):
+            logger.addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``reglight`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _quiet_lightning()
     if not args or args[0] in ("-h", "--help"):
         print(_USAGE)
         return 0 if args else 2
