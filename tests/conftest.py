@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -50,3 +51,25 @@ def data_dir() -> Path:
     if d is None:
         pytest.skip("real MedMNIST data not found (set REGLIGHT_DATA or provide ../shared/data)")
     return d
+
+
+@functools.cache
+def _cpu_compile_works() -> bool:
+    """Whether ``torch.compile`` can build a CPU kernel here (it needs a C++ toolchain)."""
+    import torch
+
+    def bump(x: torch.Tensor) -> None:
+        x.add_(1.0)
+
+    try:
+        torch.compile(bump)(torch.zeros(4))
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture
+def needs_torch_compile() -> None:
+    """Skip the test where ``torch.compile`` cannot build CPU kernels (the fallbacks are tested apart)."""
+    if not _cpu_compile_works():
+        pytest.skip("torch.compile cannot build CPU kernels here (no C++ toolchain)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import shutil
 from typing import Any
 
 import lightning.pytorch as pl
@@ -332,9 +331,7 @@ def test_logging_at_log_interval_only() -> None:
     assert float(metrics["penalty/dead_group_fraction"]) == pytest.approx(dead)
 
 
-@pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler"
-)
+@pytest.mark.usefixtures("needs_torch_compile")
 def test_fused_gradient_mode_equals_penalty_in_loss() -> None:
     hooked = Regressor()
     hook = PenaltyHook(ElasticNet(0.05, 0.5), fused=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import shutil
 
 import pytest
 import torch
@@ -362,9 +361,7 @@ def test_ghost_out_form_backward_used_off_cpu_matches_batchnorm_per_chunk(
         torch.testing.assert_close(a, c, **TOL)
 
 
-@pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler"
-)
+@pytest.mark.usefixtures("needs_torch_compile")
 @pytest.mark.parametrize("batch", [16, 14])  # chunks of 4: even split, and a last chunk of 2
 def test_fused_ghost_gradient_matches_batchnorm_per_chunk(batch: int) -> None:
     ghost = GhostBatchNorm2d(3, virtual_batch_size=4, fused=True).to(D)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
 from reglight.penalties import FusedElasticNetGrad, elastic_net_grad_
 
-# torch.compile's CPU backend writes C++: without a compiler the fused path falls back (tested below)
-needs_compiler = pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler"
-)
+# torch.compile's CPU backend writes C++: without a toolchain the fused path falls back (tested below)
+needs_compiler = pytest.mark.usefixtures("needs_torch_compile")
 
 
 def _tensors(dtype: torch.dtype) -> list[torch.Tensor]:
