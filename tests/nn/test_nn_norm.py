@@ -309,6 +309,13 @@ def test_validation_errors_name_argument_and_value() -> None:
     assert "virtual_batch_size=4" in repr(GhostBatchNorm2d(3, 4))
 
 
+def _batch_norm_per_chunk(
+    x: torch.Tensor, w: torch.Tensor | None, b: torch.Tensor | None, chunk: int
+) -> torch.Tensor:
+    """The reference: ``F.batch_norm`` on each consecutive chunk, concatenated (autograd through cat)."""
+    return torch.cat([F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.split(chunk)])
+
+
 @pytest.mark.parametrize("block", [1, 7, 16384])  # one row per block, blocks across rows, one block
 @pytest.mark.parametrize(
     ("shape", "chunk", "affine"),
@@ -328,7 +335,7 @@ def test_ghost_cpu_input_gradient_pass_matches_batchnorm_per_chunk(
     b = torch.randn(shape[1], dtype=D, requires_grad=True) if affine else None
     inputs = [t for t in (x, w, b) if t is not None]
     fused = RF._GhostBatchNormFn.apply(x, w, b, chunk, 1e-5, False)[0]
-    plain = torch.cat([F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.split(chunk)])
+    plain = _batch_norm_per_chunk(x, w, b, chunk)
     g = torch.randn_like(plain)
     for got, want in zip(
         torch.autograd.grad(fused, inputs, g), torch.autograd.grad(plain, inputs, g)
@@ -336,9 +343,7 @@ def test_ghost_cpu_input_gradient_pass_matches_batchnorm_per_chunk(
         torch.testing.assert_close(got, want, **TOL)
     if affine:  # weight gradient alone (input not requiring a gradient)
         fused = RF._GhostBatchNormFn.apply(x.detach(), w, b, chunk, 1e-5, False)[0]
-        plain = torch.cat(
-            [F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.detach().split(chunk)]
-        )
+        plain = _batch_norm_per_chunk(x.detach(), w, b, chunk)
         torch.testing.assert_close(
             torch.autograd.grad(fused, w, g)[0], torch.autograd.grad(plain, w, g)[0], **TOL
         )
@@ -353,7 +358,7 @@ def test_ghost_out_form_backward_used_off_cpu_matches_batchnorm_per_chunk(
     w = torch.randn(3, dtype=D, requires_grad=True)
     b = torch.randn(3, dtype=D, requires_grad=True)
     fused = RF._GhostBatchNormFn.apply(x, w, b, 4, 1e-5, False)[0]
-    plain = torch.cat([F.batch_norm(p, None, None, w, b, True, 0.0, 1e-5) for p in x.split(4)])
+    plain = _batch_norm_per_chunk(x, w, b, 4)
     g = torch.randn_like(plain)
     got = torch.autograd.grad(fused, (x, w, b), g)
     want = torch.autograd.grad(plain, (x, w, b), g)
@@ -390,6 +395,6 @@ def test_fused_ghost_gradient_falls_back_to_the_eager_ops(monkeypatch: pytest.Mo
         (gx,) = torch.autograd.grad(
             RF._GhostBatchNormFn.apply(x, w, None, 4, 1e-5, True)[0].sum(), x
         )
-    plain = torch.cat([F.batch_norm(p, None, None, w, None, True, 0.0, 1e-5) for p in x.split(4)])
+    plain = _batch_norm_per_chunk(x, w, None, 4)
     torch.testing.assert_close(gx, torch.autograd.grad(plain.sum(), x)[0], **TOL)
     assert kernel.failure == "RuntimeError: no C++ compiler found"

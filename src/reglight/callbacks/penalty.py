@@ -40,6 +40,9 @@ from reglight.penalties.selection import Pattern, normalize_patterns
 
 __all__ = ["PenaltyHook"]
 
+# the penalties whose gradient `FusedElasticNetGrad` computes (``fused=True``)
+_FUSABLE = (L1, L2, ElasticNet)
+
 
 def _is_log_step(trainer: pl.Trainer) -> bool:
     """Whether the Trainer writes step metrics after this batch (its own ``log_every_n_steps`` rule)."""
@@ -122,9 +125,7 @@ class PenaltyHook(Callback):
             raise ValueError(f"`name` must be a non-empty string, got {name!r}")
         self.name = name
         self.fused = bool(fused)
-        if self.fused and (
-            self.mode != "gradient" or not isinstance(penalty, (L1, L2, ElasticNet))
-        ):
+        if self.fused and (self.mode != "gradient" or not isinstance(penalty, _FUSABLE)):
             raise ValueError(
                 "`fused=True` needs mode='gradient' and an L1, L2 or ElasticNet penalty, got "
                 f"mode={self.mode!r} and {type(penalty).__name__}"
@@ -212,7 +213,7 @@ class PenaltyHook(Callback):
         if not params:
             return
         grads = [p.grad for p in params if p.grad is not None]
-        if self._fused is not None and isinstance(self.penalty, (L1, L2, ElasticNet)):
+        if self._fused is not None and isinstance(self.penalty, _FUSABLE):
             self._fused(params, grads, *self.penalty.weights())
         else:
             self.penalty.add_grad_(params, grads)

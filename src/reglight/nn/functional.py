@@ -583,7 +583,7 @@ class _GhostBatchNormFn(torch.autograd.Function):
                     invstds[g], True, eps, [False, True, True],
                 )  # fmt: skip
             if need_x:
-                per_sample = x.numel() // max(x.shape[0] * channels, 1)
+                per_sample = _values_per_channel(x) // max(x.shape[0], 1)
                 sizes = torch.tensor(
                     [min(chunk, x.shape[0] - s) * per_sample for s in starts],
                     dtype=means.dtype, device=means.device,

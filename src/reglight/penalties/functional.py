@@ -153,15 +153,15 @@ def elastic_net_grad_(params: Params, grads: Sequence[Tensor], l1: float, l2: fl
         torch._foreach_add_(gs, ps, alpha=2.0 * l2)
         return
     ratio = 2.0 * l2 / l1
-    fused = ratio <= 1e20  # (2b/a)·θ stays far from float32 overflow
+    in_temporary = ratio <= 1e20  # (2b/a)·θ stays far from float32 overflow
     for _, (pb, gb) in iter_blocks(ps, gs):
         # sign(θ) + (2b/a)·θ is built in the cache-resident temporary, and the gradient is read and
         # written once: main memory sees one pass (about 10% faster than two adds into the gradient)
         direction = torch._foreach_sign(pb)
-        if l2 and fused:
+        if l2 and in_temporary:
             torch._foreach_add_(direction, pb, alpha=ratio)
         torch._foreach_add_(gb, direction, alpha=l1)
-        if l2 and not fused:
+        if l2 and not in_temporary:
             torch._foreach_add_(gb, pb, alpha=2.0 * l2)
 
 
