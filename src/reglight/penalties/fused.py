@@ -51,8 +51,8 @@ class FusedElasticNetGrad:
         self._compiled = FallbackCompiled(
             _elastic_net_grad_kernel, "the fused penalty gradient", dynamic=False
         )
-        self._coef: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-        self._values: dict[tuple[torch.device, torch.dtype], tuple[float, float]] = {}
+        # per (device, dtype): the coefficient tensor [a, 2b] and the (l1, l2) it holds
+        self._coef: dict[tuple[torch.device, torch.dtype], tuple[Tensor, tuple[float, float]]] = {}
 
     @property
     def failure(self) -> str | None:
@@ -64,14 +64,14 @@ class FusedElasticNetGrad:
         for t in like[1:]:
             dtype = torch.promote_types(dtype, t.dtype)
         key = (like[0].device, dtype)
-        coef = self._coef.get(key)
-        if coef is None:
-            coef = self._coef[key] = torch.empty(2, device=key[0], dtype=dtype)
-        if self._values.get(key) != (l1, l2):
-            # fill_ with a Python number launches no host-device copy
-            coef[0].fill_(l1)
-            coef[1].fill_(2.0 * l2)
-            self._values[key] = (l1, l2)
+        cached = self._coef.get(key)
+        if cached is not None and cached[1] == (l1, l2):
+            return cached[0]
+        coef = cached[0] if cached is not None else torch.empty(2, device=key[0], dtype=dtype)
+        # fill_ with a Python number launches no host-device copy
+        coef[0].fill_(l1)
+        coef[1].fill_(2.0 * l2)
+        self._coef[key] = (coef, (l1, l2))
         return coef
 
     @torch.no_grad()
