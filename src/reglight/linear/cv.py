@@ -16,7 +16,7 @@ The final model is refitted on all the data at the chosen ``α``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,7 +339,49 @@ def _stratified(codes: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, np.n
     return [(all_idx[fold_of != k], all_idx[fold_of == k]) for k in range(n_splits)]
 
 
-class ElasticNetCV:
+class _CrossValidatedModel:
+    """What the CV estimators share: their validated settings and the cross-validation step."""
+
+    def _set_params(
+        self,
+        l1_ratio: float | Sequence[float],
+        alphas: Any,
+        n_alphas: int,
+        eps: float,
+        cv: int | Folds,
+        rule: str,
+        tol: float,
+    ) -> None:
+        _ratios(l1_ratio)
+        self.l1_ratio = l1_ratio
+        self.alphas = alphas
+        self.n_alphas = check_positive_int("n_alphas", n_alphas)
+        self.eps = check_in_range("eps", eps, 0.0, 1.0, low_inclusive=False)
+        self.cv = cv
+        self.rule = check_choice("rule", rule, ("min", "1se"))
+        self.tol = tol
+
+    def _cross_validate(self, cv_function: Callable[..., CVResult], X: Any, y: Any) -> CVResult:
+        res = cv_function(
+            X,
+            y,
+            l1_ratio=self.l1_ratio,
+            alphas=self.alphas,
+            n_alphas=self.n_alphas,
+            eps=self.eps,
+            cv=self.cv,
+            rule=self.rule,
+            tol=self.tol,
+        )
+        self.cv_ = res
+        self.alpha_ = res.alpha
+        self.l1_ratio_ = res.l1_ratio
+        self.alpha_min_ = res.alpha_min
+        self.alpha_1se_ = res.alpha_1se
+        return res
+
+
+class ElasticNetCV(_CrossValidatedModel):
     """Elastic net with ``α`` (and ``l1_ratio``) chosen by K-fold cross-validation.
 
     See [`enet_cv`][reglight.linear.enet_cv] for the procedure; the model is refitted on all the
@@ -376,14 +418,7 @@ class ElasticNetCV:
         rule: str = "min",
         tol: float = 1e-10,
     ) -> None:
-        _ratios(l1_ratio)
-        self.l1_ratio = l1_ratio
-        self.alphas = alphas
-        self.n_alphas = check_positive_int("n_alphas", n_alphas)
-        self.eps = check_in_range("eps", eps, 0.0, 1.0, low_inclusive=False)
-        self.cv = cv
-        self.rule = check_choice("rule", rule, ("min", "1se"))
-        self.tol = tol
+        self._set_params(l1_ratio, alphas, n_alphas, eps, cv, rule, tol)
 
     def fit(self, X: Any, y: Any) -> ElasticNetCV:
         """Cross-validate, then refit on all the data.
@@ -395,23 +430,8 @@ class ElasticNetCV:
         Returns:
             The fitted estimator.
         """
-        res = enet_cv(
-            X,
-            y,
-            l1_ratio=self.l1_ratio,
-            alphas=self.alphas,
-            n_alphas=self.n_alphas,
-            eps=self.eps,
-            cv=self.cv,
-            rule=self.rule,
-            tol=self.tol,
-        )
+        res = self._cross_validate(enet_cv, X, y)
         best = int(np.flatnonzero(res.l1_ratios == res.l1_ratio)[0])
-        self.cv_ = res
-        self.alpha_ = res.alpha
-        self.l1_ratio_ = res.l1_ratio
-        self.alpha_min_ = res.alpha_min
-        self.alpha_1se_ = res.alpha_1se
         self.alphas_ = res.alphas[best]
         self.mse_path_ = res.errors[best]
         model = ElasticNet(self.alpha_, self.l1_ratio_, tol=self.tol).fit(X, y)
@@ -463,7 +483,7 @@ class LassoCV(ElasticNetCV):
         super().__init__(1.0, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, rule=rule, tol=tol)
 
 
-class LogisticElasticNetCV:
+class LogisticElasticNetCV(_CrossValidatedModel):
     """Penalized logistic regression with ``α`` chosen by K-fold cross-validated log-loss.
 
     See [`logistic_cv`][reglight.linear.logistic_cv]; refitted on all the data at the chosen
@@ -498,14 +518,7 @@ class LogisticElasticNetCV:
         rule: str = "min",
         tol: float = 1e-8,
     ) -> None:
-        _ratios(l1_ratio)
-        self.l1_ratio = l1_ratio
-        self.alphas = alphas
-        self.n_alphas = check_positive_int("n_alphas", n_alphas)
-        self.eps = check_in_range("eps", eps, 0.0, 1.0, low_inclusive=False)
-        self.cv = cv
-        self.rule = check_choice("rule", rule, ("min", "1se"))
-        self.tol = tol
+        self._set_params(l1_ratio, alphas, n_alphas, eps, cv, rule, tol)
 
     def fit(self, X: Any, y: Any) -> LogisticElasticNetCV:
         """Cross-validate, then refit on all the data.
@@ -517,22 +530,7 @@ class LogisticElasticNetCV:
         Returns:
             The fitted estimator.
         """
-        res = logistic_cv(
-            X,
-            y,
-            l1_ratio=self.l1_ratio,
-            alphas=self.alphas,
-            n_alphas=self.n_alphas,
-            eps=self.eps,
-            cv=self.cv,
-            rule=self.rule,
-            tol=self.tol,
-        )
-        self.cv_ = res
-        self.alpha_ = res.alpha
-        self.l1_ratio_ = res.l1_ratio
-        self.alpha_min_ = res.alpha_min
-        self.alpha_1se_ = res.alpha_1se
+        self._cross_validate(logistic_cv, X, y)
         model = LogisticElasticNet(self.alpha_, self.l1_ratio_, tol=self.tol).fit(X, y)
         self.classes_, self.coef_, self.intercept_ = model.classes_, model.coef_, model.intercept_
         self._model = model
