@@ -30,6 +30,18 @@ def as_tensor_list(params: Params) -> list[Tensor]:
     return out
 
 
+def params_and_grads(
+    params: Params, grads: Iterable[Tensor] | None
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The tensors and the gradients a penalty updates: ``grads`` as given, or by default each tensor's
+    ``.grad`` (tensors without one are left out)."""
+    ps = as_tensor_list(params)
+    if grads is not None:
+        return ps, as_tensor_list(grads)
+    with_grad = [p for p in ps if p.grad is not None]
+    return with_grad, [p.grad for p in with_grad if p.grad is not None]
+
+
 def as_real(value: Any) -> Any:
     """Real scalars that are not ``float`` (``int``, ``numpy.float32``, ...) as ``float``; else as given."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):

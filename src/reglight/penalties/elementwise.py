@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from torch import Tensor
 
 from reglight._validation import check_in_range
-from reglight.penalties.base import Params, Penalty, as_real, as_tensor_list
+from reglight.penalties.base import Params, Penalty, as_real, params_and_grads
 from reglight.penalties.functional import elastic_net_grad_, elastic_net_prox_, elastic_net_value
 from reglight.penalties.steps import StepSize
 
@@ -43,12 +43,7 @@ class _Elementwise(Penalty):
             params: the penalized tensors.
             grads: the gradients to update; by default ``.grad`` (tensors without one are skipped).
         """
-        ps = as_tensor_list(params)
-        if grads is None:
-            ps = [p for p in ps if p.grad is not None]
-            gs = [p.grad for p in ps if p.grad is not None]
-        else:
-            gs = as_tensor_list(grads)
+        ps, gs = params_and_grads(params, grads)
         a, b = self._weights()
         elastic_net_grad_(ps, gs, a, b)
 

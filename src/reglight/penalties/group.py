@@ -34,7 +34,13 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from reglight.penalties.base import Params, Penalty, as_tensor_list, normalize_step
+from reglight.penalties.base import (
+    Params,
+    Penalty,
+    as_tensor_list,
+    normalize_step,
+    params_and_grads,
+)
 from reglight.penalties.steps import StepSize
 
 __all__ = [
@@ -276,12 +282,7 @@ class GroupLasso(Penalty):
             params: the penalized tensors.
             grads: the gradients to update; by default ``.grad`` (tensors without one are skipped).
         """
-        ps = as_tensor_list(params)
-        if grads is None:
-            ps = [p for p in ps if p.grad is not None]
-            gs = [p.grad for p in ps if p.grad is not None]
-        else:
-            gs = as_tensor_list(grads)
+        ps, gs = params_and_grads(params, grads)
         group_lasso_grad_(ps, gs, self.strength, self.dim)
 
     def prox_(self, params: Params, step: StepSize) -> None:
