@@ -453,6 +453,15 @@ def _reduce_dims(input: Tensor) -> list[int]:
     return [0, *range(2, input.dim())]
 
 
+def _chunk_sizes(n: int, chunk: int, like: Tensor) -> Tensor:
+    """Samples in each virtual batch of ``n`` samples, a ``(groups, 1)`` tensor like ``like``."""
+    groups = -(-n // chunk)
+    sizes = like.new_full((groups, 1), float(chunk))
+    if groups:
+        sizes[-1] = n - (groups - 1) * chunk
+    return sizes
+
+
 # Largest number of elements per operand in one block of the CPU input-gradient pass
 # (`_ghost_input_grad`, eager): the second op of a block reads what the first wrote while it is still
 # in cache, and there are few enough blocks for the per-call cost not to matter.
@@ -584,13 +593,10 @@ class _GhostBatchNormFn(torch.autograd.Function):
                 )  # fmt: skip
             if need_x:
                 per_sample = _values_per_channel(x) // max(x.shape[0], 1)
-                sizes = torch.tensor(
-                    [min(chunk, x.shape[0] - s) * per_sample for s in starts],
-                    dtype=means.dtype, device=means.device,
-                ).unsqueeze(1)  # fmt: skip
+                counts = _chunk_sizes(x.shape[0], chunk, means) * per_sample
                 scale = invstds if weight is None else invstds * weight
                 grad_x = _ghost_input_grad(
-                    grad_out, x, scale, means, invstds, sum_dy, sum_dy_xhat, sizes, chunk, fused
+                    grad_out, x, scale, means, invstds, sum_dy, sum_dy_xhat, counts, chunk, fused
                 )
         else:
             # The out= kernel wants a tensor for every output (no "undefined" from Python), so all
@@ -708,8 +714,7 @@ def ghost_batch_norm(
                 count = virtual_batch_size * per_sample
                 batch_mean, batch_var = means.mean(0), var.mean(0).mul_(count / (count - 1))
             else:  # weight by size; unbiased variances
-                sizes = means.new_full((means.shape[0], 1), float(virtual_batch_size))
-                sizes[-1] = last
+                sizes = _chunk_sizes(input.shape[0], virtual_batch_size, means)
                 counts = sizes * per_sample
                 share = sizes / input.shape[0]
                 batch_mean = (share * means).sum(0)
