@@ -36,6 +36,7 @@ from reglight.penalties import (
     optimizer_step_sizes,
     select_parameters,
 )
+from reglight.penalties.base import params_and_grads
 from reglight.penalties.selection import Pattern, normalize_patterns
 
 __all__ = ["PenaltyHook"]
@@ -209,10 +210,9 @@ class PenaltyHook(Callback):
         """Gradient mode: add the penalty's gradient (unscaled, averaged, not yet clipped)."""
         if self.mode != "gradient" or self.penalty.strength == 0.0:
             return
-        params = [p for p in self._params_of(optimizer) if p.grad is not None]
+        params, grads = params_and_grads(self._params_of(optimizer), None)
         if not params:
             return
-        grads = [p.grad for p in params if p.grad is not None]
         if self._fused is not None and isinstance(self.penalty, _FUSABLE):
             self._fused(params, grads, *self.penalty.weights())
         else:
