@@ -2,11 +2,23 @@
 
 Subpackages:
 
-- :mod:`reglight.nn` -- dropout family, normalization layers, Monte-Carlo dropout (pure torch).
-- :mod:`reglight.penalties` -- L1 / L2 / elastic-net / group-lasso penalties and proximal operators (pure torch).
-- :mod:`reglight.linear` -- full-batch sparse linear solvers (lasso / elastic-net paths, CV, stability selection).
-- :mod:`reglight.callbacks` -- Lightning callbacks (penalty hooks, early stopping, schedules, ...).
-- :mod:`reglight.recipes` -- ready LightningModules and DataModules run by ``reglight run RECIPE``.
+- `reglight.nn`: dropout family, normalization layers, Monte-Carlo dropout (pure torch).
+- `reglight.penalties`: L1 / L2 / elastic-net / group-lasso penalties and their
+  proximal operators (pure torch).
+- `reglight.linear`: full-batch sparse linear solvers (lasso / elastic-net paths,
+  cross-validation, stability selection).
+- `reglight.schedules`: schedule shapes, pure functions of training progress.
+- `reglight.callbacks`: Lightning callbacks (penalty hook, early stopping, augmentation and
+  regularization schedules).
+- `reglight.recipes`: ready LightningModules and DataModules run by `reglight run RECIPE`.
+
+The shared argument names (`alpha`, `l1_ratio`, `p`, `apply_prob`, `include` / `exclude`, ...) mean one
+thing everywhere; the glossary of the documentation lists them.
+
+Example:
+    >>> import reglight
+    >>> isinstance(reglight.__version__, str)
+    True
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m reglight`` is the ``reglight`` command."""
+"""`python -m reglight` is the `reglight` command (see `reglight --help`)."""
 
 from reglight.cli import main
 

@@ -1,27 +1,38 @@
 """One small helper layer between reglight and Lightning's loggers.
 
-- :class:`WandbLogger` is Lightning's ``WandbLogger`` with one change: a process without W&B credentials
-  (no ``WANDB_API_KEY``, no ``wandb login`` entry in the netrc file) and without ``WANDB_MODE`` falls back
-  to offline mode with a one-line notice that gives the ``wandb sync`` command, instead of failing with
-  wandb's ``UsageError`` (what a plain ``WandbLogger`` does in a non-interactive process today).
-- :func:`log_figure` and :func:`log_table` send a matplotlib figure or a table to every logger of a run,
-  whichever they are: W&B (``wandb.Image`` / ``wandb.Table``), TensorBoard (``add_figure`` / a markdown
-  table through ``add_text``) or CSV (a PNG / CSV file beside the logger's ``metrics.csv``). With no logger
-  they do nothing.
-- :class:`Table` is a printable table (title, columns, rows) that recipes return from ``report()`` and that
-  ``reglight run`` prints with rich.
+- [`WandbLogger`][reglight.logging.WandbLogger] is Lightning's `WandbLogger` with one change: a
+  process without W&B credentials (no `WANDB_API_KEY`, no `wandb login` entry in the netrc file) and
+  without `WANDB_MODE` falls back to offline mode with a one-line notice that gives the `wandb sync`
+  command, instead of failing with wandb's `UsageError` (what a plain `WandbLogger` does in a
+  non-interactive process).
+- [`log_figure`][reglight.logging.log_figure] and [`log_table`][reglight.logging.log_table] send a
+  matplotlib figure or a table to every logger of a run, whichever they are: W&B (`wandb.Image` /
+  `wandb.Table`), TensorBoard (`add_figure` / a markdown table through `add_text`) or CSV (a PNG / CSV
+  file in `media/` beside the logger's `metrics.csv`). With no logger they do nothing.
+- [`Table`][reglight.logging.Table] is a printable table (title, columns, rows) that recipes return
+  from `report()` and that `reglight run` prints with rich.
+
+Keys are slash namespaces, like the logged metrics: `lasso/path`, `lasso/coefficients`, ...
 
 Example:
     >>> import matplotlib
     >>> matplotlib.use("Agg")
     >>> import matplotlib.pyplot as plt
-    >>> from lightning.pytorch.loggers import CSVLogger
     >>> import tempfile
+    >>> from pathlib import Path
+    >>> from lightning.pytorch.loggers import CSVLogger
     >>> logger = CSVLogger(tempfile.mkdtemp())
     >>> fig, ax = plt.subplots()
     >>> _ = ax.plot([0, 1], [1, 0])
     >>> log_figure(logger, "demo/figure", fig)
     >>> log_table(logger, "demo/table", ["name", "value"], [["a", 1.0], ["b", 2.0]])
+    >>> sorted(f.name for f in Path(logger.log_dir, "media").iterdir())
+    ['demo_figure.png', 'demo_table.csv']
+    >>> print(Path(logger.log_dir, "media", "demo_table.csv").read_text().strip())
+    name,value
+    a,1.0
+    b,2.0
+    >>> plt.close(fig)
 """
 
 from __future__ import annotations
@@ -60,12 +71,21 @@ _DEFAULT_WANDB_HOST = "https://api.wandb.ai"
 
 @dataclass
 class Table:
-    """A small table of results: what recipes return from ``report()`` and ``reglight run`` prints.
+    """A small table of results: what recipes return from `report()` and `reglight run` prints.
 
     Args:
         title: Heading shown above the table.
         columns: Column names.
-        rows: One sequence of cells per row, as many cells as ``columns``.
+        rows: One sequence of cells per row, as many cells as `columns`.
+
+    Raises:
+        ValueError: if a row does not have as many cells as there are columns.
+
+    Example:
+        >>> print(Table("fit", ["alpha", "r2"], [[0.1, 0.4567891]]).to_markdown())
+        | alpha | r2 |
+        |---|---|
+        | 0.1 | 0.4568 |
     """
 
     title: str
@@ -82,7 +102,14 @@ class Table:
                 )
 
     def to_markdown(self, float_format: str = "{:.4g}") -> str:
-        """The table as GitHub-flavoured markdown."""
+        """The table as GitHub-flavoured markdown.
+
+        Args:
+            float_format: How floats are written (`str.format` syntax).
+
+        Returns:
+            The markdown text, one line per row after the header.
+        """
         cells = [[_fmt(c, float_format) for c in row] for row in self.rows]
         lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(row) + " |" for row in cells]
@@ -103,9 +130,9 @@ def _fmt(value: Any, float_format: str = "{:.4g}") -> str:
 def has_wandb_credentials() -> bool:
     """Whether W&B credentials are available without prompting.
 
-    True when ``WANDB_API_KEY`` (or ``WANDB_IDENTITY_TOKEN_FILE``) is set, or when the netrc file
-    (``$NETRC`` or ``~/.netrc``) has an entry for the W&B host (``WANDB_BASE_URL``, default
-    ``api.wandb.ai``), which is where ``wandb login`` stores the key.
+    True when `WANDB_API_KEY` (or `WANDB_IDENTITY_TOKEN_FILE`) is set, or when the netrc file
+    (`$NETRC` or `~/.netrc`) has an entry for the W&B host (`WANDB_BASE_URL`, default
+    `api.wandb.ai`), which is where `wandb login` stores the key.
     """
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
@@ -122,25 +149,27 @@ def has_wandb_credentials() -> bool:
 
 
 class WandbLogger(_LightningWandbLogger):
-    """Lightning's ``WandbLogger`` that falls back to offline mode when there are no credentials.
+    """Lightning's `WandbLogger` that falls back to offline mode when there are no credentials.
 
-    When ``offline`` is not given, ``WANDB_MODE`` is unset and :func:`has_wandb_credentials` is false,
-    the run is written offline under ``save_dir`` and a one-line notice says how to upload it later with
-    ``wandb sync``. Everything else is Lightning's ``WandbLogger`` (same arguments).
+    When `offline` is not given, `WANDB_MODE` is unset and
+    [`has_wandb_credentials`][reglight.logging.has_wandb_credentials] is false,
+    the run is written offline under `save_dir` and a one-line notice says how to upload it later with
+    `wandb sync`. Everything else is Lightning's `WandbLogger` (same arguments).
 
     Args:
         name: Display name of the run.
-        save_dir: Folder for the ``wandb/`` run folders and the checkpoints (default: ``WANDB_DIR``, else
-            ``reglight_logs``).
+        save_dir: Folder for the `wandb/` run folders and the checkpoints (default: `WANDB_DIR`, else
+            `reglight_logs`).
         project: W&B project name.
-        offline: ``True``/``False`` to force a mode; ``None`` chooses as described above.
+        offline: `True`/`False` to force a mode; `None` chooses as described above.
         log_model: Upload checkpoints as W&B artifacts (Lightning's meaning).
-        **kwargs: Passed on to Lightning's ``WandbLogger`` and ``wandb.init``.
+        **kwargs: Passed on to Lightning's `WandbLogger` and `wandb.init`.
 
     Example:
-        >>> import os, tempfile
-        >>> os.environ["WANDB_MODE"] = "offline"
-        >>> logger = WandbLogger(project="reglight-doc", save_dir=tempfile.mkdtemp())
+        >>> import tempfile
+        >>> logger = WandbLogger(project="reglight-doc", save_dir=tempfile.mkdtemp(), offline=True)
+        >>> logger.fell_back_offline  # offline was asked for, not chosen for lack of credentials
+        False
     """
 
     def __init__(
@@ -188,7 +217,7 @@ def _is_global_zero() -> bool:
 
 
 def loggers_of(target: Any) -> list[Logger]:
-    """The loggers behind ``target``: a Trainer, a LightningModule, a logger or a list of loggers."""
+    """The loggers behind `target`: a Trainer, a LightningModule, a logger or a list of loggers."""
     if target is None:
         return []
     if isinstance(target, Logger):
@@ -213,11 +242,11 @@ def _artifact_dir(logger: Logger) -> Path:
 
 
 def log_figure(target: Any, key: str, figure: Figure, *, step: int | None = None) -> None:
-    """Log a matplotlib figure to every logger of ``target``.
+    """Log a matplotlib figure to every logger of `target`.
 
     Args:
         target: A Trainer, a LightningModule (its trainer's loggers), a logger or a list of loggers.
-        key: Name of the figure (``"lasso/path"``).
+        key: Name of the figure (`"lasso/path"`).
         figure: The matplotlib figure.
         step: Global step to attach (default: the logger's current step).
     """
@@ -239,16 +268,16 @@ def log_table(
     *,
     step: int | None = None,
 ) -> None:
-    """Log a table to every logger of ``target``.
+    """Log a table to every logger of `target`.
 
-    W&B gets a ``wandb.Table``; TensorBoard a markdown table through ``add_text``; a CSV logger (or any
-    logger with a ``save_dir``) a ``.csv`` file in ``<log_dir>/media/``.
+    W&B gets a `wandb.Table`; TensorBoard a markdown table through `add_text`; a CSV logger (or any
+    logger with a `save_dir`) a `.csv` file in `<log_dir>/media/`.
 
     Args:
         target: A Trainer, a LightningModule (its trainer's loggers), a logger or a list of loggers.
-        key: Name of the table (``"lasso/coefficients"``).
+        key: Name of the table (`"lasso/coefficients"`).
         columns: Column names.
-        rows: Rows of cells (numbers or strings), as many cells as ``columns``.
+        rows: Rows of cells (numbers or strings), as many cells as `columns`.
         step: Global step to attach (default: the logger's current step).
     """
     table = Table(title=key, columns=list(columns), rows=[list(r) for r in rows])
@@ -275,7 +304,7 @@ def _plain(value: Any) -> Any:
 
 
 def run_location(trainer: pl.Trainer) -> list[str]:
-    """Human-readable lines telling where each logger of ``trainer`` wrote the run."""
+    """Human-readable lines telling where each logger of `trainer` wrote the run."""
     lines: list[str] = []
     for logger in trainer.loggers:
         if isinstance(logger, _LightningWandbLogger):

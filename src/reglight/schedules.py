@@ -1,18 +1,21 @@
-"""Schedule shapes: pure-python maps from training progress to a value.
+r"""Schedule shapes: pure-python maps from training progress to a value.
 
-A schedule is a callable ``t -> value`` where ``t >= 0`` is the training progress, counted in epochs or in
-optimizer steps (the callback that uses it decides which, through its ``interval`` argument). The same objects
-drive :class:`~reglight.callbacks.AugmentationScheduler` (augmentation magnitude and probability) and
-:class:`~reglight.callbacks.RegularizationScheduler` (dropout rates, penalty strength, weight decay, ...).
+A schedule is a callable `t -> value` where $t \ge 0$ is the training progress, counted in epochs or in
+optimizer steps (the callback that uses it decides which, through its `interval` argument). The same objects
+drive [`AugmentationScheduler`][reglight.callbacks.AugmentationScheduler] (augmentation magnitude and
+application probability) and [`RegularizationScheduler`][reglight.callbacks.RegularizationScheduler]
+(dropout rates, penalty strength `alpha`, weight decay, ...).
 
-Schedules hold plain floats only: they pickle, print, and give the same value for the same ``t`` on every
+Schedules hold plain floats only: they pickle, print, and give the same value for the same `t` on every
 process, which is what makes the callbacks agree across DDP ranks and resume exactly from a checkpoint
 (the value is recomputed from the restored epoch or step, never accumulated).
 
-Shapes: :class:`Constant`, :class:`Linear`, :class:`Cosine`, :class:`Step`, :class:`Warmup` (wraps another
-schedule), :class:`Lambda` (any callable); presets :func:`early` and :func:`late` (early / late dropout of
-Liu et al., 2023); :func:`as_schedule` turns a number or a callable into a schedule and :func:`make_schedule`
-builds one by name.
+Shapes: [`Constant`][reglight.schedules.Constant], [`Linear`][reglight.schedules.Linear],
+[`Cosine`][reglight.schedules.Cosine], [`Step`][reglight.schedules.Step],
+[`Warmup`][reglight.schedules.Warmup] (wraps another schedule), [`Lambda`][reglight.schedules.Lambda]
+(any callable); presets [`early`][reglight.schedules.early] and [`late`][reglight.schedules.late]
+(early / late dropout of Liu et al., 2023); [`as_schedule`][reglight.schedules.as_schedule] turns a number
+or a callable into a schedule and [`make_schedule`][reglight.schedules.make_schedule] builds one by name.
 
 Examples:
     >>> from reglight.schedules import Cosine, Linear, Warmup
@@ -64,16 +67,17 @@ def _progress(t: Any) -> float:
 
 
 class Schedule(ABC):
-    """Base class: a map from progress ``t >= 0`` (epochs or steps) to a float.
+    """Base class: a map from progress `t >= 0` (epochs or steps) to a float.
 
-    Subclasses implement :meth:`compute`; calling the schedule validates ``t`` and returns ``compute(t)``.
+    Subclasses implement [`compute`][reglight.schedules.Schedule.compute]; calling the schedule validates
+    `t` and returns `compute(t)`.
     """
 
     def __call__(self, t: float) -> float:
-        """Return the value at progress ``t``.
+        """Return the value at progress `t`.
 
         Args:
-            t: training progress (epoch or optimizer step), ``t >= 0``.
+            t: training progress (epoch or optimizer step), `t >= 0`.
 
         Returns:
             The scheduled value.
@@ -82,29 +86,29 @@ class Schedule(ABC):
 
     @abstractmethod
     def compute(self, t: float) -> float:
-        """Return the value at progress ``t`` (already validated).
+        """Return the value at progress `t` (already validated).
 
         Args:
-            t: training progress, ``t >= 0``.
+            t: training progress, `t >= 0`.
 
         Returns:
             The scheduled value.
         """
 
     def bounds(self) -> tuple[float, float] | None:
-        """Smallest and largest value the schedule can take, or ``None`` when unknown (a callable).
+        """Smallest and largest value the schedule can take, or `None` when unknown (a callable).
 
         Callbacks use this to reject an out-of-range schedule (a magnitude above 1, a dropout rate of 1, ...)
         when they are built instead of in the middle of training.
 
         Returns:
-            ``(low, high)`` or ``None``.
+            `(low, high)` or `None`.
         """
         return None
 
 
 class Constant(Schedule):
-    """The same value at every ``t``.
+    """The same value at every `t`.
 
     Args:
         value: the value.
@@ -128,7 +132,7 @@ class Constant(Schedule):
 
 
 class _Ramp(Schedule):
-    """Shared parts of the ramps: ``start`` until ``delay``, a shape over ``duration``, then ``end``."""
+    """Shared parts of the ramps: `start` until `delay`, a shape over `duration`, then `end`."""
 
     def __init__(self, start: float, end: float, duration: float, delay: float = 0.0) -> None:
         self.start = _finite("start", start)
@@ -137,7 +141,7 @@ class _Ramp(Schedule):
         self.delay = check_nonnegative("delay", delay)
 
     def fraction(self, t: float) -> float:
-        """Progress through the ramp, clipped to ``[0, 1]``."""
+        """Progress through the ramp, clipped to `[0, 1]`."""
         return min(max((t - self.delay) / self.duration, 0.0), 1.0)
 
     def bounds(self) -> tuple[float, float]:
@@ -151,19 +155,19 @@ class _Ramp(Schedule):
 
 
 class Linear(_Ramp):
-    r"""Linear ramp from ``start`` to ``end``.
+    r"""Linear ramp from `start` to `end`.
 
-    .. math:: v(t) = s + (e - s)\,\mathrm{clip}\big((t - d)/T,\ 0,\ 1\big)
+    $$v(t) = s + (e - s)\,\mathrm{clip}\big((t - d)/T,\ 0,\ 1\big)$$
 
-    with start :math:`s`, end :math:`e`, duration :math:`T` and delay :math:`d`: the value stays at ``start``
-    until ``delay``, ramps over ``duration`` units and stays at ``end`` afterwards (DropBlock's recommended
+    with start $s$, end $e$, duration $T$ and delay $d$: the value stays at `start`
+    until `delay`, ramps over `duration` units and stays at `end` afterwards (DropBlock's recommended
     linear ramp of the drop rate, Ghiasi et al., 2018).
 
     Args:
-        start: value at ``t <= delay``.
-        end: value at ``t >= delay + duration``.
-        duration: length of the ramp in epochs or steps, ``> 0``.
-        delay: progress at which the ramp begins, ``>= 0``.
+        start: value at `t <= delay`.
+        end: value at `t >= delay + duration`.
+        duration: length of the ramp in epochs or steps, `> 0`.
+        delay: progress at which the ramp begins, `>= 0`.
 
     Examples:
         >>> Linear(0.0, 1.0, duration=4, delay=2)(4)
@@ -175,16 +179,18 @@ class Linear(_Ramp):
 
 
 class Cosine(_Ramp):
-    r"""Half-cosine ramp from ``start`` to ``end`` (the shape of SGDR's annealing, Loshchilov & Hutter, 2017).
+    r"""Half-cosine ramp from `start` to `end` (the shape of SGDR's annealing, Loshchilov & Hutter, 2017).
 
-    .. math:: v(t) = e + \tfrac{1}{2}(s - e)\big(1 + \cos(\pi u)\big),\qquad
-        u = \mathrm{clip}\big((t - d)/T,\ 0,\ 1\big)
+    $$v(t) = e + \tfrac{1}{2}(s - e)\big(1 + \cos(\pi u)\big),\qquad
+    u = \mathrm{clip}\big((t - d)/T,\ 0,\ 1\big)$$
+
+    with start $s$, end $e$, duration $T$ and delay $d$.
 
     Args:
-        start: value at ``t <= delay``.
-        end: value at ``t >= delay + duration``.
-        duration: length of the ramp in epochs or steps, ``> 0``.
-        delay: progress at which the ramp begins, ``>= 0``.
+        start: value at `t <= delay`.
+        end: value at `t >= delay + duration`.
+        duration: length of the ramp in epochs or steps, `> 0`.
+        delay: progress at which the ramp begins, `>= 0`.
 
     Examples:
         >>> round(Cosine(1.0, 0.0, duration=10)(5), 6)
@@ -197,9 +203,11 @@ class Cosine(_Ramp):
 
 
 class Step(Schedule):
-    r"""Piecewise-constant schedule: ``values[i]`` once ``t`` has passed ``i`` milestones.
+    r"""Piecewise-constant schedule: `values[i]` once `t` has passed `i` milestones.
 
-    .. math:: v(t) = \mathrm{values}\big[\#\{j : m_j \le t\}\big]
+    $$v(t) = \mathrm{values}\big[\#\{j : m_j \le t\}\big]$$
+
+    with the milestones $m_0 < m_1 < \dots$ (the rule of torch's `MultiStepLR`).
 
     Args:
         values: the values, one more than there are milestones.
@@ -238,14 +246,16 @@ class Step(Schedule):
 
 
 class Warmup(Schedule):
-    r"""Linear warm-up from ``start`` into another schedule, which then runs from its own ``t = 0``.
+    r"""Linear warm-up from `start` into another schedule, which then runs from its own `t = 0`.
 
-    .. math:: v(t) = \begin{cases} s + (f(0) - s)\,t/W & t < W \\ f(t - W) & t \ge W \end{cases}
+    $$v(t) = \begin{cases} s + (f(0) - s)\,t/W & t < W \\ f(t - W) & t \ge W \end{cases}$$
+
+    with the start value $s$, the following schedule $f$ and the warm-up length $W$.
 
     Args:
         schedule: the schedule that follows the warm-up (a number is a constant).
-        duration: warm-up length :math:`W` in epochs or steps, ``> 0``.
-        start: value at ``t = 0``.
+        duration: warm-up length $W$ in epochs or steps, `> 0`.
+        start: value at `t = 0`.
 
     Examples:
         >>> s = Warmup(Linear(1.0, 0.0, duration=4), duration=2)
@@ -279,16 +289,16 @@ class Warmup(Schedule):
 
 
 class Lambda(Schedule):
-    """Any callable ``fn(t) -> float`` used as a schedule.
+    """Any callable `fn(t) -> float` used as a schedule.
 
-    The callable must be deterministic in ``t`` (every DDP rank and a resumed run must compute the same value);
+    The callable must be deterministic in `t` (every DDP rank and a resumed run must compute the same value);
     to pickle the schedule (spawned processes) it must be a module-level function.
 
     Args:
         fn: the callable.
 
     Raises:
-        TypeError: if ``fn`` is not callable, or (when called) returns something that is not a real number.
+        TypeError: if `fn` is not callable, or (when called) returns something that is not a real number.
 
     Examples:
         >>> Lambda(lambda t: 0.5**t)(3)
@@ -318,15 +328,15 @@ class Lambda(Schedule):
 
 
 def early(value: float, cutoff: float, shape: str = "constant") -> Schedule:
-    """Early dropout (Liu et al., 2023, "Dropout Reduces Underfitting"): active only before ``cutoff``.
+    """Early dropout (Liu et al., 2023, "Dropout Reduces Underfitting"): active only before `cutoff`.
 
-    ``shape="constant"`` keeps ``value`` until ``cutoff`` then 0; ``shape="linear"`` decreases it linearly
-    from ``value`` to 0 over ``[0, cutoff]`` (the paper's two early-dropout schedules).
+    `shape="constant"` keeps `value` until `cutoff` then 0; `shape="linear"` decreases it linearly
+    from `value` to 0 over `[0, cutoff]` (the paper's two early-dropout schedules).
 
     Args:
         value: the rate during the early phase.
-        cutoff: progress (epochs or steps) at which the early phase ends, ``> 0``.
-        shape: ``"constant"`` or ``"linear"``.
+        cutoff: progress (epochs or steps) at which the early phase ends, `> 0`.
+        shape: `"constant"` or `"linear"`.
 
     Returns:
         The schedule.
@@ -345,11 +355,11 @@ def early(value: float, cutoff: float, shape: str = "constant") -> Schedule:
 
 
 def late(value: float, cutoff: float) -> Schedule:
-    """Late dropout (Liu et al., 2023): 0 before ``cutoff``, ``value`` afterwards.
+    """Late dropout (Liu et al., 2023): 0 before `cutoff`, `value` afterwards.
 
     Args:
         value: the rate during the late phase.
-        cutoff: progress (epochs or steps) at which the late phase begins, ``> 0``.
+        cutoff: progress (epochs or steps) at which the late phase begins, `> 0`.
 
     Returns:
         The schedule.
@@ -374,14 +384,14 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "early": early,
     "late": late,
 }
-"""Schedule constructors by name, used by :func:`make_schedule`."""
+"""Schedule constructors by name, used by [`make_schedule`][reglight.schedules.make_schedule]."""
 
 
 def make_schedule(name: str, **kwargs: Any) -> Schedule:
-    """Build a schedule by name (``"constant"``, ``"linear"``, ``"cosine"``, ``"step"``, ``"warmup"``, ...).
+    """Build a schedule by name (`"constant"`, `"linear"`, `"cosine"`, `"step"`, `"warmup"`, ...).
 
     Args:
-        name: one of the keys of :data:`SCHEDULES`.
+        name: one of the keys of [`SCHEDULES`][reglight.schedules.SCHEDULES].
         **kwargs: the constructor's arguments.
 
     Returns:
@@ -401,17 +411,18 @@ def make_schedule(name: str, **kwargs: Any) -> Schedule:
 def as_schedule(
     spec: Schedule | float | Callable[[float], float], name: str = "schedule"
 ) -> Schedule:
-    """Turn a number into a :class:`Constant`, a callable into a :class:`Lambda`; pass schedules through.
+    """Turn a number into a [`Constant`][reglight.schedules.Constant], a callable into a [`Lambda`][reglight.schedules.Lambda]; pass schedules through.
 
     Args:
-        spec: a :class:`Schedule`, a number, or a callable ``t -> float``.
+        spec: a [`Schedule`][reglight.schedules.Schedule], a number, or a callable `t -> float`.
         name: the argument name used in error messages.
 
     Returns:
         The schedule.
 
     Raises:
-        TypeError: for anything else (a string, for instance: use :func:`make_schedule` for names).
+        TypeError: for anything else (a string, for instance: use
+            [`make_schedule`][reglight.schedules.make_schedule] for names).
 
     Examples:
         >>> as_schedule(0.5)

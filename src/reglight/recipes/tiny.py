@@ -1,8 +1,10 @@
 """The tiny recipe: an MLP with dropout on synthetic two-moons data.
 
 A smoke test of the whole stack (CLI, Trainer, loggers) that runs in seconds on one CPU:
-``reglight run tiny``. It is also the smallest example of what a recipe is: a LightningModule and a
+`reglight run tiny`. It is also the smallest example of what a recipe is: a LightningModule and a
 LightningDataModule, both built from a YAML config by LightningCLI.
+
+It logs `train/loss`, `val/loss`, `val/acc`, `test/loss` and `test/acc`.
 
 Example:
     >>> import lightning.pytorch as pl
@@ -11,6 +13,8 @@ Example:
     >>> trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
     ...                      enable_model_summary=False, enable_checkpointing=False)
     >>> trainer.fit(model, datamodule=data)
+    >>> sorted(trainer.callback_metrics)
+    ['train/loss', 'val/acc', 'val/loss']
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ __all__ = ["TinyClassifier", "TwoMoonsDataModule", "two_moons"]
 
 
 def two_moons(n: int, noise: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two interleaved half circles in 2-D with Gaussian noise (scikit-learn's ``make_moons`` shape).
+    """Two interleaved half circles in 2-D with Gaussian noise (scikit-learn's `make_moons` shape).
 
     Args:
         n: Number of points (half per class).
@@ -38,7 +42,12 @@ def two_moons(n: int, noise: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, 
         seed: Seed of the generator.
 
     Returns:
-        ``(x, y)``: float32 points of shape ``(n, 2)`` and float32 labels in {0, 1} of shape ``(n,)``.
+        `(x, y)`: float32 points of shape `(n, 2)` and float32 labels in {0, 1} of shape `(n,)`.
+
+    Example:
+        >>> x, y = two_moons(100, noise=0.1)
+        >>> x.shape, y.shape, int(y.sum())
+        (torch.Size([100, 2]), torch.Size([100]), 50)
     """
     g = torch.Generator().manual_seed(seed)
     n0 = n // 2
@@ -53,7 +62,7 @@ def two_moons(n: int, noise: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, 
 
 
 class TwoMoonsDataModule(pl.LightningDataModule):
-    """Train/val/test splits (60/20/20) of :func:`two_moons` data.
+    """Train/val/test splits (60/20/20) of [`two_moons`][reglight.recipes.tiny.two_moons] data.
 
     Args:
         n_samples: Total number of points.
@@ -93,7 +102,7 @@ class TinyClassifier(pl.LightningModule):
 
     Args:
         hidden: Width of the hidden layers.
-        dropout: Dropout probability after each hidden layer.
+        dropout: Drop probability `p` of the [`Dropout`][reglight.nn.Dropout] after each hidden layer.
         lr: Learning rate of Adam.
         weight_decay: Decoupled weight decay of AdamW.
     """
