@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import reglight.nn as rnn
 from reglight.callbacks import PenaltyHook, RegularizationScheduler
-from reglight.callbacks.schedules import (
+from reglight.callbacks.regularization import (
     DropoutRate,
     DropPathRates,
     ModuleAttribute,
@@ -303,11 +303,11 @@ def test_all_three_callbacks_build_from_a_lightning_cli_yaml() -> None:
         init_args:
           interval: step
           knobs:
-            - class_path: reglight.callbacks.schedules.DropoutRate
+            - class_path: reglight.callbacks.regularization.DropoutRate
               init_args:
                 names: head.*
                 schedule: {class_path: reglight.schedules.Linear, init_args: {start: 0.0, end: 0.3, duration: 10}}
-            - class_path: reglight.callbacks.schedules.WeightDecay
+            - class_path: reglight.callbacks.regularization.WeightDecay
               init_args: {schedule: 0.001}
       - class_path: reglight.callbacks.AugmentationScheduler
         init_args:

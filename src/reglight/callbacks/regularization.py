@@ -534,7 +534,7 @@ class RegularizationScheduler(Callback):
 
     Examples:
         >>> from reglight.callbacks import RegularizationScheduler
-        >>> from reglight.callbacks.schedules import DropoutRate, WeightDecay
+        >>> from reglight.callbacks.regularization import DropoutRate, WeightDecay
         >>> from reglight.schedules import Cosine, Linear
         >>> sched = RegularizationScheduler(
         ...     [DropoutRate(Linear(0.0, 0.3, duration=20)), WeightDecay(Cosine(1e-3, 1e-4, duration=50))]
