@@ -257,7 +257,9 @@ def test_several_optimizers(method: str) -> None:
         F.mse_loss(reference(x), y).backward()
         with torch.no_grad():
             for layer, lr in opts:
-                g_w = layer.weight.grad + (lam * layer.weight.sign() if method == "gradient" else 0.0)
+                g_w = layer.weight.grad + (
+                    lam * layer.weight.sign() if method == "gradient" else 0.0
+                )
                 z = layer.weight - lr * g_w
                 if method == "proximal":
                     z = torch.sign(z) * torch.clamp(z.abs() - lr * lam, min=0.0)

@@ -108,7 +108,9 @@ def test_error_names_the_argument_the_value_and_the_available_names() -> None:
     message = str(err.value)
     assert "`include` entry 'encoder.*'" in message
     assert "available names: " + ", ".join(n for n, _ in Net().named_parameters()) in message
-    with pytest.raises(TypeError, match=r"`exclude` entries .* got '' in exclude=\['head\.\*', ''\]"):
+    with pytest.raises(
+        TypeError, match=r"`exclude` entries .* got '' in exclude=\['head\.\*', ''\]"
+    ):
         select_parameters(Net(), exclude=["head.*", ""])
 
 
@@ -132,7 +134,9 @@ def test_modules_and_parameters_share_one_vocabulary() -> None:
     with_eps = select_named_modules(net, where=lambda m: hasattr(m, "eps"))
     assert [n for n, _ in with_eps] == ["norm", "bn"]
     assert [n for n, _ in select_named_modules(net, default=nn.BatchNorm1d)] == ["bn"]
-    with pytest.raises(ValueError, match=r"matches no module with eps in Net.*available names: norm, bn"):
+    with pytest.raises(
+        ValueError, match=r"matches no module with eps in Net.*available names: norm, bn"
+    ):
         select_named_modules(
             net, include="conv", where=lambda m: hasattr(m, "eps"), kind="module with eps"
         )

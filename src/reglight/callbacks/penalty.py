@@ -54,7 +54,8 @@ def _is_log_step(trainer: pl.Trainer) -> bool:
     one optimizer this is the rule by which the Trainer writes step metrics to its loggers (steps
     $n, 2n, \dots$, and the last one when training stops).
     """
-    n = int(getattr(trainer, "log_every_n_steps", 50))  # a Trainer argument, set outside its __init__
+    # a Trainer argument that the Trainer stores outside its __init__ (so type checkers miss it)
+    n = int(getattr(trainer, "log_every_n_steps", 50))
     return n > 0 and (trainer.global_step % n == 0 or trainer.should_stop)
 
 
