@@ -67,7 +67,7 @@ class AugmentationScheduler(Callback):
         TypeError: for a schedule that is not a number, a `Schedule` or a callable, or a `transforms` entry
             that is not a `ScheduledTransform`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.transforms import v2
         >>> from reglight.schedules import Linear

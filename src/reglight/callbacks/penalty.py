@@ -67,7 +67,7 @@ class PenaltyHook(Callback):
     projections; biases, norms and embeddings excluded). `include`/`exclude` use the library's one selector
     vocabulary: a glob on qualified **parameter** names (`"encoder.*.weight"`), an `nn.Module` subclass, or a
     class name / import path (`"Linear"`, `"torch.nn.Linear"`); see
-    [`reglight.penalties.selection`][reglight.penalties.selection]. Each optimizer step touches only the
+    `reglight.penalties.selection`. Each optimizer step touches only the
     penalized parameters that belong to the optimizer being stepped, so several optimizers and parameter
     groups (with their own learning rates) work. `penalty.strength` is read at every step, so a schedule
     may change it during training; it is saved in the callback's `state_dict` and restored when training
@@ -104,7 +104,7 @@ class PenaltyHook(Callback):
         TypeError: if `penalty` is not a [`Penalty`][reglight.penalties.Penalty] or an
             `include`/`exclude` entry is not a pattern.
 
-    Example:
+    Examples:
         >>> from reglight.penalties import L1
         >>> hook = PenaltyHook(L1(1e-3), method="proximal", exclude="head.*")
         >>> hook.penalty.strength = 5e-3  # e.g. from a schedule, between steps

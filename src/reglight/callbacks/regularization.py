@@ -163,7 +163,7 @@ class ModuleAttribute(Knob):
         ValueError: for an empty `attribute`, or a schedule outside `[low, high]`.
         TypeError: if an `include`/`exclude` entry is not a pattern.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> knob = ModuleAttribute(0.25, "p", include="head.*")
         >>> model = nn.Sequential()
@@ -268,7 +268,7 @@ class DropoutRate(ModuleAttribute):
         exclude: which layers to leave out.
         name: key under which the rate is logged.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> from reglight.schedules import Linear
         >>> knob = DropoutRate(Linear(0.0, 0.3, duration=10), include=nn.Dropout)
@@ -312,7 +312,7 @@ class DropPathRates(DropoutRate):
         exclude: which layers to leave out.
         name: key under which $p_{\max}$ is logged.
 
-    Example:
+    Examples:
         >>> from reglight.nn import DropPath
         >>> from torch import nn
         >>> model = nn.Sequential(*[DropPath(0.0) for _ in range(4)])
@@ -360,7 +360,7 @@ class PenaltyStrength(Knob):
     Raises:
         ValueError: if `index` is negative or the schedule takes negative values.
 
-    Example:
+    Examples:
         >>> knob = PenaltyStrength(0.01, index=0)
         >>> knob.value(3)
         0.01
@@ -424,7 +424,7 @@ class WeightDecay(Knob):
     Raises:
         ValueError: for a negative index or a schedule that takes negative values.
 
-    Example:
+    Examples:
         >>> from reglight.schedules import Cosine
         >>> knob = WeightDecay(Cosine(5e-4, 5e-5, duration=100))
         >>> knob.value(0)
@@ -522,7 +522,7 @@ class RegularizationScheduler(Callback):
         ValueError: for an unknown `interval`, no knobs, or two knobs with the same name.
         TypeError: if a knob is not a [`Knob`][reglight.callbacks.Knob].
 
-    Example:
+    Examples:
         >>> from reglight.callbacks import DropoutRate, RegularizationScheduler, WeightDecay
         >>> from reglight.schedules import Cosine, Linear
         >>> sched = RegularizationScheduler(
@@ -590,7 +590,7 @@ class RegularizationScheduler(Callback):
         Returns:
             The scheduler.
 
-        Example:
+        Examples:
             >>> s = RegularizationScheduler.early_dropout(0.1, cutoff=50)
             >>> tuple(s.knobs[0].value(t) for t in (0, 49, 50))
             (0.1, 0.1, 0.0)
@@ -623,7 +623,7 @@ class RegularizationScheduler(Callback):
         Returns:
             The scheduler.
 
-        Example:
+        Examples:
             >>> s = RegularizationScheduler.late_dropout(0.2, cutoff=10)
             >>> tuple(s.knobs[0].value(t) for t in (0, 9, 10))
             (0.0, 0.0, 0.2)
@@ -653,7 +653,7 @@ class RegularizationScheduler(Callback):
         Returns:
             The scheduler.
 
-        Example:
+        Examples:
             >>> s = RegularizationScheduler.drop_block_ramp(0.1, duration=1000)
             >>> s.knobs[0].value(500)
             0.05

@@ -89,7 +89,7 @@ def normalize_patterns(
     Raises:
         TypeError: if a pattern is neither a non-empty string nor an `nn.Module` subclass.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> normalize_patterns("include", ["head.*", "torch.nn.Linear", nn.Conv2d])
         ('head.*', <class 'torch.nn.modules.linear.Linear'>, <class 'torch.nn.modules.conv.Conv2d'>)
@@ -128,7 +128,7 @@ def pattern_matches(pattern: Pattern, name: str, cls: type | None) -> str | None
         `"name"` when a string pattern matches `name` as a glob, `"type"` when the pattern matches `cls`
         (a class, or a class name / import path without glob characters), else `None`.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> pattern_matches("head.*", "head.weight", nn.Linear), pattern_matches("Linear", "0", nn.Linear)
         ('name', 'type')
@@ -228,7 +228,7 @@ def select_named_parameters(
         ValueError: if an `include` entry matches no parameter (the message lists the parameter names).
         TypeError: if an entry is not a pattern.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
         >>> [name for name, _ in select_named_parameters(model)]
@@ -257,7 +257,7 @@ def select_parameters(
     """The parameters of `model` a penalty applies to.
 
     By default: the weights of `Linear`/`Bilinear`, convolution and `MultiheadAttention` modules
-    ([`DEFAULT_PENALIZED_TYPES`][reglight.penalties.DEFAULT_PENALIZED_TYPES]); biases, normalization
+    (`DEFAULT_PENALIZED_TYPES`); biases, normalization
     parameters and embeddings are not penalized. `include` replaces that default; each entry is
 
     - a glob on qualified parameter names (`"encoder.*.weight"`; `*` also matches dots), or
@@ -266,7 +266,7 @@ def select_parameters(
 
     An `include` entry that matches nothing is an error, not a silent no-op. `exclude` entries (the same
     patterns; a class removes every parameter its modules own) are removed afterwards. The vocabulary is
-    the one of every selector in the library (see [`reglight.penalties.selection`][reglight.penalties.selection]).
+    the one of every selector in the library (module `reglight.penalties.selection`).
 
     Args:
         model: the model.
@@ -280,7 +280,7 @@ def select_parameters(
         ValueError: if an `include` entry matches no parameter (the message lists the parameter names).
         TypeError: if an entry is not a pattern.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
         >>> [p.shape for p in select_parameters(model, exclude="2.*")]
@@ -322,7 +322,7 @@ def select_named_modules(
             or every module name when there is no candidate).
         TypeError: if an entry is not a pattern.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1), nn.Sequential(nn.Dropout(0.2)))
         >>> [n for n, _ in select_named_modules(model, include=nn.Dropout, exclude="2.*")]

@@ -110,7 +110,7 @@ def check_torchvision_internals() -> None:
     Raises:
         RuntimeError: naming what changed.
 
-    Example:
+    Examples:
         >>> check_torchvision_internals()  # silent with a supported torchvision
     """
     space = augmentation_space(v2.TrivialAugmentWide)

@@ -35,7 +35,7 @@ class MagnitudeRule:
     Both must be module-level functions (or instances of module-level classes) so that the wrapper pickles
     for spawned DataLoader workers.
 
-    Example:
+    Examples:
         >>> from torchvision.transforms import v2
         >>> rule = MAGNITUDE_RULES[v2.RandomRotation]
         >>> t = v2.RandomRotation(30.0)
@@ -237,7 +237,7 @@ def register_magnitude_rule(transform_type: type, capture: Capture, apply: Apply
     Raises:
         TypeError: if `transform_type` is not a class or the functions are not callable.
 
-    Example:
+    Examples:
         >>> from reglight.transforms import ScheduledTransform
         >>> from torchvision.transforms import v2
         >>> def capture(t):
@@ -267,7 +267,7 @@ def rule_for(t: Any) -> MagnitudeRule | None:
     Returns:
         The rule, or `None` when a magnitude cannot set this transform (containers, conversions, ...).
 
-    Example:
+    Examples:
         >>> from torchvision.transforms import v2
         >>> rule_for(v2.RandomHorizontalFlip()) is not None, rule_for(v2.ToImage()) is None
         (True, True)

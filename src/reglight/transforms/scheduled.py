@@ -84,7 +84,7 @@ def scheduled_transforms(group: str) -> list[ScheduledTransform]:
     Returns:
         The wrappers (those created here and the unpickled copies of spawned processes), in no fixed order.
 
-    Example:
+    Examples:
         >>> from torchvision.transforms import v2
         >>> aug = ScheduledTransform(v2.RandomHorizontalFlip(), group="doc-live")
         >>> scheduled_transforms("doc-live") == [aug]
@@ -103,7 +103,7 @@ def set_group_values(group: str, values: Mapping[str, float]) -> None:
     Raises:
         ValueError: for an unknown key or a value outside $[0, 1]$.
 
-    Example:
+    Examples:
         >>> from torchvision.transforms import v2
         >>> set_group_values("doc-group", {"apply_prob": 0.25})
         >>> ScheduledTransform(v2.RandomHorizontalFlip(), group="doc-group").apply_prob
@@ -163,7 +163,7 @@ class ScheduledTransform(nn.Module):
         ValueError: if `magnitude` or `apply_prob` is outside $[0, 1]$, or `group` is empty.
         TypeError: if `transform` is not callable.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torchvision.transforms import v2
         >>> aug = ScheduledTransform(v2.RandomAffine(degrees=30, translate=(0.1, 0.1)), magnitude=0.5)
