@@ -156,6 +156,28 @@ def test_resume_continues_the_schedule_in_persistent_workers(tmp_path: Path) -> 
     _check_epochs(resumed, range(2, 4), lambda e: e / 3, lambda e: 1.0, 2)
 
 
+def test_saved_progress_is_where_lightning_resumes(tmp_path: Path) -> None:
+    """The reference is Lightning's own count of processed epochs, from which `fit` resumes."""
+    seen: list[tuple[int, int]] = []
+
+    class Probe(
+        ModelCheckpoint
+    ):  # runs after the scheduler's on_train_epoch_end, like checkpointing
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            progress = trainer.fit_loop.epoch_progress.current.processed
+            seen.append((sched.state_dict()["progress"], progress))
+
+    sched = AugmentationScheduler(magnitude=Linear(0.0, 1.0, duration=3), group="progress")
+    trainer = Trainer(
+        max_epochs=2,
+        callbacks=[sched, Probe(dirpath=tmp_path)],
+        **{**QUIET, "enable_checkpointing": True},
+    )
+    trainer.fit(Collect(), _loader(Recording("progress"), 0, False, None))
+    assert seen == [(1, 1), (2, 2)]
+    assert sched.state_dict()["progress"] == trainer.fit_loop.epoch_progress.current.processed == 2
+
+
 class BuildsItsOwnData(Collect):
     """Creates the dataset (and its ScheduledTransform) only when Lightning asks for the dataloader."""
 
