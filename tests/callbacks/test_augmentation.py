@@ -1,10 +1,8 @@
-"""reglight.callbacks.AugmentationScheduler / ScheduledTransform: workers, resume, batches, rules."""
+"""reglight.callbacks.AugmentationScheduler: every DataLoader worker, resume, the device-side batch path."""
 
 from __future__ import annotations
 
-import math
 import os
-import pickle
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision.transforms import v2
 
-from reglight.callbacks import AugmentationScheduler, ScheduledTransform
+from reglight.callbacks import AugmentationScheduler
 from reglight.schedules import Lambda, Linear
+from reglight.transforms import ScheduledTransform
 
 QUIET = dict(
     accelerator="cpu",
@@ -33,7 +32,7 @@ DEGREES = 40.0
 class Recording(Dataset):
     """Applies the scheduled augmentation and returns, with the image, what the process saw.
 
-    ``seen = [magnitude, p, affine max degrees, worker id, pid, image changed]``.
+    `seen = [magnitude, apply_prob, affine max degrees, worker id, pid, image changed]`.
     """
 
     def __init__(self, group: str, n: int = 8) -> None:
@@ -53,7 +52,7 @@ class Recording(Dataset):
         affine = self.aug.transform.transforms[0]
         seen = [
             self.aug.magnitude,
-            self.aug.p,
+            self.aug.apply_prob,
             affine.degrees[1],
             -1 if info is None else info.id,
             os.getpid(),
@@ -124,7 +123,9 @@ def test_every_worker_applies_the_scheduled_strength(
     ds = Recording(group)
     model = Collect()
     sched = AugmentationScheduler(
-        magnitude=Linear(0.0, 1.0, duration=2), p=Linear(1.0, 0.5, duration=2), group=group
+        magnitude=Linear(0.0, 1.0, duration=2),
+        apply_prob=Linear(1.0, 0.5, duration=2),
+        group=group,
     )
     trainer = Trainer(max_epochs=3, callbacks=[sched], **QUIET)
     trainer.fit(model, _loader(ds, workers, persistent, context))
@@ -155,6 +156,28 @@ def test_resume_continues_the_schedule_in_persistent_workers(tmp_path: Path) -> 
     _check_epochs(resumed, range(2, 4), lambda e: e / 3, lambda e: 1.0, 2)
 
 
+def test_saved_progress_is_where_lightning_resumes(tmp_path: Path) -> None:
+    """The reference is Lightning's own count of processed epochs, from which `fit` resumes."""
+    seen: list[tuple[int, int]] = []
+
+    class Probe(
+        ModelCheckpoint
+    ):  # runs after the scheduler's on_train_epoch_end, like checkpointing
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            progress = trainer.fit_loop.epoch_progress.current.processed
+            seen.append((sched.state_dict()["progress"], progress))
+
+    sched = AugmentationScheduler(magnitude=Linear(0.0, 1.0, duration=3), group="progress")
+    trainer = Trainer(
+        max_epochs=2,
+        callbacks=[sched, Probe(dirpath=tmp_path)],
+        **{**QUIET, "enable_checkpointing": True},
+    )
+    trainer.fit(Collect(), _loader(Recording("progress"), 0, False, None))
+    assert seen == [(1, 1), (2, 2)]
+    assert sched.state_dict()["progress"] == trainer.fit_loop.epoch_progress.current.processed == 2
+
+
 class BuildsItsOwnData(Collect):
     """Creates the dataset (and its ScheduledTransform) only when Lightning asks for the dataloader."""
 
@@ -166,7 +189,7 @@ def test_wrapper_created_late_and_two_schedulers_sharing_a_group(tmp_path: Path)
     model = BuildsItsOwnData()
     callbacks = [
         AugmentationScheduler(magnitude=Linear(0.0, 1.0, duration=2), group="late"),
-        AugmentationScheduler(p=Linear(1.0, 0.5, duration=2), group="late"),
+        AugmentationScheduler(apply_prob=Linear(1.0, 0.5, duration=2), group="late"),
         ModelCheckpoint(dirpath=tmp_path, save_last=True),
     ]
     assert callbacks[0].state_key != callbacks[1].state_key
@@ -178,7 +201,7 @@ def test_wrapper_created_late_and_two_schedulers_sharing_a_group(tmp_path: Path)
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]
     assert {tuple(v["values"]) for k, v in saved.items() if "AugmentationScheduler" in k} == {
         ("magnitude",),
-        ("p",),
+        ("apply_prob",),
     }
 
 
@@ -231,130 +254,16 @@ def test_batch_path_sees_the_value_of_each_step() -> None:
     assert trainer.callback_metrics["aug/magnitude"].item() == pytest.approx(1.0)  # min(7 / 6, 1)
 
 
-def test_batched_per_sample_and_shared_parameters() -> None:
-    x = torch.rand(1, 1, 9, 9).expand(6, 1, 9, 9).contiguous()  # six copies of one image
-    shared = ScheduledTransform(v2.RandomRotation(90.0), batched=True, per_sample=False)
-    out = shared(x)
-    assert all(torch.equal(out[0], out[i]) for i in range(6))  # one draw for the batch
-    own = ScheduledTransform(v2.RandomRotation(90.0), batched=True, per_sample=True)
-    out = own(x)
-    assert not all(torch.equal(out[0], out[i]) for i in range(6))  # a draw per sample
-    half = ScheduledTransform(v2.RandomErasing(p=1.0, value=7.0), p=0.5, batched=True)
-    torch.manual_seed(1)
-    drawn = torch.rand(6) < 0.5  # the wrapper draws its mask first, from the CPU generator
-    torch.manual_seed(1)
-    out = half(x)
-    unchanged = torch.tensor([torch.equal(out[i], x[i]) for i in range(6)])
-    assert torch.equal(unchanged, ~drawn) and 0 < int(drawn.sum()) < 6
-
-
-# ---------------------------------------------------------------- ScheduledTransform alone
-def test_magnitude_rules_of_torchvision_transforms() -> None:
-    aug = ScheduledTransform(
-        v2.Compose(
-            [
-                v2.RandAugment(magnitude=20),
-                v2.RandomApply([v2.RandomRotation(30.0)], p=0.7),
-                v2.ColorJitter(brightness=0.4, hue=0.2),
-                v2.RandomResizedCrop(32, scale=(0.2, 1.0), ratio=(0.5, 2.0)),
-                v2.RandomPerspective(distortion_scale=0.6, p=1.0),
-                v2.RandomHorizontalFlip(p=0.5),
-                v2.GaussianBlur(3, sigma=(0.5, 2.0)),
-                v2.GaussianNoise(sigma=0.2),
-                v2.ElasticTransform(alpha=40.0, sigma=2.0),
-            ]
-        ),
-        magnitude=0.5,
-    )
-    rand, rot, jitter, crop, persp, flip, blur, noise, elastic = (
-        aug.transform.transforms[0],
-        aug.transform.transforms[1].transforms[0],
-        *aug.transform.transforms[2:],
-    )
-    assert rand.magnitude == 10
-    assert rot.degrees == pytest.approx([-15.0, 15.0])
-    assert aug.transform.transforms[1].p == 0.7  # a container's own p is not a strength
-    assert jitter.brightness == pytest.approx((0.8, 1.2)) and jitter.hue == pytest.approx(
-        (-0.1, 0.1)
-    )
-    assert jitter.contrast is None
-    assert crop.scale == pytest.approx([0.6, 1.0])
-    assert crop.ratio == pytest.approx([0.5**0.5, 2.0**0.5])
-    assert torch.allclose(crop._log_ratio, torch.log(torch.tensor(crop.ratio)))
-    assert persp.distortion_scale == pytest.approx(0.3) and persp.p == 1.0
-    assert flip.p == pytest.approx(0.25)
-    assert blur.sigma == pytest.approx([0.25, 1.0]) and noise.sigma == pytest.approx(0.1)
-    assert elastic.alpha == pytest.approx([20.0, 20.0])
-    aug.magnitude = 1.0
-    aug(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
-    assert rand.magnitude == 20 and rot.degrees == pytest.approx(
-        [-30.0, 30.0]
-    )  # back to as configured
-    assert crop.scale == pytest.approx([0.2, 1.0])
-
-
-def test_trivial_augment_samples_the_first_fraction_of_each_range() -> None:
-    aug = ScheduledTransform(v2.TrivialAugmentWide(), magnitude=0.5)
-    space = aug.transform._AUGMENTATION_SPACE
-    reference = v2.TrivialAugmentWide._AUGMENTATION_SPACE
-    assert torch.allclose(space["Rotate"][0](31, 8, 8), torch.linspace(0.0, 67.5, 31))
-    assert space["Rotate"][1] is True and space["Identity"][0](31, 8, 8) is None
-    aug.magnitude = 0.0
-    aug(torch.zeros(3, 8, 8, dtype=torch.uint8))
-    assert (
-        aug.transform._AUGMENTATION_SPACE["Posterize"][0](31, 8, 8) == 8
-    ).all()  # 8 bits: no change
-    assert (aug.transform._AUGMENTATION_SPACE["ShearX"][0](31, 8, 8) == 0).all()
-    aug.magnitude = 1.0
-    aug(torch.zeros(3, 8, 8, dtype=torch.uint8))
-    assert aug.transform._AUGMENTATION_SPACE is reference  # the class's own space again
-    pickle.loads(pickle.dumps(ScheduledTransform(v2.TrivialAugmentWide(), magnitude=0.3)))
-
-
-def test_probability_is_the_fraction_of_augmented_samples() -> None:
-    aug = ScheduledTransform(v2.RandomErasing(p=1.0, value=7.0), p=0.3)
-    x = torch.zeros(1, 4, 4)
-    hits = sum(bool((aug(x) == 7.0).any()) for _ in range(2000))
-    assert abs(hits / 2000 - 0.3) < 4 * math.sqrt(0.3 * 0.7 / 2000)
-
-
-def test_eval_mode_is_the_identity_and_custom_magnitude_property() -> None:
-    class Strength:
-        def __init__(self) -> None:
-            self._m = 1.0
-
-        @property
-        def magnitude(self) -> float:
-            return self._m
-
-        @magnitude.setter
-        def magnitude(self, value: float) -> None:
-            self._m = value
-
-        def __call__(self, x):
-            return x + self._m
-
-    aug = ScheduledTransform(Strength(), magnitude=0.25)
-    assert aug.transform.magnitude == 0.25 and torch.equal(
-        aug(torch.zeros(2)), torch.full((2,), 0.25)
-    )
-    aug.eval()
-    assert torch.equal(aug(torch.zeros(2)), torch.zeros(2))
-
-
 # ---------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     ("build", "error", "match"),
     [
-        (lambda: ScheduledTransform(v2.RandomErasing(), magnitude=1.5), ValueError, "magnitude"),
-        (lambda: ScheduledTransform(v2.RandomErasing(), p=-0.1), ValueError, "`p`"),
-        (lambda: ScheduledTransform("erase"), TypeError, "callable"),
         (
             lambda: AugmentationScheduler(magnitude=Linear(0.0, 1.5, duration=3)),
             ValueError,
             r"\[0, 1\]",
         ),
-        (lambda: AugmentationScheduler(p=-0.2), ValueError, r"\[0, 1\]"),
+        (lambda: AugmentationScheduler(apply_prob=-0.2), ValueError, r"`apply_prob`.*\[0, 1\]"),
         (lambda: AugmentationScheduler(), ValueError, "neither"),
         (lambda: AugmentationScheduler(magnitude="cosine"), TypeError, "make_schedule"),
         (lambda: AugmentationScheduler(magnitude=0.5, interval="sample"), ValueError, "interval"),
@@ -381,5 +290,5 @@ def test_runtime_errors_and_warnings() -> None:
         Trainer(max_epochs=1, callbacks=[sched], **QUIET).fit(BatchAugmented(), data)
     del unsupported
     with pytest.warns(RuntimeWarning, match="found no ScheduledTransform in group 'nobody'"):
-        sched = AugmentationScheduler(p=0.5, group="nobody")
+        sched = AugmentationScheduler(apply_prob=0.5, group="nobody")
         Trainer(max_epochs=1, callbacks=[sched], **QUIET).fit(BatchAugmented(), data)

@@ -52,8 +52,8 @@ def main(out, devices):
     y = x[:, :2].sum(1, keepdim=True) + 0.1 * torch.randn(64, 1, generator=g)
     model = Net(TensorDataset(x, y), global_batch=16)
     hooks = [
-        PenaltyHook(L1(0.02), mode="gradient", include="net.0.weight", name="l1"),
-        PenaltyHook(ElasticNet(1.0, 0.9), mode="proximal", include="net.2.weight", name="enet"),
+        PenaltyHook(L1(0.02), method="gradient", include="net.0.weight", name="l1"),
+        PenaltyHook(ElasticNet(1.0, 0.9), method="proximal", include="net.2.weight", name="enet"),
     ]
     trainer = pl.Trainer(
         accelerator="cpu",

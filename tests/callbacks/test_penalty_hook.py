@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 from typing import Any
 
 import lightning.pytorch as pl
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import CSVLogger
 from sklearn.linear_model import Lasso
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -84,7 +86,7 @@ def _regression_data(n: int = 64, batch_size: int = 8) -> DataLoader:
     ],
     ids=["plain", "accumulate4-clip", "bf16-clip"],
 )
-def test_gradient_mode_equals_penalty_in_loss(trainer_kwargs: dict[str, Any]) -> None:
+def test_gradient_method_equals_penalty_in_loss(trainer_kwargs: dict[str, Any]) -> None:
     # bf16 autocast rounds the forward pass: keep the weights fixed (lr=0) so both runs see the
     # same bf16 weights and only the gradient is compared
     lr = 0.0 if "precision" in trainer_kwargs else 0.05
@@ -153,7 +155,7 @@ def test_proximal_sgd_is_ista_step_for_step_and_converges_to_sklearn_lasso() -> 
     lam, lr, steps = 0.1, 0.4, 150
     model = LeastSquares(8, "sgd", lr)
     w, b = model.linear.weight.detach()[0].clone(), model.linear.bias.detach().clone()
-    hook = PenaltyHook(L1(lam), mode="proximal")
+    hook = PenaltyHook(L1(lam), method="proximal")
     _trainer(max_epochs=steps, callbacks=[hook]).fit(
         model, DataLoader(TensorDataset(x, y), batch_size=len(x))
     )
@@ -184,7 +186,7 @@ def test_proximal_adam_uses_per_coordinate_steps() -> None:
     model = LeastSquares(8, "adam", lr)
     w = model.linear.weight.detach()[0].double().clone()
     b = model.linear.bias.detach().double().clone()
-    _trainer(max_epochs=steps, callbacks=[PenaltyHook(L1(lam), mode="proximal")]).fit(
+    _trainer(max_epochs=steps, callbacks=[PenaltyHook(L1(lam), method="proximal")]).fit(
         model, DataLoader(TensorDataset(x, y), batch_size=len(x))
     )
     xd, yd, n = x.double(), y.double(), len(x)
@@ -240,12 +242,12 @@ class TwoOptimizers(pl.LightningModule):
         ]
 
 
-@pytest.mark.parametrize("mode", ["gradient", "proximal"])
-def test_several_optimizers(mode: str) -> None:
+@pytest.mark.parametrize("method", ["gradient", "proximal"])
+def test_several_optimizers(method: str) -> None:
     model = TwoOptimizers()
     reference = copy.deepcopy(model)
     lam = 0.05
-    _trainer(max_epochs=1, callbacks=[PenaltyHook(L1(lam), mode=mode)]).fit(
+    _trainer(max_epochs=1, callbacks=[PenaltyHook(L1(lam), method=method)]).fit(
         model, _regression_data()
     )
     opts = [(reference.a, 0.1), (reference.b, 0.02)]
@@ -255,9 +257,11 @@ def test_several_optimizers(mode: str) -> None:
         F.mse_loss(reference(x), y).backward()
         with torch.no_grad():
             for layer, lr in opts:
-                g_w = layer.weight.grad + (lam * layer.weight.sign() if mode == "gradient" else 0.0)
+                g_w = layer.weight.grad + (
+                    lam * layer.weight.sign() if method == "gradient" else 0.0
+                )
                 z = layer.weight - lr * g_w
-                if mode == "proximal":
+                if method == "proximal":
                     z = torch.sign(z) * torch.clamp(z.abs() - lr * lam, min=0.0)
                 layer.weight.copy_(z)
                 layer.bias -= lr * layer.bias.grad
@@ -278,7 +282,7 @@ class StrengthAt(pl.Callback):
 
 def test_strength_change_is_used_and_resume_restores_it(tmp_path: Any) -> None:
     def hook() -> PenaltyHook:
-        return PenaltyHook(ElasticNet(0.01, 0.7), mode="proximal")
+        return PenaltyHook(ElasticNet(0.01, 0.7), method="proximal")
 
     full_hook = hook()
     full = Regressor()
@@ -308,7 +312,7 @@ def test_strength_change_is_used_and_resume_restores_it(tmp_path: Any) -> None:
     assert not torch.allclose(unrestored.net[0].weight, full.net[0].weight)
 
 
-def test_logging_at_log_interval_only() -> None:
+def test_logging_at_log_interval_only(tmp_path: Any) -> None:
     class Counting(GroupLasso):
         calls = 0
 
@@ -317,10 +321,15 @@ def test_logging_at_log_interval_only() -> None:
             return super().value(params)
 
     model = Regressor(lr=0.2)
-    hook = PenaltyHook(Counting(0.3), mode="proximal", include="net.0.weight")
-    trainer = _trainer(max_epochs=3, log_every_n_steps=4, callbacks=[hook])
+    hook = PenaltyHook(Counting(0.3), method="proximal", include="net.0.weight")
+    logger = CSVLogger(tmp_path, name="", version="")
+    trainer = _trainer(max_epochs=3, log_every_n_steps=4, callbacks=[hook], logger=logger)
     trainer.fit(model, _regression_data())  # 24 steps
     assert Counting.calls == 6  # steps 4, 8, ..., 24
+    # every value computed is one the Trainer writes to its logger (Lightning's own log-step rule)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("penalty/value")]
+    assert [int(r["step"]) for r in rows] == [3, 7, 11, 15, 19, 23]
     metrics = trainer.callback_metrics
     w = model.net[0].weight.detach()
     torch.testing.assert_close(metrics["penalty/value"], hook.penalty.value([w]))
@@ -332,7 +341,7 @@ def test_logging_at_log_interval_only() -> None:
 
 
 @pytest.mark.usefixtures("needs_torch_compile")
-def test_fused_gradient_mode_equals_penalty_in_loss() -> None:
+def test_fused_gradient_method_equals_penalty_in_loss() -> None:
     hooked = Regressor()
     hook = PenaltyHook(ElasticNet(0.05, 0.5), fused=True)
     _trainer(max_epochs=2, callbacks=[hook]).fit(hooked, _regression_data())
@@ -347,17 +356,17 @@ def test_fused_gradient_mode_equals_penalty_in_loss() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(
-        ValueError, match="`mode` must be one of 'gradient', 'proximal', got 'prox'"
+        ValueError, match="`method` must be one of 'gradient', 'proximal', got 'prox'"
     ):
-        PenaltyHook(L1(0.1), mode="prox")
+        PenaltyHook(L1(0.1), method="prox")
     with pytest.raises(TypeError, match="`penalty`"):
         PenaltyHook(0.1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="`include`"):
         PenaltyHook(L1(0.1), include=[1.0])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="`name`"):
         PenaltyHook(L1(0.1), name="")
-    with pytest.raises(ValueError, match="`fused=True` needs mode='gradient'"):
-        PenaltyHook(L1(0.1), mode="proximal", fused=True)
+    with pytest.raises(ValueError, match="`fused=True` needs method='gradient'"):
+        PenaltyHook(L1(0.1), method="proximal", fused=True)
     with pytest.raises(ValueError, match="GroupLasso"):
         PenaltyHook(GroupLasso(0.1), fused=True)
     with pytest.raises(ValueError, match=r"`include` entry 'encoder\.\*' matches no parameter"):

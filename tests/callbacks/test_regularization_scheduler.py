@@ -13,12 +13,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import reglight.nn as rnn
-from reglight.callbacks import PenaltyHook, RegularizationScheduler
-from reglight.callbacks.schedules import (
+from reglight.callbacks import (
     DropoutRate,
     DropPathRates,
     ModuleAttribute,
+    PenaltyHook,
     PenaltyStrength,
+    RegularizationScheduler,
     WeightDecay,
 )
 from reglight.penalties import L2
@@ -110,17 +111,36 @@ def test_selects_all_dropout_family_but_not_droppath() -> None:
     assert names == ["enc.1", "enc.2", "head.drop", "head.block"]
 
 
-def test_selects_by_type_and_by_glob() -> None:
+def _by_isinstance(tree: nn.Module, *types: type) -> list[str]:
+    """The reference: module names in registration order, by isinstance."""
+    return [n for n, m in tree.named_modules() if isinstance(m, types)]
+
+
+def test_selects_by_type_class_name_import_path_and_glob() -> None:
     tree = _model_tree()
-    assert [n for n, _ in DropoutRate(0.1, types="DropBlock2d").select(tree)] == ["head.block"]
-    assert [n for n, _ in DropoutRate(0.1, types=nn.Dropout2d).select(tree)] == ["enc.2"]
-    assert [n for n, _ in DropoutRate(0.1, names="head.*").select(tree)] == [
+    block = _by_isinstance(tree, rnn.DropBlock2d)
+    assert [n for n, _ in DropoutRate(0.1, include="DropBlock2d").select(tree)] == block
+    assert [n for n, _ in DropoutRate(0.1, include=rnn.DropBlock2d).select(tree)] == block
+    assert [n for n, _ in DropoutRate(0.1, include="reglight.nn.DropBlock2d").select(tree)] == block
+    dropout2d = _by_isinstance(tree, nn.Dropout2d)
+    assert [n for n, _ in DropoutRate(0.1, include=nn.Dropout2d).select(tree)] == dropout2d
+    assert [n for n, _ in DropoutRate(0.1, include="torch.nn.Dropout2d").select(tree)] == dropout2d
+    # globs match qualified module names; modules without a rate (head.out) are not candidates
+    assert [n for n, _ in DropoutRate(0.1, include="head.*").select(tree)] == [
         "head.drop",
         "head.block",
     ]
-    both = DropoutRate(0.1, names=["enc.*", "head.*"], types=[rnn.Dropout, "Dropout2d"])
+    # include is a union; exclude removes afterwards (by glob or by class)
+    both = DropoutRate(0.1, include=["enc.*", "head.*"], exclude=[nn.Dropout, "DropBlock2d"])
     assert [n for n, _ in both.select(tree)] == ["enc.2", "head.drop"]
-    assert [n for n, _ in DropPathRates(0.1).select(tree)] == [f"blocks.{i}" for i in range(4)]
+    assert [n for n, _ in DropoutRate(0.1, exclude="enc.*").select(tree)] == [
+        "head.drop",
+        "head.block",
+    ]
+    assert [n for n, _ in DropPathRates(0.1).select(tree)] == _by_isinstance(tree, rnn.DropPath)
+    assert [n for n, _ in DropPathRates(0.1, exclude="blocks.0").select(tree)] == [
+        f"blocks.{i}" for i in range(1, 4)
+    ]
 
 
 def test_timm_style_drop_prob_attribute() -> None:
@@ -147,7 +167,7 @@ def test_values_follow_schedules_each_epoch() -> None:
             DropPathRates(Linear(0.0, 0.2, duration=2)),
             WeightDecay(Cosine(1e-2, 1e-3, duration=3)),
             PenaltyStrength(Step([0.0, 0.1], milestones=[2])),
-            ModuleAttribute(Linear(1.0, 3.0, duration=3), "block_size", types="DropBlock2d"),
+            ModuleAttribute(Linear(1.0, 3.0, duration=3), "block_size", include="DropBlock2d"),
         ]
     )
     trainer = _fit(model, [hook, sched], max_epochs=4)
@@ -236,9 +256,15 @@ def test_early_and_late_dropout_presets() -> None:
 
 # ---------------------------------------------------------------- errors
 def test_glob_matching_nothing_is_an_error_listing_candidates() -> None:
-    sched = RegularizationScheduler([DropoutRate(0.1, names="decoder.*")])
-    with pytest.raises(ValueError, match=r"'decoder\.\*'.*matches no module.*enc\.1"):
+    sched = RegularizationScheduler([DropoutRate(0.1, include="decoder.*")])
+    with pytest.raises(
+        ValueError,
+        match=r"DropoutRate 'dropout': `include` entry 'decoder\.\*' matches no module with "
+        r"attribute `p` in Recorder.*available names: tree\.enc\.1, tree\.enc\.2, tree\.head\.drop",
+    ):
         _fit(Recorder(), [sched], max_epochs=1)
+    with pytest.raises(ValueError, match=r"`include` entry 'GRU' matches no module"):
+        DropoutRate(0.1, include=nn.GRU).select(_model_tree())
 
 
 def test_missing_targets_are_errors() -> None:
@@ -282,7 +308,8 @@ def test_schedule_leaving_the_range_at_runtime() -> None:
             "unique",
         ),
         (lambda: RegularizationScheduler(["dropout"]), TypeError, "Knob"),
-        (lambda: DropoutRate(0.1, names=[3]), TypeError, "names"),
+        (lambda: DropoutRate(0.1, include=[3]), TypeError, r"`include` entries .* got 3"),
+        (lambda: DropoutRate(0.1, exclude=""), TypeError, "`exclude`"),
         (lambda: PenaltyStrength(0.1, index=-1), ValueError, "index"),
         (lambda: ModuleAttribute(1.0, ""), ValueError, "attribute"),
     ],
@@ -303,11 +330,12 @@ def test_all_three_callbacks_build_from_a_lightning_cli_yaml() -> None:
         init_args:
           interval: step
           knobs:
-            - class_path: reglight.callbacks.schedules.DropoutRate
+            - class_path: reglight.callbacks.DropoutRate
               init_args:
-                names: head.*
+                include: head.*
+                exclude: [torch.nn.Dropout]
                 schedule: {class_path: reglight.schedules.Linear, init_args: {start: 0.0, end: 0.3, duration: 10}}
-            - class_path: reglight.callbacks.schedules.WeightDecay
+            - class_path: reglight.callbacks.WeightDecay
               init_args: {schedule: 0.001}
       - class_path: reglight.callbacks.AugmentationScheduler
         init_args:
@@ -322,6 +350,7 @@ def test_all_three_callbacks_build_from_a_lightning_cli_yaml() -> None:
     build = getattr(parser, "instantiate", None) or parser.instantiate_classes
     reg, aug, stop = build(parser.parse_string(yaml)).callbacks
     assert reg.interval == "step" and [k.name for k in reg.knobs] == ["dropout", "weight_decay"]
-    assert reg.knobs[0].names == ("head.*",) and reg.knobs[0].value(5) == pytest.approx(0.15)
+    assert reg.knobs[0].include == ("head.*",) and reg.knobs[0].exclude == (nn.Dropout,)
+    assert reg.knobs[0].value(5) == pytest.approx(0.15)
     assert aug.schedules["magnitude"](2.5) == pytest.approx(0.5)
     assert stop.criterion == "gl" and stop.alpha == 5.0

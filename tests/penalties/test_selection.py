@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from reglight.penalties import L1, penalty_loss, select_named_parameters, select_parameters
+from reglight.penalties.selection import select_named_modules
 
 
 class Net(nn.Module):
@@ -90,3 +91,52 @@ def test_import_path_of_a_module_type_is_a_type() -> None:
     assert _names(net, exclude=["torch.nn.modules.linear.Linear", "attn.*"]) == ["conv.weight"]
     with pytest.raises(ValueError, match="'GRU' matches no parameter"):
         select_parameters(net, include="torch.nn.GRU")
+
+
+def test_class_name_strings_match_along_the_class_hierarchy() -> None:
+    net = Net()
+    by_type = _names(net, include=nn.LayerNorm)
+    assert _names(net, include="LayerNorm") == by_type == ["norm.weight"]
+    # `_ConvNd` is a base class of Conv1d: a class name matches subclasses too, like a type does
+    assert _names(net, include="_ConvNd") == _names(net, include=nn.Conv1d) == ["conv.weight"]
+    assert _names(net, exclude=["Linear", "MultiheadAttention"]) == ["conv.weight"]
+
+
+def test_error_names_the_argument_the_value_and_the_available_names() -> None:
+    with pytest.raises(ValueError) as err:
+        select_parameters(Net(), include="encoder.*")
+    message = str(err.value)
+    assert "`include` entry 'encoder.*'" in message
+    assert "available names: " + ", ".join(n for n, _ in Net().named_parameters()) in message
+    with pytest.raises(
+        TypeError, match=r"`exclude` entries .* got '' in exclude=\['head\.\*', ''\]"
+    ):
+        select_parameters(Net(), exclude=["head.*", ""])
+
+
+def test_exclude_that_matches_nothing_removes_nothing() -> None:
+    assert _names(Net(), exclude=["decoder.*", nn.GRU]) == _names(Net())
+
+
+def test_modules_and_parameters_share_one_vocabulary() -> None:
+    net = Net()
+    # the same patterns: globs on module names instead of parameter names, classes as for parameters
+    assert [n for n, _ in select_named_modules(net, include="attn*")] == [
+        n for n, _ in net.named_modules() if n.startswith("attn")
+    ]
+    assert [n for n, _ in select_named_modules(net, include=["Linear", nn.LayerNorm])] == [
+        n for n, m in net.named_modules() if isinstance(m, (nn.Linear, nn.LayerNorm))
+    ]
+    assert [
+        n for n, _ in select_named_modules(net, include="torch.nn.Linear", exclude="attn.*")
+    ] == ["head"]
+    # `where` restricts the candidates, `default` stands in for a missing include
+    with_eps = select_named_modules(net, where=lambda m: hasattr(m, "eps"))
+    assert [n for n, _ in with_eps] == ["norm", "bn"]
+    assert [n for n, _ in select_named_modules(net, default=nn.BatchNorm1d)] == ["bn"]
+    with pytest.raises(
+        ValueError, match=r"matches no module with eps in Net.*available names: norm, bn"
+    ):
+        select_named_modules(
+            net, include="conv", where=lambda m: hasattr(m, "eps"), kind="module with eps"
+        )

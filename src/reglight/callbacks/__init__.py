@@ -1,7 +1,35 @@
-"""reglight.callbacks."""
+"""Lightning callbacks that apply reglight's regularizers during training.
 
-from reglight.callbacks.augmentation import AugmentationScheduler as AugmentationScheduler
-from reglight.callbacks.augmentation import ScheduledTransform as ScheduledTransform
-from reglight.callbacks.early_stopping import EarlyStopping as EarlyStopping
-from reglight.callbacks.penalty import PenaltyHook as PenaltyHook
-from reglight.callbacks.schedules import RegularizationScheduler as RegularizationScheduler
+- [`PenaltyHook`][reglight.callbacks.PenaltyHook]: a penalty by gradient or proximal steps.
+- [`EarlyStopping`][reglight.callbacks.EarlyStopping]: Lightning's early stopping with Prechelt's criteria.
+- [`AugmentationScheduler`][reglight.callbacks.AugmentationScheduler]: schedules the strength of
+  [`reglight.transforms.ScheduledTransform`][reglight.transforms.ScheduledTransform]s, in DataLoader workers too.
+- [`RegularizationScheduler`][reglight.callbacks.RegularizationScheduler] and its knobs: schedules dropout
+  rates, DropPath rates, penalty strength, weight decay or any module attribute.
+"""
+
+from reglight.callbacks.augmentation import AugmentationScheduler
+from reglight.callbacks.early_stopping import EarlyStopping
+from reglight.callbacks.penalty import PenaltyHook
+from reglight.callbacks.regularization import (
+    DropoutRate,
+    DropPathRates,
+    Knob,
+    ModuleAttribute,
+    PenaltyStrength,
+    RegularizationScheduler,
+    WeightDecay,
+)
+
+__all__ = [
+    "AugmentationScheduler",
+    "DropPathRates",
+    "DropoutRate",
+    "EarlyStopping",
+    "Knob",
+    "ModuleAttribute",
+    "PenaltyHook",
+    "PenaltyStrength",
+    "RegularizationScheduler",
+    "WeightDecay",
+]

@@ -1,17 +1,18 @@
 r"""A Lightning callback that applies a `reglight.penalties` penalty to any LightningModule.
 
-Two ways to minimize $\mathcal{L}(\theta) + \lambda R(\theta)$:
+Two ways to minimize $\mathcal{L}(\theta) + R(\theta)$, where $R$ is the penalty (e.g.
+$R(\theta) = \alpha\lVert\theta\rVert_1$ for `L1`):
 
-- ``mode="gradient"`` adds $\lambda\nabla R(\theta)$ to the gradients in
-  ``on_before_optimizer_step``: after AMP unscaling and DDP's gradient averaging, before gradient
-  clipping, once per real optimizer step under ``accumulate_grad_batches``. The result is the same
-  as adding ``penalty.value(params)`` to the loss, without the extra autograd graph. Like any
-  (sub)gradient method it never makes a weight exactly zero.
-- ``mode="proximal"`` lets the optimizer step on the loss alone and then applies the penalty's
-  proximal operator with the step size that optimizer used: SGD's ``lr`` turns the pair into
-  proximal gradient descent (ISTA for L1) and produces exact zeros; Adam-family optimizers get the
-  per-coordinate step ``lr / (sqrt(v̂) + eps)`` from their state (the proximal operator in the metric of
-  Adam's diagonal preconditioner; see [`optimizer_step_sizes`][reglight.penalties.optimizer_step_sizes]).
+- `method="gradient"` adds $\nabla R(\theta)$ to the gradients in `on_before_optimizer_step`: after AMP
+  unscaling and DDP's gradient averaging, before gradient clipping, once per real optimizer step under
+  `accumulate_grad_batches`. The result is the same as adding `penalty.value(params)` to the loss, without
+  the extra autograd graph. Like any (sub)gradient method it never makes a weight exactly zero.
+- `method="proximal"` lets the optimizer step on the loss alone and then applies the penalty's proximal
+  operator with the step size $\eta$ that optimizer used, $\theta \leftarrow \operatorname{prox}_{\eta R}(\theta)$:
+  SGD's `lr` turns the pair into proximal gradient descent (ISTA for L1) and produces exact zeros;
+  Adam-family optimizers get the per-coordinate step $\eta_i = \text{lr} / (\sqrt{\hat v_i} + \epsilon)$
+  from their state (the proximal operator in the metric of Adam's diagonal preconditioner; see
+  [`optimizer_step_sizes`][reglight.penalties.optimizer_step_sizes]).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
+from typing_extensions import override
 
 from reglight._validation import check_choice
 from reglight.penalties import (
@@ -41,63 +43,70 @@ from reglight.penalties.selection import Pattern, normalize_patterns
 
 __all__ = ["PenaltyHook"]
 
-# the penalties whose gradient `FusedElasticNetGrad` computes (``fused=True``)
+# the penalties whose gradient `FusedElasticNetGrad` computes (`fused=True`)
 _FUSABLE = (L1, L2, ElasticNet)
 
 
 def _is_log_step(trainer: pl.Trainer) -> bool:
-    """Whether the Trainer writes step metrics after this batch (its own ``log_every_n_steps`` rule)."""
-    connector = getattr(trainer, "_logger_connector", None)
-    if connector is not None and hasattr(connector, "should_update_logs"):
-        return bool(connector.should_update_logs)
+    r"""Whether step metrics are due after this optimizer step, by the Trainer's `log_every_n_steps`.
+
+    Called in `on_train_batch_end`, where `trainer.global_step` already counts the step just taken: with
+    one optimizer this is the rule by which the Trainer writes step metrics to its loggers (steps
+    $n, 2n, \dots$, and the last one when training stops).
+    """
+    # a Trainer argument that the Trainer stores outside its __init__ (so type checkers miss it)
     n = int(getattr(trainer, "log_every_n_steps", 50))
-    return n > 0 and trainer.global_step % n == 0
+    return n > 0 and (trainer.global_step % n == 0 or trainer.should_stop)
 
 
 class PenaltyHook(Callback):
     r"""Regularize a LightningModule's parameters with a penalty, by gradient or proximal steps.
 
-    The penalized parameters are chosen at the start of ``fit`` with
+    The penalized parameters are chosen at the start of `fit` with
     [`select_parameters`][reglight.penalties.select_parameters] (default: weights of Linear/Conv/attention
-    projections; biases, norms and embeddings excluded). Each optimizer step touches only the
-    penalized parameters that belong to the optimizer being stepped, so several optimizers and
-    parameter groups (with their own learning rates) work. ``penalty.strength`` is read at every
-    step, so a schedule may change it during training; it is saved in the callback's
-    ``state_dict`` and restored when training resumes from a checkpoint.
+    projections; biases, norms and embeddings excluded). `include`/`exclude` use the library's one selector
+    vocabulary: a glob on qualified **parameter** names (`"encoder.*.weight"`), an `nn.Module` subclass, or a
+    class name / import path (`"Linear"`, `"torch.nn.Linear"`); see
+    `reglight.penalties.selection`. Each optimizer step touches only the
+    penalized parameters that belong to the optimizer being stepped, so several optimizers and parameter
+    groups (with their own learning rates) work. `penalty.strength` is read at every step, so a schedule
+    may change it during training; it is saved in the callback's `state_dict` and restored when training
+    resumes from a checkpoint.
 
-    Logged at the Trainer's ``log_every_n_steps`` (computed only then, so no per-step host sync):
-    ``{name}/value`` ($\lambda R(\theta)$), ``{name}/strength``, ``{name}/zero_fraction``
-    (exact zeros among penalized entries) and, for group penalties, ``{name}/dead_group_fraction``.
+    Logged every `log_every_n_steps` optimizer steps (computed only then, so no per-step host sync):
+    `{name}/value` ($R(\theta)$), `{name}/strength`, `{name}/zero_fraction` (exact zeros among penalized
+    entries) and, for group penalties, `{name}/dead_group_fraction`.
 
     Under DDP every rank holds the same weights and averaged gradients, so every rank makes the same
     update and the weights stay identical. Sharded strategies (FSDP, DeepSpeed) are not supported.
 
     Args:
-        penalty: the penalty, e.g. ``L1(1e-4)``; available afterwards as ``hook.penalty``.
-        mode: ``"gradient"`` (add the penalty's gradient before the optimizer step) or
-            ``"proximal"`` (apply its proximal operator after the optimizer step).
-        include: which parameters to penalize: name globs and/or module types
-            (see [`select_parameters`][reglight.penalties.select_parameters]); ``None`` for the default.
-        exclude: parameters not to penalize: name globs and/or module types.
+        penalty: the penalty, e.g. `L1(1e-4)`; available afterwards as `hook.penalty`.
+        method: `"gradient"` (add the penalty's gradient before the optimizer step) or `"proximal"`
+            (apply its proximal operator after the optimizer step).
+        include: which parameters to penalize: a pattern or a sequence of patterns; `None` for the
+            default of [`select_parameters`][reglight.penalties.select_parameters].
+        exclude: which parameters not to penalize: a pattern or a sequence of patterns.
         log: log the penalty's value and sparsity.
-        adaptive: in proximal mode, use the per-coordinate steps of adaptive optimizers (Adam,
-            AdamW, NAdam, Adagrad, RMSprop); ``False`` uses the group's ``lr`` for every optimizer.
+        adaptive: with `method="proximal"`, use the per-coordinate steps of adaptive optimizers (Adam,
+            AdamW, NAdam, Adagrad, RMSprop); `False` uses the group's `lr` for every optimizer.
         name: prefix of the logged keys; also distinguishes several hooks in a checkpoint.
-        fused: gradient mode with `L1`, `L2` or `ElasticNet` only: add the penalty's gradient with one
-            ``torch.compile``'d pass over each weight and its gradient
+        fused: `method="gradient"` with `L1`, `L2` or `ElasticNet` only: add the penalty's gradient with
+            one `torch.compile`'d pass over each weight and its gradient
             ([`FusedElasticNetGrad`][reglight.penalties.FusedElasticNetGrad]) instead of the eager
             kernels' two (L1) or three (elastic net). Compiled at the first step (a few seconds); falls back
             to the eager kernels with a warning if compilation fails.
 
     Raises:
-        ValueError: if ``mode`` is unknown, or ``fused`` is asked for with proximal mode or a
-            penalty other than `L1`, `L2` and `ElasticNet`.
-        TypeError: if ``penalty`` is not a [`Penalty`][reglight.penalties.Penalty] or an
-            ``include``/``exclude`` entry is neither a glob nor a module type.
+        ValueError: if `method` is unknown, `name` is empty, or `fused` is asked for with
+            `method="proximal"` or a penalty other than `L1`, `L2` and `ElasticNet`; at the start of `fit`,
+            if an `include` entry matches no parameter (the message lists the parameter names).
+        TypeError: if `penalty` is not a [`Penalty`][reglight.penalties.Penalty] or an
+            `include`/`exclude` entry is not a pattern.
 
     Examples:
         >>> from reglight.penalties import L1
-        >>> hook = PenaltyHook(L1(strength=1e-3), mode="proximal", exclude="head.*")
+        >>> hook = PenaltyHook(L1(1e-3), method="proximal", exclude="head.*")
         >>> hook.penalty.strength = 5e-3  # e.g. from a schedule, between steps
         >>> hook.state_dict()
         {'penalty': {'strength': 0.005}}
@@ -106,7 +115,7 @@ class PenaltyHook(Callback):
     def __init__(
         self,
         penalty: Penalty,
-        mode: str = "gradient",
+        method: str = "gradient",
         include: Pattern | Sequence[Pattern] | None = None,
         exclude: Pattern | Sequence[Pattern] | None = None,
         log: bool = True,
@@ -117,7 +126,7 @@ class PenaltyHook(Callback):
         if not isinstance(penalty, Penalty):
             raise TypeError(f"`penalty` must be a reglight Penalty, got {type(penalty).__name__}")
         self.penalty = penalty
-        self.mode = check_choice("mode", mode, ("gradient", "proximal"))
+        self.method = check_choice("method", method, ("gradient", "proximal"))
         self.include = normalize_patterns("include", include)
         self.exclude = normalize_patterns("exclude", exclude)
         self.log = bool(log)
@@ -126,10 +135,10 @@ class PenaltyHook(Callback):
             raise ValueError(f"`name` must be a non-empty string, got {name!r}")
         self.name = name
         self.fused = bool(fused)
-        if self.fused and (self.mode != "gradient" or not isinstance(penalty, _FUSABLE)):
+        if self.fused and (self.method != "gradient" or not isinstance(penalty, _FUSABLE)):
             raise ValueError(
-                "`fused=True` needs mode='gradient' and an L1, L2 or ElasticNet penalty, got "
-                f"mode={self.mode!r} and {type(penalty).__name__}"
+                "`fused=True` needs method='gradient' and an L1, L2 or ElasticNet penalty, got "
+                f"method={self.method!r} and {type(penalty).__name__}"
             )
         self._fused = FusedElasticNetGrad() if self.fused else None
         self._params: list[nn.Parameter] = []
@@ -138,25 +147,27 @@ class PenaltyHook(Callback):
         self._last_logged_step = -1
 
     @property
+    @override
     def state_key(self) -> str:
-        """Key of this callback's state in a checkpoint (unique per name, penalty type and mode)."""
+        """Key of this callback's state in a checkpoint (unique per name, penalty type and method)."""
         return self._generate_state_key(
             name=self.name,
             penalty=type(self.penalty).__name__,
-            mode=self.mode,
+            method=self.method,
             include=[p if isinstance(p, str) else p.__qualname__ for p in self.include],
             exclude=[p if isinstance(p, str) else p.__qualname__ for p in self.exclude],
         )
 
     @property
     def parameters(self) -> list[nn.Parameter]:
-        """The penalized parameters (filled at the start of ``fit``)."""
+        """The penalized parameters (filled at the start of `fit`)."""
         return list(self._params)
 
     # ----------------------------------------------------------------------------------- set-up
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Select the penalized parameters and, in proximal mode, hook into every optimizer."""
+        """Select the penalized parameters and, with `method="proximal"`, hook into every optimizer."""
         self._remove_handles()
         self._by_optimizer = {}
         self._last_logged_step = -1
@@ -171,14 +182,16 @@ class PenaltyHook(Callback):
                 f"PenaltyHook: {missing} of {len(self._params)} penalized parameters are in no "
                 "optimizer and stay unpenalized."
             )
-        if self.mode == "proximal":
+        if self.method == "proximal":
             for opt in trainer.optimizers:
                 self._handles.append(opt.register_step_post_hook(self._after_optimizer_step))
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Remove the optimizer hooks."""
         self._remove_handles()
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Remove the optimizer hooks (also after an exception)."""
         self._remove_handles()
@@ -193,7 +206,7 @@ class PenaltyHook(Callback):
         return [p for group in optimizer.param_groups for p in group["params"]]
 
     def _params_of(self, optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
-        """The penalized parameters of ``optimizer`` (cached; refreshed if its groups change)."""
+        """The penalized parameters of `optimizer` (cached; refreshed if its groups change)."""
         signature = sum(len(group["params"]) for group in optimizer.param_groups)
         cached = self._by_optimizer.get(id(optimizer))
         if cached is None or cached[0] != signature:
@@ -204,11 +217,12 @@ class PenaltyHook(Callback):
 
     # ------------------------------------------------------------------------------- the updates
 
+    @override
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        """Gradient mode: add the penalty's gradient (unscaled, averaged, not yet clipped)."""
-        if self.mode != "gradient" or self.penalty.strength == 0.0:
+        """`method="gradient"`: add the penalty's gradient (unscaled, averaged, not yet clipped)."""
+        if self.method != "gradient" or self.penalty.strength == 0.0:
             return
         params, grads = params_and_grads(self._params_of(optimizer), None)
         if not params:
@@ -221,7 +235,7 @@ class PenaltyHook(Callback):
     def _after_optimizer_step(
         self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        """Proximal mode: prox with the step the optimizer just took (a torch step post-hook)."""
+        """`method="proximal"`: prox with the step the optimizer just took (a torch step post-hook)."""
         if self.penalty.strength == 0.0:
             return
         params, steps = optimizer_step_sizes(optimizer, self._params_of(optimizer), self.adaptive)
@@ -230,6 +244,7 @@ class PenaltyHook(Callback):
 
     # --------------------------------------------------------------------------------- logging
 
+    @override
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -253,10 +268,12 @@ class PenaltyHook(Callback):
 
     # ---------------------------------------------------------------------------- checkpointing
 
+    @override
     def state_dict(self) -> dict[str, Any]:
-        """The penalty's hyperparameters (its current ``strength`` included)."""
+        """The penalty's hyperparameters (its current `strength` included)."""
         return {"penalty": self.penalty.state_dict()}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the penalty's hyperparameters from a checkpoint.
 
@@ -266,4 +283,4 @@ class PenaltyHook(Callback):
         self.penalty.load_state_dict(state_dict["penalty"])
 
     def __repr__(self) -> str:
-        return f"PenaltyHook({self.penalty!r}, mode={self.mode!r}, name={self.name!r})"
+        return f"PenaltyHook({self.penalty!r}, method={self.method!r}, name={self.name!r})"

@@ -9,7 +9,7 @@ from reglight._validation import (
     check_nonnegative,
     check_probability,
 )
-from reglight.callbacks import ScheduledTransform
+from reglight.transforms import ScheduledTransform
 
 __all__ = ["medical_augmentation"]
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from reglight._validation import check_choice, check_nonnegative, check_positive_int
-from reglight.callbacks import ScheduledTransform
+from reglight.transforms import ScheduledTransform
 
 from .augment import medical_augmentation
 

@@ -1,8 +1,12 @@
-"""RegularizationScheduler: schedule dropout rates, DropPath rates, penalty strength and weight decay."""
+"""RegularizationScheduler: schedule dropout rates, DropPath rates, penalty strength and weight decay.
+
+One [`Knob`][reglight.callbacks.Knob] per scheduled hyperparameter; the schedule shapes live in
+[`reglight.schedules`][reglight.schedules]. Knobs that drive modules select them with the library's one
+`include`/`exclude` vocabulary ([`select_named_modules`][reglight.penalties.selection.select_named_modules]).
+"""
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -11,8 +15,11 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from torch import nn
+from typing_extensions import override
 
 from reglight._validation import check_choice, check_positive_int
+from reglight.nn import DROPOUT_TYPES, DropPath, drop_path_rates
+from reglight.penalties.selection import Pattern, normalize_patterns, select_named_modules
 from reglight.schedules import Linear, Schedule, as_schedule, early, late
 
 __all__ = [
@@ -26,23 +33,21 @@ __all__ = [
 ]
 
 ScheduleLike = Schedule | float | Callable[[float], float]
-TypeSpec = type | str | Sequence[type | str] | None
-NameSpec = str | Sequence[str] | None
 
 
 class Knob(ABC):
     """One scheduled regularization hyperparameter: a schedule, a name to log it under, and a target.
 
-    Subclasses find their target in :meth:`bind` (called at ``on_fit_start``, when the model, the optimizers
-    and the callbacks exist) and set it in :meth:`apply`. ``low``/``high`` bound the allowed values; a schedule
-    whose :meth:`~reglight.schedules.Schedule.bounds` fall outside them is rejected at construction.
+    Subclasses find their target in `bind` (called at `on_fit_start`, when the model, the optimizers and the
+    callbacks exist) and set it in `apply`. `low`/`high` bound the allowed values; a schedule whose
+    [`bounds`][reglight.schedules.Schedule.bounds] fall outside them is rejected at construction.
 
     Args:
         schedule: the value over training (a number is a constant).
         name: key under which the value is logged (after the scheduler's prefix).
         low: smallest allowed value.
         high: largest allowed value.
-        high_inclusive: whether ``high`` itself is allowed.
+        high_inclusive: whether `high` itself is allowed.
     """
 
     def __init__(
@@ -75,7 +80,7 @@ class Knob(ABC):
         return f"[{self.low}, {self.high}{']' if self.high_inclusive else ')'}"
 
     def value(self, t: float) -> float:
-        """The scheduled value at progress ``t``, checked against the allowed range.
+        """The scheduled value at progress `t`, checked against the allowed range.
 
         Args:
             t: epoch or optimizer step.
@@ -96,7 +101,7 @@ class Knob(ABC):
 
     @abstractmethod
     def bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Find the target (modules, hook, optimizer); raise ``ValueError`` when there is none.
+        """Find the target (modules, hook, optimizer); raise `ValueError` when there is none.
 
         Args:
             trainer: the trainer.
@@ -105,7 +110,7 @@ class Knob(ABC):
 
     @abstractmethod
     def apply(self, value: float) -> None:
-        """Set the target to ``value``.
+        """Set the target to `value`.
 
         Args:
             value: the scheduled value.
@@ -115,51 +120,52 @@ class Knob(ABC):
         return f"{type(self).__name__}({self.schedule!r}, name={self.name!r})"
 
 
-def _as_tuple(spec: Any) -> tuple[Any, ...]:
-    if spec is None:
-        return ()
-    if isinstance(spec, (str, type)):
-        return (spec,)
-    return tuple(spec)
+def _has_rate(module: nn.Module) -> bool:
+    return _rate_attribute(module) is not None
 
 
-def _type_matches(module: nn.Module, types: tuple[type | str, ...]) -> bool:
-    for t in types:
-        if isinstance(t, str):
-            if any(
-                c.__name__ == t or f"{c.__module__}.{c.__qualname__}" == t
-                for c in type(module).__mro__
-            ):
-                return True
-        elif isinstance(module, t):
-            return True
-    return False
+def _rate_attribute(module: nn.Module) -> str | None:
+    """`p`, or `drop_prob` (timm's DropBlock2d / DropPath) when a module has no numeric `p`."""
+    for attr in ("p", "drop_prob"):
+        value = getattr(module, attr, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return attr
+    return None
 
 
 class ModuleAttribute(Knob):
-    """Schedule a float attribute of the modules selected by name glob and/or type.
+    """Schedule a float attribute of the modules selected by `include`/`exclude`.
 
-    The generic knob behind :class:`DropoutRate`; use it directly for other mutable hyperparameters, e.g.
-    BatchRenorm's ``r_max``: ``ModuleAttribute(Linear(1, 3, 20), "r_max", types="BatchRenorm2d")``.
+    The generic knob behind [`DropoutRate`][reglight.callbacks.DropoutRate]; use it directly for other
+    mutable hyperparameters, e.g. BatchRenorm's `r_max`:
+    `ModuleAttribute(Linear(1, 3, 20), "r_max", include="BatchRenorm2d")`.
 
-    Modules are taken from ``pl_module.named_modules()`` in registration order. ``names`` are
-    :func:`fnmatch.fnmatchcase` globs on the qualified module names (``"encoder.*.drop"``); ``types`` are
-    classes or class names (``"DropBlock2d"``, matched along the class hierarchy). Given both, a module must
-    match both; every glob must match at least one module that has the attribute.
+    Modules are selected among the submodules of the LightningModule that have the attribute, with the
+    library's one selector vocabulary
+    ([`select_named_modules`][reglight.penalties.selection.select_named_modules]): a pattern is a glob on
+    qualified **module** names (`"encoder.*.drop"`; `*` also matches dots), an `nn.Module` subclass, or a
+    class name / import path (`"DropBlock2d"`, `"torch.nn.Dropout"`) matched along the class hierarchy.
+    Every `include` entry must match a module that has the attribute; `exclude` entries remove modules.
+    At least one module must be selected.
 
     Args:
         schedule: the value over training.
         attribute: attribute to set on each selected module.
-        names: module-name glob(s), or ``None`` for any name.
-        types: module class(es) or class name(s), or ``None`` for any type.
-        name: key under which the value is logged.
+        include: which modules: a pattern or a sequence of patterns; `None` for every module that has
+            the attribute.
+        exclude: which modules to leave out: a pattern or a sequence of patterns.
+        name: key under which the value is logged (default: `attribute`).
         low: smallest allowed value.
         high: largest allowed value.
-        high_inclusive: whether ``high`` itself is allowed.
+        high_inclusive: whether `high` itself is allowed.
+
+    Raises:
+        ValueError: for an empty `attribute`, or a schedule outside `[low, high]`.
+        TypeError: if an `include`/`exclude` entry is not a pattern.
 
     Examples:
         >>> from torch import nn
-        >>> knob = ModuleAttribute(0.25, "p", names="head.*")
+        >>> knob = ModuleAttribute(0.25, "p", include="head.*")
         >>> model = nn.Sequential()
         >>> model.add_module("head", nn.Sequential(nn.Dropout(0.5)))
         >>> knob.select(model)
@@ -170,8 +176,8 @@ class ModuleAttribute(Knob):
         self,
         schedule: ScheduleLike,
         attribute: str,
-        names: NameSpec = None,
-        types: TypeSpec = None,
+        include: Pattern | Sequence[Pattern] | None = None,
+        exclude: Pattern | Sequence[Pattern] | None = None,
         name: str | None = None,
         low: float = -math.inf,
         high: float = math.inf,
@@ -181,27 +187,19 @@ class ModuleAttribute(Knob):
             raise ValueError(f"`attribute` must be a non-empty string, got {attribute!r}")
         super().__init__(schedule, name or attribute, low, high, high_inclusive)
         self.attribute = attribute
-        self.names: tuple[str, ...] = _as_tuple(names)
-        self.types: tuple[type | str, ...] = _as_tuple(types)
-        for n in self.names:
-            if not isinstance(n, str) or not n:
-                raise TypeError(f"`names` must be glob strings, got {names!r}")
-        for t in self.types:
-            if not isinstance(t, (str, type)):
-                raise TypeError(f"`types` must be classes or class names, got {types!r}")
+        self.include = normalize_patterns("include", include)
+        self.exclude = normalize_patterns("exclude", exclude)
         self.modules: list[tuple[str, nn.Module]] = []
 
     def _attribute_of(self, module: nn.Module) -> str | None:
         return self.attribute if hasattr(module, self.attribute) else None
 
-    def _default_types(self) -> tuple[type | str, ...]:
-        return ()
-
-    def _default_exclude(self) -> tuple[type | str, ...]:
-        return ()
+    def _default_include(self) -> tuple[Pattern, ...] | None:
+        """The modules selected when `include` is `None` (`None`: all that have the attribute)."""
+        return None
 
     def select(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        """The ``(name, module)`` pairs this knob drives in ``model``.
+        """The `(name, module)` pairs this knob drives in `model`.
 
         Args:
             model: the model to search.
@@ -210,41 +208,33 @@ class ModuleAttribute(Knob):
             The selected modules, in registration order.
 
         Raises:
-            ValueError: if a glob matches no module with the attribute, or nothing is selected.
+            ValueError: if an `include` entry matches no module with the attribute (the message lists the
+                candidates), or nothing is selected.
         """
-        defaults = not self.types and not self.names
-        types = self.types or (self._default_types() if defaults else ())
-        exclude = self._default_exclude() if defaults else ()
-        candidates = [
-            (n, m)
-            for n, m in model.named_modules()
-            if n
-            and self._attribute_of(m) is not None
-            and (not types or _type_matches(m, types))
-            and not (exclude and _type_matches(m, exclude))
-        ]
-        if self.names:
-            for glob in self.names:
-                if not any(fnmatch.fnmatchcase(n, glob) for n, _ in candidates):
-                    known = [n for n, _ in candidates] or [n for n, _ in model.named_modules() if n]
-                    raise ValueError(
-                        f"{type(self).__name__} {self.name!r}: glob {glob!r} in `names` matches no module with "
-                        f"attribute `{self.attribute}`; candidates: {', '.join(known[:20]) or 'none'}"
-                        + (" ..." if len(known) > 20 else "")
-                    )
-            candidates = [
-                (n, m) for n, m in candidates if any(fnmatch.fnmatchcase(n, g) for g in self.names)
-            ]
-        if not candidates:
-            wanted = ", ".join(t if isinstance(t, str) else t.__name__ for t in types) or "any type"
+        try:
+            selected = select_named_modules(
+                model,
+                self.include or None,
+                self.exclude,
+                default=self._default_include(),
+                where=lambda m: self._attribute_of(m) is not None,
+                kind=f"module with attribute `{self.attribute}`",
+            )
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__} {self.name!r}: {err}") from None
+        if not selected:
+            rules = self.include or self._default_include() or ()
+            wanted = ", ".join(p if isinstance(p, str) else p.__name__ for p in rules) or "any type"
             raise ValueError(
                 f"{type(self).__name__} {self.name!r} found no module ({wanted}) with attribute "
                 f"`{self.attribute}` in {type(model).__name__}"
+                + (f" outside exclude={list(self.exclude)!r}" if self.exclude else "")
             )
-        return candidates
+        return selected
 
+    @override
     def bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Select the modules of ``pl_module``.
+        """Select the modules of `pl_module`.
 
         Args:
             trainer: the trainer.
@@ -252,8 +242,9 @@ class ModuleAttribute(Knob):
         """
         self.modules = self.select(pl_module)
 
+    @override
     def apply(self, value: float) -> None:
-        """Set the attribute of every selected module to ``value``.
+        """Set the attribute of every selected module to `value`.
 
         Args:
             value: the scheduled value.
@@ -262,34 +253,25 @@ class ModuleAttribute(Knob):
             setattr(module, self._attribute_of(module) or self.attribute, value)
 
 
-def _dropout_types() -> tuple[type | str, ...]:
-    try:
-        from reglight.nn import DROPOUT_TYPES
-
-        return tuple(DROPOUT_TYPES)
-    except (
-        ImportError
-    ):  # reglight.nn without DROPOUT_TYPES: torch's family, which all derive from _DropoutNd
-        return (nn.modules.dropout._DropoutNd,)
-
-
 class DropoutRate(ModuleAttribute):
-    """Schedule the rate ``p`` of dropout-family layers: all of them, some types, or some names.
+    """Schedule the rate `p` of dropout-family layers: all of them, or those `include`/`exclude` select.
 
-    Without ``names`` and ``types`` every module of :data:`reglight.nn.DROPOUT_TYPES` (ours and torch's
-    dropout layers) is driven, except DropPath layers, whose rates grow with depth (:class:`DropPathRates`). The rate is read from ``p``, or ``drop_prob`` (timm's DropBlock2d / DropPath)
-    when a module has no ``p``. Values must lie in ``[0, 1)``.
+    By default every module of [`DROPOUT_TYPES`][reglight.nn.DROPOUT_TYPES] (reglight's and torch's dropout
+    layers) and any class named `DropBlock2d` (timm's) is driven, except DropPath layers, whose rates grow
+    with depth ([`DropPathRates`][reglight.callbacks.DropPathRates]). The rate is read from `p`, or from
+    `drop_prob` (timm's DropBlock2d / DropPath) when a module has no `p`. Values must lie in $[0, 1)$.
 
     Args:
         schedule: the rate over training.
-        names: module-name glob(s) (e.g. ``"classifier.*"``).
-        types: module class(es) or class name(s) (e.g. ``"DropBlock2d"``).
+        include: which layers (replaces the default): module-name globs (`"classifier.*"`), classes or
+            class names (`"DropBlock2d"`); see [`ModuleAttribute`][reglight.callbacks.ModuleAttribute].
+        exclude: which layers to leave out.
         name: key under which the rate is logged.
 
     Examples:
         >>> from torch import nn
         >>> from reglight.schedules import Linear
-        >>> knob = DropoutRate(Linear(0.0, 0.3, duration=10), types=nn.Dropout)
+        >>> knob = DropoutRate(Linear(0.0, 0.3, duration=10), include=nn.Dropout)
         >>> model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
         >>> knob.modules = knob.select(model)
         >>> knob.apply(knob.value(5)); model[1].p
@@ -299,37 +281,36 @@ class DropoutRate(ModuleAttribute):
     def __init__(
         self,
         schedule: ScheduleLike,
-        names: NameSpec = None,
-        types: TypeSpec = None,
+        include: Pattern | Sequence[Pattern] | None = None,
+        exclude: Pattern | Sequence[Pattern] | None = None,
         name: str = "dropout",
     ) -> None:
-        super().__init__(schedule, "p", names, types, name, low=0.0, high=1.0, high_inclusive=False)
+        super().__init__(
+            schedule, "p", include, exclude, name, low=0.0, high=1.0, high_inclusive=False
+        )
 
+    @override
     def _attribute_of(self, module: nn.Module) -> str | None:
-        for attr in ("p", "drop_prob"):
-            value = getattr(module, attr, None)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return attr
-        return None
+        return _rate_attribute(module)
 
-    def _default_types(self) -> tuple[type | str, ...]:
-        return (*_dropout_types(), "DropBlock2d")
-
-    def _default_exclude(self) -> tuple[type | str, ...]:
-        return ("DropPath",)  # its rates grow with depth: DropPathRates drives them
+    @override
+    def _default_include(self) -> tuple[Pattern, ...] | None:
+        # DropPath's rates grow with depth: DropPathRates drives them
+        return (*(t for t in DROPOUT_TYPES if not issubclass(t, DropPath)), "DropBlock2d")
 
 
 class DropPathRates(DropoutRate):
-    """Schedule stochastic depth: the maximum rate ``p_max``, spread over the DropPath layers by depth.
+    r"""Schedule stochastic depth: the maximum rate $p_{\max}$, spread over the DropPath layers by depth.
 
-    The ``L`` selected layers (registration order = depth order) get :func:`reglight.nn.drop_path_rates`
-    ``(p_max, L)``, the linear rule of Huang et al. (2016): layer ``l`` drops with ``p_max · l / L``.
+    The $L$ selected layers (registration order = depth order) get
+    [`drop_path_rates`][reglight.nn.drop_path_rates]`(p_max, L)`, the linear rule of Huang et al. (2016),
+    "Deep Networks with Stochastic Depth": layer $l$ of $L$ drops with $p_l = p_{\max}\, l / L$.
 
     Args:
-        schedule: ``p_max`` over training.
-        names: module-name glob(s); default: every DropPath layer.
-        types: module class(es) or class name(s); default ``"DropPath"`` (reglight's and timm's).
-        name: key under which ``p_max`` is logged.
+        schedule: $p_{\max}$ over training.
+        include: which layers (default: every class named `DropPath`, reglight's and timm's).
+        exclude: which layers to leave out.
+        name: key under which $p_{\max}$ is logged.
 
     Examples:
         >>> from reglight.nn import DropPath
@@ -344,40 +325,40 @@ class DropPathRates(DropoutRate):
     def __init__(
         self,
         schedule: ScheduleLike,
-        names: NameSpec = None,
-        types: TypeSpec = None,
+        include: Pattern | Sequence[Pattern] | None = None,
+        exclude: Pattern | Sequence[Pattern] | None = None,
         name: str = "drop_path",
     ) -> None:
-        super().__init__(schedule, names, types, name)
+        super().__init__(schedule, include, exclude, name)
 
-    def _default_types(self) -> tuple[type | str, ...]:
+    @override
+    def _default_include(self) -> tuple[Pattern, ...] | None:
         return ("DropPath",)
 
-    def _default_exclude(self) -> tuple[type | str, ...]:
-        return ()
-
+    @override
     def apply(self, value: float) -> None:
-        """Set layer ``l`` of ``L`` to ``value · l / L``.
+        r"""Set layer $l$ of $L$ to $\text{value} \cdot l / L$.
 
         Args:
-            value: ``p_max``.
+            value: $p_{\max}$.
         """
-        from reglight.nn import drop_path_rates
-
         rates = drop_path_rates(value, len(self.modules))
         for (_, module), rate in zip(self.modules, rates):
             setattr(module, self._attribute_of(module) or "p", rate)
 
 
 class PenaltyStrength(Knob):
-    """Schedule the ``strength`` of the penalty of :class:`~reglight.callbacks.PenaltyHook` callbacks.
+    r"""Schedule the `strength` of the penalty of [`PenaltyHook`][reglight.callbacks.PenaltyHook] callbacks.
 
-    The hooks are found among ``trainer.callbacks`` (any callback with a ``penalty.strength``).
+    The hooks are found among `trainer.callbacks` (any callback with a `penalty.strength`).
 
     Args:
-        schedule: the strength over training, ``>= 0``.
-        index: which hook, counted among the penalty hooks in callback order; ``None`` drives all of them.
+        schedule: the strength over training, $\ge 0$.
+        index: which hook, counted among the penalty hooks in callback order; `None` drives all of them.
         name: key under which the strength is logged.
+
+    Raises:
+        ValueError: if `index` is negative or the schedule takes negative values.
 
     Examples:
         >>> knob = PenaltyStrength(0.01, index=0)
@@ -394,6 +375,7 @@ class PenaltyStrength(Knob):
         self.index = index
         self.hooks: list[Any] = []
 
+    @override
     def bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Find the penalty hooks among the trainer's callbacks.
 
@@ -416,8 +398,9 @@ class PenaltyStrength(Knob):
             hooks = [hooks[self.index]]
         self.hooks = hooks
 
+    @override
     def apply(self, value: float) -> None:
-        """Set ``hook.penalty.strength = value`` on the selected hooks.
+        """Set `hook.penalty.strength = value` on the selected hooks.
 
         Args:
             value: the strength.
@@ -427,16 +410,19 @@ class PenaltyStrength(Knob):
 
 
 class WeightDecay(Knob):
-    """Schedule the optimizer's ``weight_decay``.
+    r"""Schedule the optimizer's `weight_decay`.
 
-    By default the value goes to every parameter group whose initial ``weight_decay`` is not zero, so the
-    usual "no decay" groups (biases, norms) stay undecayed; ``param_groups`` picks groups explicitly.
+    By default the value goes to every parameter group whose initial `weight_decay` is not zero, so the
+    usual "no decay" groups (biases, norms) stay undecayed; `param_groups` picks groups explicitly.
 
     Args:
-        schedule: the weight decay over training, ``>= 0``.
-        optimizer: index of the optimizer in ``trainer.optimizers``.
-        param_groups: indices of the parameter groups to drive, or ``None`` (groups with non-zero decay).
+        schedule: the weight decay over training, $\ge 0$.
+        optimizer: index of the optimizer in `trainer.optimizers`.
+        param_groups: indices of the parameter groups to drive, or `None` (groups with non-zero decay).
         name: key under which the weight decay is logged.
+
+    Raises:
+        ValueError: for a negative index or a schedule that takes negative values.
 
     Examples:
         >>> from reglight.schedules import Cosine
@@ -462,6 +448,7 @@ class WeightDecay(Knob):
         self.group_indices: list[int] = []
         self._trainer: pl.Trainer | None = None
 
+    @override
     def bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Find the parameter groups.
 
@@ -492,8 +479,9 @@ class WeightDecay(Knob):
             self.group_indices = list(self.param_groups)
         self._trainer = trainer
 
+    @override
     def apply(self, value: float) -> None:
-        """Set ``weight_decay`` of the selected groups.
+        """Set `weight_decay` of the selected groups.
 
         Args:
             value: the weight decay.
@@ -507,34 +495,35 @@ class WeightDecay(Knob):
 
 
 class RegularizationScheduler(Callback):
-    """Schedule regularization hyperparameters over training, one :class:`Knob` each.
+    """Schedule regularization hyperparameters over training, one [`Knob`][reglight.callbacks.Knob] each.
 
-    At the start of every epoch (``interval="epoch"``) or optimizer step (``interval="step"``), each knob's
+    At the start of every epoch (`interval="epoch"`) or optimizer step (`interval="step"`), each knob's
     schedule is evaluated at the current epoch / global step and written to its target: dropout-family rates
-    (:class:`DropoutRate`, by type or module-name glob), DropPath rates by depth (:class:`DropPathRates`),
-    a ``PenaltyHook``'s strength (:class:`PenaltyStrength`), the optimizer's weight decay
-    (:class:`WeightDecay`) or any module attribute (:class:`ModuleAttribute`). Values are logged as
-    ``prefix + knob.name``.
+    ([`DropoutRate`][reglight.callbacks.DropoutRate]), DropPath rates by depth
+    ([`DropPathRates`][reglight.callbacks.DropPathRates]), a `PenaltyHook`'s strength
+    ([`PenaltyStrength`][reglight.callbacks.PenaltyStrength]), the optimizer's weight decay
+    ([`WeightDecay`][reglight.callbacks.WeightDecay]) or any module attribute
+    ([`ModuleAttribute`][reglight.callbacks.ModuleAttribute]). Values are logged as `prefix + knob.name`.
 
     The value is a pure function of the epoch / step that Lightning restores from a checkpoint, so every DDP
     rank applies the same value and a resumed run continues the schedule exactly. The values stay in place
     after training.
 
-    Presets: :meth:`early_dropout`, :meth:`late_dropout` (Liu et al., 2023, "Dropout Reduces Underfitting")
-    and :meth:`drop_block_ramp` (Ghiasi et al., 2018: the DropBlock rate ramps linearly from 0).
+    Presets: `early_dropout`, `late_dropout` (Liu et al., 2023, "Dropout Reduces Underfitting") and
+    `drop_block_ramp` (Ghiasi et al., 2018, "DropBlock": the rate ramps linearly from 0).
 
     Args:
         knobs: the scheduled hyperparameters.
-        interval: ``"epoch"`` or ``"step"`` (optimizer steps, ``trainer.global_step``).
+        interval: `"epoch"` or `"step"` (optimizer steps, `trainer.global_step`).
         log: log the current values.
         prefix: prefix of the logged names.
 
     Raises:
-        ValueError: for an unknown ``interval``, no knobs, or two knobs with the same name.
+        ValueError: for an unknown `interval`, no knobs, or two knobs with the same name.
+        TypeError: if a knob is not a [`Knob`][reglight.callbacks.Knob].
 
     Examples:
-        >>> from reglight.callbacks import RegularizationScheduler
-        >>> from reglight.callbacks.schedules import DropoutRate, WeightDecay
+        >>> from reglight.callbacks import DropoutRate, RegularizationScheduler, WeightDecay
         >>> from reglight.schedules import Cosine, Linear
         >>> sched = RegularizationScheduler(
         ...     [DropoutRate(Linear(0.0, 0.3, duration=20)), WeightDecay(Cosine(1e-3, 1e-4, duration=50))]
@@ -569,6 +558,7 @@ class RegularizationScheduler(Callback):
         self.progress: float | None = None
 
     @property
+    @override
     def state_key(self) -> str:
         """Checkpoint key, unique per set of knob names (several schedulers may run side by side)."""
         return self._generate_state_key(knobs=[k.name for k in self.knobs])
@@ -581,19 +571,20 @@ class RegularizationScheduler(Callback):
         cutoff: float,
         shape: str = "constant",
         interval: str = "epoch",
-        names: NameSpec = None,
-        types: TypeSpec = None,
+        include: Pattern | Sequence[Pattern] | None = None,
+        exclude: Pattern | Sequence[Pattern] | None = None,
         drop_path: bool = False,
     ) -> RegularizationScheduler:
-        """Early dropout (Liu et al., 2023): rate ``p`` until ``cutoff``, then 0 (``shape="linear"``: p → 0).
+        r"""Early dropout (Liu et al., 2023): rate `p` until `cutoff`, then 0 (`shape="linear"`: `p` to 0).
 
         Args:
-            p: the early rate (``p_max`` with ``drop_path=True``).
+            p: the early rate ($p_{\max}$ with `drop_path=True`).
             cutoff: end of the early phase, in epochs or steps.
-            shape: ``"constant"`` or ``"linear"``.
-            interval: ``"epoch"`` or ``"step"``.
-            names: module-name glob(s) to restrict the layers.
-            types: module class(es) or class name(s) to restrict the layers.
+            shape: `"constant"` or `"linear"`.
+            interval: `"epoch"` or `"step"`.
+            include: which layers (default: the knob's, see
+                [`DropoutRate`][reglight.callbacks.DropoutRate]).
+            exclude: which layers to leave out.
             drop_path: schedule stochastic depth (DropPath rates by depth) instead of dropout.
 
         Returns:
@@ -605,7 +596,8 @@ class RegularizationScheduler(Callback):
             (0.1, 0.1, 0.0)
         """
         knob_cls = DropPathRates if drop_path else DropoutRate
-        return cls([knob_cls(early(p, cutoff, shape), names=names, types=types)], interval=interval)
+        knob = knob_cls(early(p, cutoff, shape), include=include, exclude=exclude)
+        return cls([knob], interval=interval)
 
     @classmethod
     def late_dropout(
@@ -613,18 +605,19 @@ class RegularizationScheduler(Callback):
         p: float,
         cutoff: float,
         interval: str = "epoch",
-        names: NameSpec = None,
-        types: TypeSpec = None,
+        include: Pattern | Sequence[Pattern] | None = None,
+        exclude: Pattern | Sequence[Pattern] | None = None,
         drop_path: bool = False,
     ) -> RegularizationScheduler:
-        """Late dropout (Liu et al., 2023): rate 0 until ``cutoff``, then ``p``.
+        r"""Late dropout (Liu et al., 2023): rate 0 until `cutoff`, then `p`.
 
         Args:
-            p: the late rate (``p_max`` with ``drop_path=True``).
+            p: the late rate ($p_{\max}$ with `drop_path=True`).
             cutoff: start of the late phase, in epochs or steps.
-            interval: ``"epoch"`` or ``"step"``.
-            names: module-name glob(s) to restrict the layers.
-            types: module class(es) or class name(s) to restrict the layers.
+            interval: `"epoch"` or `"step"`.
+            include: which layers (default: the knob's, see
+                [`DropoutRate`][reglight.callbacks.DropoutRate]).
+            exclude: which layers to leave out.
             drop_path: schedule stochastic depth (DropPath rates by depth) instead of dropout.
 
         Returns:
@@ -636,7 +629,8 @@ class RegularizationScheduler(Callback):
             (0.0, 0.0, 0.2)
         """
         knob_cls = DropPathRates if drop_path else DropoutRate
-        return cls([knob_cls(late(p, cutoff), names=names, types=types)], interval=interval)
+        knob = knob_cls(late(p, cutoff), include=include, exclude=exclude)
+        return cls([knob], interval=interval)
 
     @classmethod
     def drop_block_ramp(
@@ -644,15 +638,17 @@ class RegularizationScheduler(Callback):
         p: float,
         duration: float,
         interval: str = "step",
-        names: NameSpec = None,
+        include: Pattern | Sequence[Pattern] | None = "DropBlock2d",
+        exclude: Pattern | Sequence[Pattern] | None = None,
     ) -> RegularizationScheduler:
-        """DropBlock's schedule (Ghiasi et al., 2018): the rate of ``DropBlock2d`` layers rises linearly 0 → p.
+        """DropBlock's schedule (Ghiasi et al., 2018): the rate of DropBlock layers rises linearly from 0 to `p`.
 
         Args:
             p: the final rate.
             duration: length of the ramp, in steps (default interval) or epochs.
-            interval: ``"step"`` or ``"epoch"``.
-            names: module-name glob(s) to restrict the layers.
+            interval: `"step"` or `"epoch"`.
+            include: which layers (default: every class named `DropBlock2d`, reglight's and timm's).
+            exclude: which layers to leave out.
 
         Returns:
             The scheduler.
@@ -663,7 +659,7 @@ class RegularizationScheduler(Callback):
             0.05
         """
         knob = DropoutRate(
-            Linear(0.0, p, duration=duration), names=names, types="DropBlock2d", name="drop_block"
+            Linear(0.0, p, duration=duration), include=include, exclude=exclude, name="drop_block"
         )
         return cls([knob], interval=interval)
 
@@ -688,21 +684,25 @@ class RegularizationScheduler(Callback):
                 self.prefix + name, value, on_step=on_step, on_epoch=not on_step, batch_size=1
             )
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Find every knob's target (modules, penalty hooks, parameter groups)."""
         for knob in self.knobs:
             knob.bind(trainer, pl_module)
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Apply the values for the (possibly restored) epoch / step before the first batch."""
         self._apply(trainer)
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Epoch interval: apply and log the values of this epoch."""
         if self.interval == "epoch":
             self._apply(trainer)
             self._log(pl_module)
 
+    @override
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -711,12 +711,14 @@ class RegularizationScheduler(Callback):
             self._apply(trainer)
             self._log(pl_module)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         """The last applied values and progress (the values themselves are recomputed on resume)."""
         return {"values": dict(self.values), "progress": self.progress, "interval": self.interval}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved.
+        """Restore what `state_dict` saved.
 
         Args:
             state_dict: the saved state.
