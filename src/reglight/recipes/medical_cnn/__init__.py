@@ -25,24 +25,33 @@ from .data import (
     task_spec,
     write_synthetic_medmnist,
 )
-from .metrics import MedMNISTMetrics, medmnist_metrics, scores_from_logits
+from .metrics import (
+    medmnist_confusion_matrix,
+    medmnist_inputs,
+    medmnist_metric_collection,
+    medmnist_metrics,
+    scores_from_logits,
+)
 from .model import MedicalCNN
-from .network import SmallCNN
+from .network import SmallCNN, check_architecture
 
 __all__ = [
     "MEDMNIST_2D_FLAGS",
     "MEDMNIST_SIZES",
     "MedMNISTDataModule",
     "MedMNISTFileError",
-    "MedMNISTMetrics",
     "MedMNISTSplit",
     "MedicalCNN",
     "SmallCNN",
     "TaskSpec",
+    "check_architecture",
     "default_root",
     "download_medmnist",
     "load_medmnist_npz",
     "medical_augmentation",
+    "medmnist_confusion_matrix",
+    "medmnist_inputs",
+    "medmnist_metric_collection",
     "medmnist_metrics",
     "npz_filename",
     "scores_from_logits",

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from reglight._validation import (
     check_choice,
@@ -20,8 +20,13 @@ from reglight._validation import (
 )
 
 from .data import TASKS
-from .metrics import MedMNISTMetrics, scores_from_logits
-from .network import SmallCNN
+from .metrics import (
+    medmnist_confusion_matrix,
+    medmnist_inputs,
+    medmnist_metric_collection,
+    scores_from_logits,
+)
+from .network import SmallCNN, check_architecture
 
 __all__ = ["MedicalCNN"]
 
@@ -139,26 +144,24 @@ class MedicalCNN(pl.LightningModule):
             check_positive_int("num_classes", num_classes, minimum=2)
         if in_channels is not None:
             check_positive_int("in_channels", in_channels)
-        # validates the architecture arguments now rather than at `setup`
-        SmallCNN(
-            1,
-            2,
-            depth,
-            width,
-            blocks_per_stage,
-            hidden,
-            dropout,
-            dropblock,
-            block_size,
-            norm,
-            virtual_batch_size,
+        check_architecture(
+            depth=depth,
+            width=width,
+            blocks_per_stage=blocks_per_stage,
+            hidden=hidden,
+            dropout=dropout,
+            dropblock=dropblock,
+            block_size=block_size,
+            norm=norm,
+            virtual_batch_size=virtual_batch_size,
         )
         self.save_hyperparameters()
         self.net: SmallCNN | None = None
         self.ema_net: AveragedModel | None = None
-        self.val_metrics: MedMNISTMetrics | None = None
+        self.val_metrics: MetricCollection | None = None
         self.test_metrics = nn.ModuleDict()
         self.test_losses = nn.ModuleDict()
+        self.test_confusion: Metric | None = None
         self.results: dict[str, dict[str, float]] = {}
         self.confusion: Tensor | None = None
         if task is not None and num_classes is not None and in_channels is not None:
@@ -186,7 +189,7 @@ class MedicalCNN(pl.LightningModule):
             norm=hp["norm"],
             virtual_batch_size=hp["virtual_batch_size"],
         )
-        self.val_metrics = MedMNISTMetrics(hp["task"], hp["num_classes"])
+        self.val_metrics = medmnist_metric_collection(hp["task"], hp["num_classes"], prefix="val/")
         if hp["ema_decay"] > 0:
             self.ema_net = AveragedModel(
                 self.net, multi_avg_fn=get_ema_multi_avg_fn(hp["ema_decay"]), use_buffers=True
@@ -284,15 +287,10 @@ class MedicalCNN(pl.LightningModule):
         x, y = batch
         logits = self.evaluate(x)
         assert self.val_metrics is not None
-        self.val_metrics.update(logits, y)
+        self.val_metrics.update(*medmnist_inputs(logits, y, self.task))
         self.log("val/loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(x))
-
-    def on_validation_epoch_end(self) -> None:
-        assert self.val_metrics is not None
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self.log("val/auc", values["auc"], prog_bar=True)
-        self.log("val/acc", values["acc"], prog_bar=True)
+        # `val/auc` and `val/acc`, computed over the whole epoch (and all processes), then reset
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
     def _test_split_names(self) -> tuple[str, ...]:
         return tuple(getattr(self._datamodule(), "test_splits", ("test",)))
@@ -304,12 +302,14 @@ class MedicalCNN(pl.LightningModule):
         hp = self.hparams
         names = self._test_split_names()
         self.test_metrics = nn.ModuleDict(
-            {
-                _key(s): MedMNISTMetrics(hp["task"], hp["num_classes"], confusion=s == "test")
-                for s in names
-            }
+            {_key(s): medmnist_metric_collection(hp["task"], hp["num_classes"]) for s in names}
         ).to(self.device)
         self.test_losses = nn.ModuleDict({_key(s): MeanMetric() for s in names}).to(self.device)
+        self.test_confusion = None
+        if "test" in names:
+            self.test_confusion = medmnist_confusion_matrix(hp["task"], hp["num_classes"]).to(
+                self.device
+            )
 
     def test_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -317,11 +317,14 @@ class MedicalCNN(pl.LightningModule):
         x, y = batch
         split = self._test_split_names()[dataloader_idx]
         logits = self.evaluate(x)
-        self._split_metrics(split).update(logits, y)
+        preds, target = medmnist_inputs(logits, y, self.task)
+        self._split_metrics(split).update(preds, target)
         self._split_loss(split).update(self.loss(logits, y), weight=len(x))
+        if split == "test" and self.test_confusion is not None:
+            self.test_confusion.update(preds, target)
 
-    def _split_metrics(self, split: str) -> MedMNISTMetrics:
-        return cast(MedMNISTMetrics, self.test_metrics[_key(split)])
+    def _split_metrics(self, split: str) -> MetricCollection:
+        return cast(MetricCollection, self.test_metrics[_key(split)])
 
     def _split_loss(self, split: str) -> MeanMetric:
         return cast(MeanMetric, self.test_losses[_key(split)])
@@ -332,12 +335,12 @@ class MedicalCNN(pl.LightningModule):
             values = {k: float(v) for k, v in self._split_metrics(split).compute().items()}
             values["loss"] = float(self._split_loss(split).compute())
             results[split] = values
-        self.confusion = None
-        if "test" in results:
-            self.confusion = self._split_metrics("test").confusion_matrix().cpu()
-        for split in results:
             self._split_metrics(split).reset()
             self._split_loss(split).reset()
+        self.confusion = None
+        if self.test_confusion is not None:
+            self.confusion = self.test_confusion.compute().cpu()
+            self.test_confusion.reset()
         self.results = results
         logged: dict[str, float] = {}
         for split, values in results.items():
@@ -347,8 +350,8 @@ class MedicalCNN(pl.LightningModule):
             logged["test/gap_auc"] = results["train"]["auc"] - results["test"]["auc"]
             logged["test/gap_acc"] = results["train"]["acc"] - results["test"]["acc"]
             logged["test/gap_loss"] = results["test"]["loss"] - results["train"]["loss"]
-        for key, v in logged.items():
-            self.log(key, v, add_dataloader_idx=False, sync_dist=False)
+        # already reduced over processes by torchmetrics: no second reduction
+        self.log_dict(logged, add_dataloader_idx=False, sync_dist=False)
         if self.confusion is not None and self.trainer.is_global_zero:
             self._log_confusion()
 

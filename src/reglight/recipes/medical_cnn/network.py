@@ -7,7 +7,56 @@ from torch import Tensor, nn
 from reglight._validation import check_choice, check_positive_int, check_probability
 from reglight.nn import NORM_KINDS, DropBlock2d, convert_norms
 
-__all__ = ["SmallCNN"]
+__all__ = ["SmallCNN", "check_architecture"]
+
+
+def check_architecture(
+    *,
+    depth: int,
+    width: int,
+    blocks_per_stage: int,
+    hidden: int,
+    dropout: float,
+    dropblock: float,
+    block_size: int,
+    norm: str,
+    virtual_batch_size: int,
+) -> None:
+    """Check the arguments that shape a [SmallCNN][reglight.recipes.medical_cnn.SmallCNN], without building it.
+
+    Args:
+        depth: Number of stages, a positive integer.
+        width: Channels of the first stage, a positive integer.
+        blocks_per_stage: Convolution blocks per stage, a positive integer.
+        hidden: Units of the fully connected layer, a positive integer.
+        dropout: Dropout probability in $[0, 1)$.
+        dropblock: DropBlock probability in $[0, 1)$.
+        block_size: DropBlock block size, a positive integer.
+        norm: One of `reglight.nn.NORM_KINDS`.
+        virtual_batch_size: Virtual batch size of ghost batch norm, a positive integer.
+
+    Raises:
+        ValueError: Naming the first argument out of range and its value.
+
+    Example:
+        >>> check_architecture(depth=0, width=8, blocks_per_stage=1, hidden=8, dropout=0.1,
+        ...                    dropblock=0.0, block_size=3, norm="batch", virtual_batch_size=16)
+        Traceback (most recent call last):
+            ...
+        ValueError: `depth` must be an integer >= 1, got 0
+    """
+    for name, value in (
+        ("depth", depth),
+        ("width", width),
+        ("blocks_per_stage", blocks_per_stage),
+        ("hidden", hidden),
+        ("block_size", block_size),
+        ("virtual_batch_size", virtual_batch_size),
+    ):
+        check_positive_int(name, value)
+    check_probability("dropout", dropout)
+    check_probability("dropblock", dropblock)
+    check_choice("norm", norm, NORM_KINDS)
 
 
 class SmallCNN(nn.Module):
@@ -65,15 +114,17 @@ class SmallCNN(nn.Module):
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("num_classes", num_classes)
-        check_positive_int("depth", depth)
-        check_positive_int("width", width)
-        check_positive_int("blocks_per_stage", blocks_per_stage)
-        check_positive_int("hidden", hidden)
-        check_probability("dropout", dropout)
-        check_probability("dropblock", dropblock)
-        check_positive_int("block_size", block_size)
-        check_choice("norm", norm, NORM_KINDS)
-        check_positive_int("virtual_batch_size", virtual_batch_size)
+        check_architecture(
+            depth=depth,
+            width=width,
+            blocks_per_stage=blocks_per_stage,
+            hidden=hidden,
+            dropout=dropout,
+            dropblock=dropblock,
+            block_size=block_size,
+            norm=norm,
+            virtual_batch_size=virtual_batch_size,
+        )
         layers: list[nn.Module] = []
         c_in = in_channels
         for stage in range(depth):
