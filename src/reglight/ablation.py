@@ -193,7 +193,8 @@ def load_ablation(recipe: Recipe) -> Ablation:
 
     Raises:
         LookupError: When the recipe declares no ablation.
-        ValueError: When the section is malformed (see [Ablation.from_dict][reglight.ablation.Ablation.from_dict]).
+        ValueError: When the section is malformed (see
+            [Ablation.from_dict][reglight.ablation.Ablation.from_dict]).
     """
     config = yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}
     section = config.get("ablation") if isinstance(config, Mapping) else None

@@ -25,9 +25,9 @@ def confusion_matrix_figure(
     """Heat map of a confusion matrix with the counts written in the cells.
 
     Args:
-        matrix: ``(K, K)`` counts (rows: true class, columns: predicted class), or ``(K, 2, 2)`` for a
+        matrix: `(K, K)` counts (rows: true class, columns: predicted class), or `(K, 2, 2)` for a
             multi-label task (one panel per label).
-        labels: Class (or label) names, ``K`` of them.
+        labels: Class (or label) names, `K` of them.
         title: Figure title.
 
     Returns:

@@ -66,8 +66,9 @@ def medmnist_inputs(logits: Tensor, target: Tensor, task: str) -> tuple[Tensor, 
         task: A medmnist task type.
 
     Returns:
-        `(preds, target)` for [medmnist_metric_collection][reglight.recipes.medical_cnn.medmnist_metric_collection]
-        and [medmnist_confusion_matrix][reglight.recipes.medical_cnn.medmnist_confusion_matrix].
+        `(preds, target)` for
+        [medmnist_metric_collection][reglight.recipes.medical_cnn.medmnist_metric_collection] and
+        [medmnist_confusion_matrix][reglight.recipes.medical_cnn.medmnist_confusion_matrix].
 
     Example:
         >>> medmnist_inputs(torch.zeros(1, 2), torch.tensor([1]), "binary-class")
@@ -89,7 +90,7 @@ def _check_task(task: str, num_classes: int) -> None:
 
 
 def medmnist_metric_collection(task: str, num_classes: int, prefix: str = "") -> MetricCollection:
-    """AUC and ACC of a MedMNIST task as a `MetricCollection` with the keys `{prefix}auc`, `{prefix}acc`.
+    """AUC and ACC of a MedMNIST task as a `MetricCollection` with the keys `{prefix}acc`, `{prefix}auc`.
 
     Update it with [medmnist_inputs][reglight.recipes.medical_cnn.medmnist_inputs]; inside a
     LightningModule, `self.log_dict(collection)` logs both at the end of the epoch.
@@ -111,7 +112,7 @@ def medmnist_metric_collection(task: str, num_classes: int, prefix: str = "") ->
         >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
         >>> m.update(*medmnist_inputs(logits, torch.tensor([0, 1, 1]), "binary-class"))
         >>> {k: round(v.item(), 3) for k, v in m.compute().items()}
-        {'val/auc': 1.0, 'val/acc': 0.667}
+        {'val/acc': 0.667, 'val/auc': 1.0}
     """
     _check_task(task, num_classes)
     metrics: dict[str, Metric | MetricCollection]
@@ -168,11 +169,11 @@ def medmnist_metrics(logits: Tensor, target: Tensor, task: str) -> dict[str, flo
         task: A medmnist task type.
 
     Returns:
-        `{"auc": float, "acc": float}`.
+        `{"acc": float, "auc": float}`.
 
     Example:
         >>> medmnist_metrics(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 0]), "binary-class")
-        {'auc': 1.0, 'acc': 1.0}
+        {'acc': 1.0, 'auc': 1.0}
     """
     m = medmnist_metric_collection(task, logits.shape[-1])
     m.update(*medmnist_inputs(logits, target, task))

@@ -32,7 +32,7 @@ __all__ = ["MedicalCNN"]
 
 
 def _key(split: str) -> str:
-    """ModuleDict key of a split (``"train"`` itself would clash with ``nn.Module.train``)."""
+    """ModuleDict key of a split (`"train"` itself would clash with `nn.Module.train`)."""
     return f"{split}_split"
 
 
@@ -46,26 +46,27 @@ class MedicalCNN(pl.LightningModule):
 
     The stack (each piece can be switched off for the ablation):
 
-    - **L2 weight decay** ``weight_decay`` on convolution and linear weights (not on biases or norms). With
-      ``optimizer="adam"`` or ``"sgd"`` it is the classic coupled L2 term, the gradient of
-      ``(λ/2)·‖θ‖²``; with ``"adamw"`` it is decoupled (Loshchilov & Hutter 2019). A
-      ``reglight.callbacks.PenaltyHook`` on the Trainer is the alternative (set ``weight_decay=0`` then).
-    - **Dropout** after the fully connected layer, optional DropBlock, a small network (``depth``,
-      ``width``): see :class:`~reglight.recipes.medical_cnn.SmallCNN`.
+    - **L2 weight decay** `weight_decay` on convolution and linear weights (not on biases or norms). With
+      `optimizer="adam"` or `"sgd"` it is the classic coupled L2 term, the gradient of
+      `(λ/2)·‖θ‖²`; with `"adamw"` it is decoupled (Loshchilov & Hutter 2019). A
+      `reglight.callbacks.PenaltyHook` on the Trainer is the alternative (set `weight_decay=0` then).
+    - **Dropout** after the fully connected layer, optional DropBlock, a small network (`depth`,
+      `width`): see [SmallCNN][reglight.recipes.medical_cnn.SmallCNN].
     - Augmentation and early stopping live in the datamodule and the Trainer's callbacks.
 
-    The task (loss and metrics) comes from the datamodule's ``spec`` (``medmnist.INFO``) unless given:
-    cross-entropy over ``num_classes`` outputs for binary, multi-class and ordinal tasks (as medmnist's
+    The task (loss and metrics) comes from the datamodule's `spec` (`medmnist.INFO`) unless given:
+    cross-entropy over `num_classes` outputs for binary, multi-class and ordinal tasks (as medmnist's
     own training scripts do), binary cross-entropy per label for multi-label tasks. Validation logs
-    ``val/loss``, ``val/auc`` and ``val/acc`` (AUC and ACC computed as ``medmnist.Evaluator`` does, see
-    :class:`~reglight.recipes.medical_cnn.MedMNISTMetrics`); model selection and early stopping use
-    ``val/auc``.
+    `val/loss`, `val/auc` and `val/acc` (AUC and ACC computed as `medmnist.Evaluator` does, see
+    [medmnist_metric_collection][reglight.recipes.medical_cnn.medmnist_metric_collection]); model
+    selection and early stopping use `val/auc`.
 
-    Testing evaluates every loader of ``trainer.datamodule.test_splits`` (the test split, the training split
-    without augmentation and the validation split) and logs ``test/{auc,acc,loss}``,
-    ``test/{train,val}_{auc,acc,loss}`` and the generalization gap ``test/gap_auc`` (train AUC − test AUC),
-    ``test/gap_acc`` and ``test/gap_loss`` (test loss − train loss), plus the test confusion matrix as a
-    figure and a table through ``reglight.logging``. :meth:`report` returns the same as printable tables.
+    Testing evaluates every loader of `trainer.datamodule.test_splits` (the test split, the training split
+    without augmentation and the validation split) and logs `test/{auc,acc,loss}`,
+    `test/{train,val}_{auc,acc,loss}` and the generalization gap `test/gap_auc` (train AUC − test AUC),
+    `test/gap_acc` and `test/gap_loss` (test loss − train loss), plus the test confusion matrix as a
+    figure and a table through `reglight.logging`.
+    [report][reglight.recipes.medical_cnn.MedicalCNN.report] returns the same as printable tables.
 
     Args:
         depth: Number of convolution stages.
@@ -75,27 +76,28 @@ class MedicalCNN(pl.LightningModule):
         dropout: Dropout probability after the fully connected layer.
         dropblock: DropBlock probability on the last two stages (0 disables it).
         block_size: DropBlock block size.
-        norm: Normalization: ``"batch"``, ``"ghost"``, ``"renorm"``, ``"group"``, ``"layer2d"`` or ``"none"``
-            (``reglight.nn.convert_norms``).
-        virtual_batch_size: Virtual batch size of ghost batch norm (``norm="ghost"`` only).
-        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (Nesterov momentum).
+        norm: Normalization: `"batch"`, `"ghost"`, `"renorm"`, `"group"`, `"layer2d"` or `"none"`
+            (`reglight.nn.convert_norms`).
+        virtual_batch_size: Virtual batch size of ghost batch norm (`norm="ghost"` only).
+        optimizer: `"adam"`, `"adamw"` or `"sgd"` (Nesterov momentum).
         lr: Peak learning rate.
         weight_decay: L2 weight decay λ on convolution and linear weights (0 disables it).
         momentum: SGD momentum.
-        lr_schedule: ``"cosine"`` (cosine decay to 0 over ``trainer.max_epochs``) or ``"constant"``.
+        lr_schedule: `"cosine"` (cosine decay to 0 over `trainer.max_epochs`) or `"constant"`.
         label_smoothing: Label smoothing of the cross-entropy loss (0 disables it).
         mixup: Mixup (Zhang et al. 2018) concentration α: each training batch is replaced by
-            ``λ·x + (1−λ)·x[π]`` with ``λ ~ Beta(α, α)`` and a random permutation ``π``, and the loss by
-            ``λ·L(y) + (1−λ)·L(y[π])``; 0 disables it.
+            `λ·x + (1−λ)·x[π]` with `λ ~ Beta(α, α)` and a random permutation `π`, and the loss by
+            `λ·L(y) + (1−λ)·L(y[π])`; 0 disables it.
         tta: Test-time augmentation: validate, test and predict on the average of the class probabilities
-            of each image and its horizontal mirror (see :meth:`evaluate`).
+            of each image and its horizontal mirror (see
+            [evaluate][reglight.recipes.medical_cnn.MedicalCNN.evaluate]).
         ema_decay: Decay of an exponential moving average of the weights (and batch-norm statistics),
             updated after every training batch and used for validation, testing and prediction (Polyak &
             Juditsky 1992); 0 disables it.
-        task: MedMNIST task type; ``None`` takes it from the datamodule.
-        num_classes: Number of outputs; ``None`` takes it from the datamodule.
-        in_channels: Image channels; ``None`` takes it from the datamodule.
-        class_names: Class names for the confusion matrix; ``None`` takes them from the datamodule.
+        task: MedMNIST task type; `None` takes it from the datamodule.
+        num_classes: Number of outputs; `None` takes it from the datamodule.
+        in_channels: Image channels; `None` takes it from the datamodule.
+        class_names: Class names for the confusion matrix; `None` takes them from the datamodule.
 
     Example:
         >>> import torch
@@ -198,7 +200,7 @@ class MedicalCNN(pl.LightningModule):
             self.ema_net.requires_grad_(False)
 
     def setup(self, stage: str) -> None:
-        """Take the task, classes and channels from ``trainer.datamodule.spec`` and build the network."""
+        """Take the task, classes and channels from `trainer.datamodule.spec` and build the network."""
         if self.net is not None:
             return
         spec = getattr(self._datamodule(), "spec", None)
@@ -223,7 +225,7 @@ class MedicalCNN(pl.LightningModule):
     # ----------------------------------------------------------------------------------------- steps
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(N, num_classes)``."""
+        """Logits `(N, num_classes)`."""
         if self.net is None:
             raise RuntimeError(
                 "the network is built in `setup()` (or when task/num_classes are given)"
@@ -233,17 +235,17 @@ class MedicalCNN(pl.LightningModule):
     def evaluate(self, x: Tensor) -> Tensor:
         """Logits used for validation, testing and prediction.
 
-        These come from the weight average when ``ema_decay > 0``, else from the network itself. Without
-        ``tta`` they are the network's output. With ``tta`` the class probabilities of the image and of its
-        horizontal mirror are averaged, ``p̄ = (p(x) + p(flip(x))) / 2``, and returned as logits of ``p̄``
-        (``log p̄`` for softmax tasks, ``logit p̄`` for multi-label ones), so that the
+        These come from the weight average when `ema_decay > 0`, else from the network itself. Without
+        `tta` they are the network's output. With `tta` the class probabilities of the image and of its
+        horizontal mirror are averaged, `p̄ = (p(x) + p(flip(x))) / 2`, and returned as logits of `p̄`
+        (`log p̄` for softmax tasks, `logit p̄` for multi-label ones), so that the
         metrics and the loss see the averaged prediction.
 
         Args:
-            x: Images ``(N, C, H, W)``.
+            x: Images `(N, C, H, W)`.
 
         Returns:
-            Logits ``(N, num_classes)``.
+            Logits `(N, num_classes)`.
         """
         net = self.ema_net if self.ema_net is not None else self
         logits = net(x)
@@ -372,7 +374,7 @@ class MedicalCNN(pl.LightningModule):
         log_table(self, "test/confusion_matrix_table", table.columns, table.rows)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Per-class scores (softmax, or sigmoid for multi-label) of a batch ``x`` or ``(x, y)``."""
+        """Per-class scores (softmax, or sigmoid for multi-label) of a batch `x` or `(x, y)`."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return scores_from_logits(self.evaluate(x), self.task)
 
@@ -424,8 +426,9 @@ class MedicalCNN(pl.LightningModule):
         """The final metrics of the last test run as printable tables.
 
         Returns:
-            A list of ``reglight.logging.Table``: loss/AUC/ACC per split with the generalization gap (row
-            ``gap``: test − train for the loss, train − test for AUC and ACC), and the test confusion matrix. Empty before :meth:`~lightning.pytorch.Trainer.test`.
+            A list of [Table][reglight.logging.Table]: loss/AUC/ACC per split with the generalization gap
+            (row `gap`: test − train for the loss, train − test for AUC and ACC), and the test confusion
+            matrix. Empty before `Trainer.test`.
         """
         from reglight.logging import Table
 

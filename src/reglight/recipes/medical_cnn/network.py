@@ -62,10 +62,10 @@ def check_architecture(
 class SmallCNN(nn.Module):
     """A small VGG-style CNN whose capacity is set by two numbers: depth and width.
 
-    ``depth`` stages, stage ``i`` with ``width·2^i`` channels made of ``blocks_per_stage`` blocks
-    ``conv3×3 → norm → ReLU``, each stage followed by 2×2 max-pooling (ceil mode, so any depth fits a
-    28×28 image); then global average pooling, a fully connected layer of ``hidden`` units with ReLU,
-    **dropout** ``p = dropout`` (the seed's "dropout after the fully connected layers"), and the output layer.
+    `depth` stages, stage `i` with `width·2^i` channels made of `blocks_per_stage` blocks
+    `conv3×3 → norm → ReLU`, each stage followed by 2×2 max-pooling (ceil mode, so any depth fits a
+    28×28 image); then global average pooling, a fully connected layer of `hidden` units with ReLU,
+    **dropout** `p = dropout` (the seed's "dropout after the fully connected layers"), and the output layer.
     Optional DropBlock (Ghiasi et al. 2018) acts on the feature maps of the last two stages.
 
     This is the seed's "shallower network" knob: fewer layers and smaller hidden dimensions regularize a model
@@ -73,8 +73,8 @@ class SmallCNN(nn.Module):
     channels, 0.3 M parameters), was the best of 3 to 9 convolution layers in a 4-fold cross-validation on
     BreastMNIST (3 layers underfit, 8-9 overfit); the ablation's "deeper network" uses 12.
 
-    Normalization layers are built as ``nn.BatchNorm2d`` and swapped with ``reglight.nn.convert_norms`` for
-    the other kinds (``"ghost"``, ``"renorm"``, ``"group"``, ``"layer2d"``, ``"none"``).
+    Normalization layers are built as `nn.BatchNorm2d` and swapped with `reglight.nn.convert_norms` for
+    the other kinds (`"ghost"`, `"renorm"`, `"group"`, `"layer2d"`, `"none"`).
 
     Args:
         in_channels: Image channels (1 for grayscale, 3 for RGB).
@@ -86,9 +86,9 @@ class SmallCNN(nn.Module):
         dropout: Dropout probability after the fully connected layer.
         dropblock: DropBlock drop probability on the last two stages (0 disables it).
         block_size: DropBlock block size.
-        norm: Normalization kind, one of ``reglight.nn.NORM_KINDS``: ``"batch"``, ``"ghost"``,
-            ``"renorm"``, ``"group"``, ``"layer2d"`` or ``"none"``.
-        virtual_batch_size: Virtual batch size of ghost batch norm (``norm="ghost"`` only).
+        norm: Normalization kind, one of `reglight.nn.NORM_KINDS`: `"batch"`, `"ghost"`,
+            `"renorm"`, `"group"`, `"layer2d"` or `"none"`.
+        virtual_batch_size: Virtual batch size of ghost batch norm (`norm="ghost"` only).
 
     Example:
         >>> import torch
@@ -152,6 +152,6 @@ class SmallCNN(nn.Module):
         self.norm = norm
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(N, num_classes)`` of images ``(N, C, H, W)``."""
+        """Logits `(N, num_classes)` of images `(N, C, H, W)`."""
         h = self.pool(self.features(x)).flatten(1)
         return self.head(self.dropout(self.act(self.fc(h))))
