@@ -106,7 +106,7 @@ def task_spec(flag: str) -> TaskSpec:
     """Return the [TaskSpec][reglight.recipes.medical_cnn.TaskSpec] of a 2D MedMNIST dataset (`medmnist.INFO`).
 
     Args:
-        flag: A 2D dataset flag (see [MEDMNIST_2D_FLAGS][reglight.recipes.medical_cnn.MEDMNIST_2D_FLAGS]).
+        flag: A 2D dataset flag (see `MEDMNIST_2D_FLAGS`).
 
     Returns:
         The task type, number of classes, channels, label names and split sizes.
@@ -428,8 +428,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
 
     Files are read from `root` (`<flag>.npz` for size 28, `<flag>_<size>.npz` otherwise). When the file
     is missing and `download=True`, it is downloaded from Zenodo with its MD5 checked (`prepare_data`,
-    once per node); when it stays missing, a
-    [MedMNISTFileError][reglight.recipes.medical_cnn.MedMNISTFileError] says which file to put where.
+    once per node); when it stays missing, a `MedMNISTFileError` says which file to put where.
 
     Normalization uses the per-channel mean and standard deviation of the **training split only**, so nothing
     about the validation or test images leaks into training. The task type of `medmnist.INFO`
