@@ -83,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from reglight.ablation import Variant, run_one
     from reglight.cli import find_recipe
-    from reglight.recipes.medical_cnn.ablation import VARIANTS, run_one
 
     torch.set_num_threads(opts.threads)
-    config = find_recipe("medical_cnn").path
+    recipe = find_recipe("medical_cnn")
     lines = [
         "| dataset | run | test AUC | test ACC | epochs | time / run (s) |",
         "|---|---|---|---|---|---|",
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = [f"--data.flag={flag}", *extra]  # anything else is a recipe override
         results = []
         for seed in seeds:
-            r = run_one(config, VARIANTS["full"], seed, overrides)
+            run = run_one(recipe, Variant("full"), seed, overrides)
+            r = {**run.metrics, "epochs": float(run.epochs), "seconds": run.seconds}
             results.append(r)
             print(
                 f"[medmnist] {flag} seed {seed}: AUC {r['test/auc']:.3f} ACC {r['test/acc']:.3f} "

@@ -1,15 +1,19 @@
-"""The ``reglight`` command: list, run, overrides, errors, loggers, DDP and the installed wheel."""
+"""The `reglight` command: list, run, ablate, overrides, errors, loggers, DDP and the installed wheel."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from reglight.ablation import Ablation
 from reglight.cli import available_recipes, find_recipe, main, run_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -263,3 +267,101 @@ def test_wheel_runs_outside_the_repository(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert str(target) in proc.stdout.splitlines()[0]
     assert "test/acc" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------------ ablate
+
+TINY_ABLATION = """
+ablation:
+  title: Ablation of a two-moons MLP
+  metrics:
+    test/acc: test ACC
+    test/loss: test loss
+  variants:
+    full:
+      description: as configured
+    no_dropout:
+      description: without dropout
+      overrides: {model.dropout: 0}
+    narrow:
+      overrides: {model.hidden: 4, model.lr: 0.05}
+"""
+
+
+@pytest.fixture
+def tiny_ablation(tmp_path: Path) -> Path:
+    """The tiny recipe with an ablation declared as data, in a YAML of the user's own."""
+    path = tmp_path / "tiny_ablation.yaml"
+    path.write_text(find_recipe("tiny").path.read_text() + TINY_ABLATION)
+    return path
+
+
+def test_ablate_runs_any_recipe_that_declares_variants(
+    tiny_ablation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "ablation.json"
+    args = [str(tiny_ablation), "--seed-list", "0,3", "--logger", "csv", "--save-dir", "abl"]
+    assert main(["ablate", *args, "--json", str(output), *FAST]) == 0
+    out = capsys.readouterr().out
+    payload = json.loads(output.read_text())
+    runs = payload["runs"]
+    assert list(runs) == ["full", "no_dropout", "narrow"] and payload["seeds"] == [0, 3]
+    # each variant trained what it declares, and nothing else changed
+    assert [r["config"]["model.dropout"] for r in runs["full"]] == [0.1, 0.1]
+    assert runs["no_dropout"][0]["config"]["model.dropout"] == 0
+    assert runs["narrow"][0]["config"]["model.hidden"] == 4
+    assert runs["narrow"][0]["config"]["model.lr"] == 0.05
+    assert runs["narrow"][0]["config"]["model.dropout"] == 0.1
+    assert runs["full"][0]["config"]["data.n_samples"] == 200  # the command line's override
+    # the runner trains what `reglight run` trains with the same seed and overrides
+    reference = run_recipe(find_recipe(str(tiny_ablation)), [*FAST, "--trainer.logger", "false"])
+    assert runs["full"][0]["metrics"]["test/acc"] == pytest.approx(reference["test/acc"], abs=1e-6)
+    assert runs["full"][0]["metrics"]["test/loss"] == pytest.approx(
+        reference["test/loss"], abs=1e-6
+    )
+    # the table: mean ± sample std (numpy, ddof=1) per variant and metric
+    summary = out.split("## Ablation runs")[0]
+    assert "Ablation of a two-moons MLP (mean ± std over seeds)" in summary
+    for name, results in runs.items():
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        for cell, key in zip(cells[1:3], ("test/acc", "test/loss")):
+            values = np.array([r["metrics"][key] for r in results])
+            assert cell == f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+        assert cells[-2:] == ["1 ± 0", "2"]
+    media = next((tmp_path / "abl").rglob("media"))
+    assert (media / "ablation_bar_chart.png").stat().st_size > 0
+    with (media / "ablation_summary.csv").open() as fh:
+        assert [row[0] for row in csv.reader(fh)] == ["variant", "full", "no_dropout", "narrow"]
+
+
+def test_ablate_one_variant_and_the_errors(
+    tiny_ablation: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--seeds", "1", "--variants", "narrow", "--logger", "none", *FAST]
+    assert main(["ablate", str(tiny_ablation), *args]) == 0
+    out = capsys.readouterr().out
+    assert "| narrow |" in out and "| full |" not in out
+    assert main(["ablate", "tiny"]) == 2  # the packaged tiny recipe declares no ablation
+    assert "declares no ablation" in capsys.readouterr().err
+    assert main(["ablate", str(tiny_ablation), "--variants", "full,wide"]) == 2
+    err = capsys.readouterr().err
+    assert "wide" in err and "narrow" in err  # names the declared variants
+    assert main(["ablate", str(tiny_ablation), "--seeds", "0"]) == 2
+    assert main(["ablate", "no-such-recipe"]) == 2
+    assert "known recipes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"variants": {}}, "at least one variant"),
+        ({"variants": {"a": {"override": {"model.x": 1}}}}, "unknown key"),
+        ({"variants": {"a": {"drop_callbacks": "EarlyStopping"}}}, "drop_callbacks"),
+        ({"variants": {"a": {"overrides": ["--model.x=1"]}}}, "overrides"),
+        ({"variant": {"a": {}}}, "unknown key"),
+    ],
+)
+def test_malformed_ablation_section_is_named(section: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Ablation.from_dict(section, "mine")

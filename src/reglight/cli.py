@@ -1,24 +1,26 @@
-"""The ``reglight`` command.
+"""The `reglight` command.
 
-``reglight run RECIPE [overrides]``
-    Fit, then test, then print a summary table of the final metrics and where the run was logged.
-    ``RECIPE`` is a recipe name (see ``reglight list``) or a path to a recipe YAML. Overrides follow
-    LightningCLI: ``--config FILE.yaml`` (repeatable), ``--trainer.max_epochs 5``, ``--model.*``,
-    ``--data.*``, ``--print_config``.
-``reglight list``
-    The available recipes, one line each.
-``reglight fit|validate|test|predict --config recipes/X.yaml``
-    Lightning's own ``LightningCLI`` subcommands, for people who know them.
-``reglight ablate RECIPE [options]``
-    A recipe's ablation study, where the recipe has one (``reglight ablate medical_cnn --help``).
+- `reglight run RECIPE [overrides]`: fit, then test, then print a summary table of the final metrics and
+  where the run was logged. `RECIPE` is a recipe name (see `reglight list`) or a path to a recipe YAML.
+  Overrides follow LightningCLI: `--config FILE.yaml` (repeatable), `--trainer.max_epochs 5`,
+  `--model.*`, `--data.*`, `--print_config`.
+- `reglight list`: the available recipes, one line each.
+- `reglight fit|validate|test|predict --config recipes/X.yaml`: Lightning's own `LightningCLI`
+  subcommands, for people who know them.
+- `reglight ablate RECIPE [options]`: the ablation study a recipe declares in the `ablation:` section of
+  its YAML (see [reglight.ablation][reglight.ablation]; `reglight ablate medical_cnn --help`).
 
 Multi-device runs go through the Trainer, e.g.
-``reglight run tiny --trainer.accelerator cpu --trainer.devices 2 --trainer.strategy ddp``.
+`reglight run tiny --trainer.accelerator cpu --trainer.devices 2 --trainer.strategy ddp`.
+
+Example:
+    >>> main(["--version"])  # doctest: +ELLIPSIS
+    reglight ...
+    0
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -38,7 +40,7 @@ usage: reglight <command> [options]
 commands:
   run RECIPE [overrides]     fit, test and summarize a recipe (name or path to a YAML)
   list                       list the available recipes
-  ablate RECIPE [options]    run a recipe's ablation study
+  ablate RECIPE [options]    run the ablation study declared in a recipe's YAML
   fit|validate|test|predict  Lightning's LightningCLI subcommands (--config recipes/X.yaml)
 
 overrides follow LightningCLI: --config FILE.yaml, --trainer.max_epochs 5, --model.*, --data.*,
@@ -51,7 +53,13 @@ overrides follow LightningCLI: --config FILE.yaml, --trainer.max_epochs 5, --mod
 
 @dataclass(frozen=True)
 class Recipe:
-    """A runnable recipe: a LightningCLI YAML config with a one-line description."""
+    """A runnable recipe: a LightningCLI YAML config with a one-line description.
+
+    Attributes:
+        name: The recipe's name (the YAML file's stem).
+        path: The YAML file.
+        description: The `# description:` line at the top of the file.
+    """
 
     name: str
     path: Path
@@ -59,7 +67,7 @@ class Recipe:
 
 
 def _recipe_dirs() -> list[Path]:
-    """Where recipe YAMLs live: the wheel's package data, else the repository's ``recipes/`` folder."""
+    """Where recipe YAMLs live: `$REGLIGHT_RECIPES`, the wheel's package data, the repository's `recipes/`."""
     dirs: list[Path] = []
     extra = os.environ.get("REGLIGHT_RECIPES")
     if extra:
@@ -85,7 +93,16 @@ def _description(path: Path) -> str:
 
 
 def available_recipes() -> dict[str, Recipe]:
-    """All recipes found, by name (the YAML file's stem); earlier folders win on name clashes."""
+    """All recipes found, by name (the YAML file's stem); earlier folders win on name clashes.
+
+    The folders are those of the environment variable `REGLIGHT_RECIPES` (separated by `os.pathsep`),
+    then the recipes shipped with the package.
+
+    Example:
+        >>> recipes = available_recipes()
+        >>> "tiny" in recipes and recipes["tiny"].path.name
+        'tiny.yaml'
+    """
     found: dict[str, Recipe] = {}
     for folder in _recipe_dirs():
         for path in sorted(folder.glob("*.yaml")):
@@ -95,6 +112,13 @@ def available_recipes() -> dict[str, Recipe]:
 
 def find_recipe(name_or_path: str) -> Recipe:
     """Resolve a recipe name or a path to a YAML file.
+
+    Args:
+        name_or_path: A name from [available_recipes][reglight.cli.available_recipes], or the path of a
+            `.yaml`/`.yml` file.
+
+    Returns:
+        The recipe.
 
     Raises:
         LookupError: when it is neither a known recipe nor an existing file; the message lists the
@@ -126,7 +150,7 @@ def _print_recipes() -> None:
 
 
 def _cli_classes() -> tuple[type, type]:
-    """``ReglightCLI`` and its config saver, built lazily so ``reglight list`` stays fast."""
+    """`ReglightCLI` and its config saver, built lazily so that `reglight list` stays fast."""
     from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
     from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
@@ -150,6 +174,15 @@ def _cli_classes() -> tuple[type, type]:
     class _ReglightCLI(LightningCLI):
         """LightningCLI with reglight's defaults: rich progress bar, config saved with the run."""
 
+        def add_arguments_to_parser(self, parser: Any) -> None:
+            # a recipe YAML may declare its ablation study (read by `reglight ablate`); runs ignore it
+            parser.add_argument(
+                "--ablation",
+                type=dict[str, Any] | None,
+                default=None,
+                help="The recipe's ablation study (variants, metrics), read by `reglight ablate`.",
+            )
+
         def instantiate_trainer(self, **kwargs: Any) -> Any:
             trainer = super().instantiate_trainer(**kwargs)
             callbacks: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
@@ -162,7 +195,23 @@ def _cli_classes() -> tuple[type, type]:
 
 
 def ReglightCLI(args: Sequence[str], *, run: bool, prog: str = "reglight") -> Any:
-    """Build reglight's LightningCLI over ``args`` (subclass mode for model and data)."""
+    """Build reglight's LightningCLI over `args` (subclass mode for model and data).
+
+    Args:
+        args: Command-line arguments, e.g. `["--config", "recipes/tiny.yaml", "--trainer.max_epochs=1"]`.
+        run: Run a subcommand (`args[0]` is `fit`, `validate`, `test` or `predict`); with `False`, only
+            parse and instantiate the Trainer, model and datamodule.
+        prog: Program name shown in help and error messages.
+
+    Returns:
+        The `LightningCLI` object (`.trainer`, `.model`, `.datamodule`, `.config`).
+
+    Example:
+        >>> cli = ReglightCLI(["--config", str(find_recipe("tiny").path), "--model.hidden=7",
+        ...                    "--trainer.logger=false"], run=False)
+        >>> cli.model.hparams["hidden"], type(cli.datamodule).__name__
+        (7, 'TwoMoonsDataModule')
+    """
     cli_cls, saver = _cli_classes()
     parser_kwargs: dict[str, Any] = {"prog": prog}
     if run:
@@ -251,7 +300,11 @@ def _rich_table(item: Any) -> Any:
 
 
 def run_recipe(recipe: Recipe, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Fit, test and summarize ``recipe`` with LightningCLI ``overrides``; return the final metrics.
+    """Fit, test and summarize `recipe` with LightningCLI `overrides`; return the final metrics.
+
+    Args:
+        recipe: The recipe (see [find_recipe][reglight.cli.find_recipe]).
+        overrides: LightningCLI arguments applied over the recipe's YAML.
 
     Returns:
         The test metrics merged over the final fit metrics (train/val), as Python floats.
@@ -289,22 +342,13 @@ def _run(argv: list[str]) -> int:
 
 
 def _ablate(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(
-            "usage: reglight ablate RECIPE [options]   (e.g. reglight ablate medical_cnn --seeds 5)"
-        )
-        return 0 if argv else 2
-    name = argv[0]
-    try:
-        module = importlib.import_module(f"reglight.recipes.{name}.ablation")
-    except ModuleNotFoundError:
-        print(f"reglight ablate: error: recipe {name!r} has no ablation study", file=sys.stderr)
-        return 2
-    return int(module.main(argv[1:]))
+    from reglight.ablation import main as ablate
+
+    return ablate(argv)
 
 
 class _DropLightningTips(logging.Filter):
-    """Drops Lightning's advertising tips ("💡 Tip: ... try installing litlogger / litmodels")."""
+    """Drops Lightning's advertising tips (`💡 Tip: ... try installing litlogger / litmodels`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡 Tip")
@@ -314,8 +358,8 @@ def _quiet_lightning() -> None:
     """Keep the command's output to what the run says: no product tips, no Lightning-internal warning.
 
     Lightning 2.6 prints a tip to install litlogger / litmodels on every fit, and its pytree helper
-    warns that torch deprecated ``isinstance(treespec, LeafSpec)`` (nothing a user can act on). Only
-    the ``reglight`` command does this; the library never changes logging or warning filters.
+    warns that torch deprecated `isinstance(treespec, LeafSpec)` (nothing a user can act on). Only
+    the `reglight` command does this; the library never changes logging or warning filters.
     """
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
@@ -325,7 +369,18 @@ def _quiet_lightning() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``reglight`` console script; returns the exit code."""
+    """Entry point of the `reglight` console script; returns the exit code.
+
+    Args:
+        argv: The arguments after `reglight` (default: `sys.argv[1:]`).
+
+    Returns:
+        0 on success, 2 on a bad command, recipe or override (with a message on stderr).
+
+    Example:
+        >>> main(["no-such-command"])
+        2
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     _quiet_lightning()
     if not args or args[0] in ("-h", "--help"):

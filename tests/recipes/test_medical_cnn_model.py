@@ -7,7 +7,14 @@ import pytest
 import torch
 from medmnist.evaluator import getACC, getAUC
 
-from reglight.recipes.medical_cnn import MedicalCNN, MedMNISTMetrics, SmallCNN, medmnist_metrics
+from reglight.recipes.medical_cnn import (
+    MedicalCNN,
+    SmallCNN,
+    medmnist_confusion_matrix,
+    medmnist_inputs,
+    medmnist_metric_collection,
+    medmnist_metrics,
+)
 
 
 def _random_task(task: str, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,30 +52,38 @@ def test_metrics_match_medmnist_evaluator(task: str, k: int) -> None:
 
 def test_metrics_accumulate_over_batches() -> None:
     logits, target = _random_task("multi-class", 120, 4, 0)
-    m = MedMNISTMetrics("multi-class", 4, confusion=True)
+    m = medmnist_metric_collection("multi-class", 4, prefix="val/")
+    cm = medmnist_confusion_matrix("multi-class", 4)
     for i in range(0, 120, 25):
-        m.update(logits[i : i + 25], target[i : i + 25])
+        inputs = medmnist_inputs(logits[i : i + 25], target[i : i + 25], "multi-class")
+        m.update(*inputs)
+        cm.update(*inputs)
     whole = medmnist_metrics(logits, target, "multi-class")
     got = m.compute()
-    assert float(got["auc"]) == pytest.approx(whole["auc"], abs=1e-6)
-    assert float(got["acc"]) == pytest.approx(whole["acc"], abs=1e-6)
+    assert set(got) == {"val/auc", "val/acc"}
+    assert float(got["val/auc"]) == pytest.approx(whole["auc"], abs=1e-6)
+    assert float(got["val/acc"]) == pytest.approx(whole["acc"], abs=1e-6)
     from sklearn.metrics import confusion_matrix
 
     expected = confusion_matrix(target.numpy(), logits.argmax(-1).numpy(), labels=range(4))
-    np.testing.assert_array_equal(m.confusion_matrix().numpy(), expected)
+    np.testing.assert_array_equal(cm.compute().numpy(), expected)
 
 
 def test_binary_confusion_thresholds_positive_score_at_half() -> None:
     logits = torch.tensor([[0.0, 0.1], [0.3, 0.0], [0.0, 2.0], [1.0, 0.0]])
-    m = MedMNISTMetrics("binary-class", 2, confusion=True)
-    m.update(logits, torch.tensor([1, 1, 0, 0]))
-    assert m.confusion_matrix().tolist() == [[1, 1], [1, 1]]
-    with pytest.raises(RuntimeError, match="confusion=True"):
-        MedMNISTMetrics("binary-class", 2).confusion_matrix()
+    target = torch.tensor([1, 1, 0, 0])
+    cm = medmnist_confusion_matrix("binary-class", 2)
+    cm.update(*medmnist_inputs(logits, target, "binary-class"))
+    from sklearn.metrics import confusion_matrix
+
+    expected = confusion_matrix(target.numpy(), (logits.softmax(-1)[:, 1] > 0.5).long().numpy())
+    assert cm.compute().tolist() == expected.tolist() == [[1, 1], [1, 1]]
     with pytest.raises(ValueError, match="num_classes"):
-        MedMNISTMetrics("binary-class", 3)
+        medmnist_metric_collection("binary-class", 3)
     with pytest.raises(ValueError, match="task"):
-        MedMNISTMetrics("regression", 3)
+        medmnist_metric_collection("regression", 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        medmnist_confusion_matrix("multi-class", 1)
 
 
 def test_small_cnn_depth_width_and_dropout() -> None:
@@ -129,6 +144,20 @@ def test_model_validates_arguments() -> None:
         MedicalCNN(width=0)
     with pytest.raises(ValueError, match="`task`"):
         MedicalCNN(task="segmentation")
+    # the architecture's arguments are checked at construction, before any network exists
+    for kwargs, name in [
+        ({"depth": 0}, "depth"),
+        ({"blocks_per_stage": 0}, "blocks_per_stage"),
+        ({"hidden": -1}, "hidden"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"dropblock": -0.1}, "dropblock"),
+        ({"block_size": 0}, "block_size"),
+        ({"norm": "instance"}, "norm"),
+        ({"virtual_batch_size": 0}, "virtual_batch_size"),
+    ]:
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            MedicalCNN(**kwargs)  # type: ignore[arg-type]
+    assert MedicalCNN().net is None  # built in `setup`, from the datamodule's task
 
 
 @pytest.mark.parametrize("task", ["binary-class", "multi-label, binary-class"])

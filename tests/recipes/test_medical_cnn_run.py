@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from reglight.cli import main
+from reglight.ablation import load_ablation
+from reglight.cli import find_recipe, main
 from reglight.recipes.medical_cnn import write_synthetic_medmnist
-from reglight.recipes.medical_cnn.ablation import VARIANTS
+
+VARIANTS = list(load_ablation(find_recipe("medical_cnn")).variants)
 
 N_SAMPLES = (48, 16, 16)
 FAST = [
@@ -134,6 +136,19 @@ def test_ddp_run_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
         assert key in proc.stdout
 
 
+def test_ablation_declared_in_the_recipe_yaml() -> None:
+    """The medical_cnn YAML declares the full stack, minus each regularizer, and no regularizer at all."""
+    assert VARIANTS == [
+        "full",
+        "no_weight_decay",
+        "no_dropout",
+        "no_augmentation",
+        "no_early_stopping",
+        "deeper_network",
+        "none",
+    ]
+
+
 def test_ablation_runs_every_variant_over_two_seeds(
     tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -148,7 +163,7 @@ def test_ablation_runs_every_variant_over_two_seeds(
             "csv",
             "--save-dir",
             str(tmp_path / "abl"),
-            "--output",
+            "--json",
             str(output),
             *FAST,
             "--trainer.limit_val_batches=1",
@@ -157,24 +172,54 @@ def test_ablation_runs_every_variant_over_two_seeds(
     out = capsys.readouterr().out
     assert code == 0
     summary = out.split("## Ablation runs")[0]
+    assert "Ablation of the medical_cnn regularization stack (mean ± std over seeds)" in summary
+    header = next(line for line in summary.splitlines() if line.startswith("| variant |"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "variant",
+        "test AUC",
+        "test ACC",
+        "gap AUC (train−test)",
+        "gap loss (test−train)",
+        "epochs",
+        "seeds",
+    ]
     for name in VARIANTS:
         row = next(line for line in summary.splitlines() if line.startswith(f"| {name} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 7 and cells[-1] == "2"
         assert all(" ± " in c for c in cells[1:5])
     runs = json.loads(output.read_text())["runs"]
-    assert list(runs) == list(VARIANTS) and all(len(r) == 2 for r in runs.values())
-    full, none = runs["full"][0], runs["none"][0]
+    assert list(runs) == VARIANTS and all(len(r) == 2 for r in runs.values())
+    assert [r["seed"] for r in runs["full"]] == [0, 1]
+
+    def trained(name: str) -> dict[str, float]:
+        """What the first run of a variant actually trained, from its resolved config and callbacks."""
+        run = runs[name][0]
+        cfg, callbacks = run["config"], run["callbacks"]
+        return {
+            "weight_decay": cfg["model.weight_decay"],
+            "dropout": cfg["model.dropout"],
+            "conv_layers": cfg["model.depth"] * cfg["model.blocks_per_stage"],
+            "augment": float(cfg["data.augment"]),
+            "early_stopping": float("EarlyStopping" in callbacks),
+            "scheduler": float("AugmentationScheduler" in callbacks),
+        }
+
+    full, none = trained("full"), trained("none")
     # each variant trained what it says
     assert full["weight_decay"] > 0 and full["dropout"] > 0 and full["augment"] == 1
-    assert full["early_stopping"] == 1 and full["conv_layers"] == 6
-    assert runs["no_weight_decay"][0]["weight_decay"] == 0
-    assert runs["no_dropout"][0]["dropout"] == 0
-    assert runs["no_augmentation"][0]["augment"] == 0
-    assert runs["no_early_stopping"][0]["early_stopping"] == 0
-    assert runs["deeper_network"][0]["conv_layers"] == 12
+    assert full["early_stopping"] == 1 and full["conv_layers"] == 6 and full["scheduler"] == 1
+    assert "ModelCheckpoint" not in runs["full"][0]["callbacks"]
+    assert trained("no_weight_decay")["weight_decay"] == 0
+    assert trained("no_dropout")["dropout"] == 0
+    assert trained("no_augmentation")["augment"] == trained("no_augmentation")["scheduler"] == 0
+    assert trained("no_early_stopping")["early_stopping"] == 0
+    assert trained("deeper_network")["conv_layers"] == 12
     assert none["weight_decay"] == none["dropout"] == none["augment"] == none["early_stopping"] == 0
     assert none["conv_layers"] == 12
+    assert {"test/auc", "test/acc", "test/gap_auc", "test/gap_loss", "test/val_auc"} <= set(
+        runs["full"][0]["metrics"]
+    )
     media = next((tmp_path / "abl").rglob("media"))
     assert (media / "ablation_bar_chart.png").stat().st_size > 0
     with (media / "ablation_summary.csv").open() as fh:
@@ -185,3 +230,4 @@ def test_ablation_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["ablate", "medical_cnn", "--variants", "full,no_batchnorm"]) == 2
     assert "no_batchnorm" in capsys.readouterr().err
     assert main(["ablate", "medical_cnn", "--seeds", "0"]) == 2
+    assert "seed" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Training-time augmentation of the medical-image CNN recipe (torchvision ``transforms.v2``)."""
+"""Training-time augmentation of the medical-image CNN recipe (torchvision `transforms.v2`)."""
 
 from __future__ import annotations
 
@@ -29,33 +29,36 @@ def medical_augmentation(
     """Random flips, rotation, shift and zoom, with optional RandAugment and random erasing, schedulable.
 
     The seed's "aggressive data augmentation (rotations, shifts)" for a dataset of a few hundred images, as a
-    ``transforms.v2`` pipeline on ``uint8`` ``(C, H, W)`` images::
+    `transforms.v2` pipeline on `uint8` `(C, H, W)` images:
 
-        RandomHorizontalFlip(0.5) → RandomVerticalFlip(0.5) → RandomAffine(rotation, translate, scale)
-        → RandAugment(rand_augment_ops, rand_augment_magnitude) → RandomErasing(erasing)
+    ```text
+    RandomHorizontalFlip(0.5) → RandomVerticalFlip(0.5) → RandomAffine(rotation, translate, scale)
+    → RandAugment(rand_augment_ops, rand_augment_magnitude) → RandomErasing(erasing)
+    ```
 
-    (each part only when enabled), wrapped in a :class:`reglight.callbacks.ScheduledTransform` so that an
-    :class:`reglight.callbacks.AugmentationScheduler` can drive its strength, in DataLoader workers too. At
-    magnitude ``m`` the rotation range, shift and zoom are scaled by ``m``, the flip and erasing probabilities
-    by ``m`` and the RandAugment magnitude is ``round(m · rand_augment_magnitude)``; at ``m = 1`` the pipeline
-    is exactly as configured, at ``m = 0`` it leaves images unchanged (except for RandAugment's
+    (each part only when enabled), wrapped in a [ScheduledTransform][reglight.transforms.ScheduledTransform]
+    so that an [AugmentationScheduler][reglight.callbacks.AugmentationScheduler] can drive its strength, in
+    DataLoader workers too. At
+    magnitude `m` the rotation range, shift and zoom are scaled by `m`, the flip and erasing probabilities
+    by `m` and the RandAugment magnitude is `round(m · rand_augment_magnitude)`; at `m = 1` the pipeline
+    is exactly as configured, at `m = 0` it leaves images unchanged (except for RandAugment's
     magnitude-free operations such as equalize and autocontrast). RandAugment is Cubuk et al. 2020,
     random erasing Zhong et al. 2020.
 
     Args:
         rotation: Maximum rotation in degrees (at magnitude 1).
-        translate: Maximum shift as a fraction of height and width, in ``[0, 1]``.
-        scale: Maximum relative zoom in ``[0, 1)``: the scale is drawn from ``[1 - scale, 1 + scale]``.
+        translate: Maximum shift as a fraction of height and width, in `[0, 1]`.
+        scale: Maximum relative zoom in `[0, 1)`: the scale is drawn from `[1 - scale, 1 + scale]`.
         hflip: Random horizontal flips.
         vflip: Random vertical flips.
         rand_augment_ops: RandAugment operations per image; 0 disables RandAugment.
         rand_augment_magnitude: RandAugment magnitude (0-30) at magnitude 1.
         erasing: Random-erasing probability; 0 disables it.
-        magnitude: Initial strength in ``[0, 1]``.
-        group: The ``ScheduledTransform`` group an ``AugmentationScheduler`` drives.
+        magnitude: Initial strength in `[0, 1]`.
+        group: The `ScheduledTransform` group an `AugmentationScheduler` drives.
 
     Returns:
-        The scheduled augmentation (identity in ``eval()`` mode).
+        The scheduled augmentation (identity in `eval()` mode).
 
     Raises:
         ValueError: For an argument outside its range (named in the message).

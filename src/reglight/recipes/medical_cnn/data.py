@@ -1,11 +1,11 @@
 """MedMNIST data for the medical-image CNN recipe.
 
 The MedMNIST v2 collection (Yang et al., *MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D
-biomedical image classification*, Scientific Data 2023) ships each dataset as one ``.npz`` file with the keys
-``{train,val,test}_{images,labels}``: ``uint8`` images of shape ``(N, H, W)`` (grayscale) or ``(N, H, W, 3)``
-(RGB) and integer labels of shape ``(N, L)`` (``L = 1`` except for the multi-label ChestMNIST). The file for
-size 28 is ``<flag>.npz``; the larger sizes are ``<flag>_<size>.npz``. The dataset facts (task type, classes,
-split sizes, download URL and MD5) come from ``medmnist.INFO``.
+biomedical image classification*, Scientific Data 2023) ships each dataset as one `.npz` file with the keys
+`{train,val,test}_{images,labels}`: `uint8` images of shape `(N, H, W)` (grayscale) or `(N, H, W, 3)`
+(RGB) and integer labels of shape `(N, L)` (`L = 1` except for the multi-label ChestMNIST). The file for
+size 28 is `<flag>.npz`; the larger sizes are `<flag>_<size>.npz`. The dataset facts (task type, classes,
+split sizes, download URL and MD5) come from `medmnist.INFO`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ TASKS: tuple[str, ...] = (
     "multi-label, binary-class",
     "ordinal-regression",
 )
-"""Task types that appear in ``medmnist.INFO``."""
+"""Task types that appear in `medmnist.INFO`."""
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -68,25 +68,25 @@ def _flags_2d() -> tuple[str, ...]:
 
 
 MEDMNIST_2D_FLAGS: tuple[str, ...] = _flags_2d()
-"""The 2D dataset flags of ``medmnist.INFO`` (``"breastmnist"``, ``"pneumoniamnist"``, ...)."""
+"""The 2D dataset flags of `medmnist.INFO` (`"breastmnist"`, `"pneumoniamnist"`, ...)."""
 
 
 class MedMNISTFileError(FileNotFoundError):
-    """A MedMNIST ``.npz`` file is missing, cannot be downloaded, or is not in MedMNIST's format."""
+    """A MedMNIST `.npz` file is missing, cannot be downloaded, or is not in MedMNIST's format."""
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What ``medmnist.INFO`` says about one dataset, in the form the recipe needs.
+    """What `medmnist.INFO` says about one dataset, in the form the recipe needs.
 
     Attributes:
-        flag: The dataset flag, e.g. ``"breastmnist"``.
-        task: One of ``"binary-class"``, ``"multi-class"``, ``"multi-label, binary-class"``,
-            ``"ordinal-regression"``.
+        flag: The dataset flag, e.g. `"breastmnist"`.
+        task: One of `"binary-class"`, `"multi-class"`, `"multi-label, binary-class"`,
+            `"ordinal-regression"`.
         num_classes: Number of classes (for multi-label: number of labels); the number of model outputs.
         n_channels: 1 (grayscale) or 3 (RGB).
         label_names: Human-readable class (or label) names, in index order.
-        n_samples: Official split sizes, ``{"train": ..., "val": ..., "test": ...}``.
+        n_samples: Official split sizes, `{"train": ..., "val": ..., "test": ...}`.
     """
 
     flag: str
@@ -98,21 +98,21 @@ class TaskSpec:
 
     @property
     def multilabel(self) -> bool:
-        """``True`` for multi-label tasks (sigmoid outputs, binary cross-entropy)."""
+        """`True` for multi-label tasks (sigmoid outputs, binary cross-entropy)."""
         return self.task == "multi-label, binary-class"
 
 
 def task_spec(flag: str) -> TaskSpec:
-    """Return the :class:`TaskSpec` of a 2D MedMNIST dataset from ``medmnist.INFO``.
+    """Return the [TaskSpec][reglight.recipes.medical_cnn.TaskSpec] of a 2D MedMNIST dataset (`medmnist.INFO`).
 
     Args:
-        flag: A 2D dataset flag (see :data:`MEDMNIST_2D_FLAGS`).
+        flag: A 2D dataset flag (see `MEDMNIST_2D_FLAGS`).
 
     Returns:
         The task type, number of classes, channels, label names and split sizes.
 
     Raises:
-        ValueError: If ``flag`` is not a 2D MedMNIST dataset.
+        ValueError: If `flag` is not a 2D MedMNIST dataset.
 
     Example:
         >>> spec = task_spec("breastmnist")
@@ -137,7 +137,7 @@ def task_spec(flag: str) -> TaskSpec:
 
 
 def npz_filename(flag: str, size: int = 28) -> str:
-    """File name MedMNIST uses for ``flag`` at ``size``: ``<flag>.npz`` (28) or ``<flag>_<size>.npz``.
+    """File name MedMNIST uses for `flag` at `size`: `<flag>.npz` (28) or `<flag>_<size>.npz`.
 
     Args:
         flag: Dataset flag.
@@ -156,9 +156,9 @@ def npz_filename(flag: str, size: int = 28) -> str:
 
 
 def default_root() -> Path:
-    """The folder MedMNIST files are read from when no ``root`` is given.
+    """The folder MedMNIST files are read from when no `root` is given.
 
-    The environment variable ``REGLIGHT_DATA`` if it is set, else medmnist's own default ``~/.medmnist``.
+    The environment variable `REGLIGHT_DATA` if it is set, else medmnist's own default `~/.medmnist`.
 
     Returns:
         The folder (it may not exist yet).
@@ -184,7 +184,7 @@ def _download_hint(flag: str, size: int, path: Path) -> str:
 
 
 def download_medmnist(flag: str, size: int, root: str | os.PathLike[str]) -> Path:
-    """Download ``<flag>[_<size>].npz`` into ``root`` and check its MD5 against ``medmnist.INFO``.
+    """Download `<flag>[_<size>].npz` into `root` and check its MD5 against `medmnist.INFO`.
 
     An existing file with the right MD5 is not downloaded again.
 
@@ -226,16 +226,17 @@ def download_medmnist(flag: str, size: int, root: str | os.PathLike[str]) -> Pat
 def load_medmnist_npz(
     path: str | os.PathLike[str], spec: TaskSpec, size: int = 28
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Read and check a MedMNIST ``.npz`` file.
+    """Read and check a MedMNIST `.npz` file.
 
     Args:
-        path: The ``.npz`` file.
-        spec: The dataset's :class:`TaskSpec` (for the channel count and label range).
+        path: The `.npz` file.
+        spec: The dataset's [TaskSpec][reglight.recipes.medical_cnn.TaskSpec] (for the channel count and
+            label range).
         size: Expected image height and width.
 
     Returns:
-        ``{"train": (images, labels), "val": ..., "test": ...}`` with images ``uint8`` of shape
-        ``(N, size, size)`` or ``(N, size, size, 3)`` and labels of shape ``(N, L)``.
+        `{"train": (images, labels), "val": ..., "test": ...}` with images `uint8` of shape
+        `(N, size, size)` or `(N, size, size, 3)` and labels of shape `(N, L)`.
 
     Raises:
         MedMNISTFileError: If the file is missing or unreadable, lacks a key, or has arrays of the wrong
@@ -296,10 +297,10 @@ def write_synthetic_medmnist(
     size: int = 28,
     seed: int = 0,
 ) -> Path:
-    """Write a small learnable dataset in MedMNIST's ``.npz`` format (for tests, demos and offline checks).
+    """Write a small learnable dataset in MedMNIST's `.npz` format (for tests, demos and offline checks).
 
-    The file has MedMNIST's keys, dtypes and shapes for ``flag`` (``uint8`` images ``(N, size, size)`` or
-    ``(N, size, size, 3)``, integer labels ``(N, 1)`` or ``(N, L)``). Images are noise plus a bright blob
+    The file has MedMNIST's keys, dtypes and shapes for `flag` (`uint8` images `(N, size, size)` or
+    `(N, size, size, 3)`, integer labels `(N, 1)` or `(N, L)`). Images are noise plus a bright blob
     whose position encodes the class (one blob per positive label for multi-label tasks), so a small CNN
     learns the task in a few epochs.
 
@@ -360,16 +361,16 @@ def write_synthetic_medmnist(
 class MedMNISTSplit(Dataset[tuple[Tensor, Tensor]]):
     """One split of a MedMNIST dataset held in memory.
 
-    Images are kept as ``uint8`` NCHW tensors; each item is passed through ``transform`` (augmentation, on
-    the ``uint8`` image), scaled to ``[0, 1]`` and normalized with ``mean``/``std``.
+    Images are kept as `uint8` NCHW tensors; each item is passed through `transform` (augmentation, on
+    the `uint8` image), scaled to `[0, 1]` and normalized with `mean`/`std`.
 
     Args:
-        images: ``uint8`` array ``(N, H, W)`` or ``(N, H, W, C)``.
-        labels: Integer array ``(N, L)``.
+        images: `uint8` array `(N, H, W)` or `(N, H, W, C)`.
+        labels: Integer array `(N, L)`.
         mean: Per-channel mean used for normalization.
         std: Per-channel standard deviation used for normalization.
         multilabel: Return float label vectors (multi-label) instead of class indices.
-        transform: Optional callable applied to the ``uint8`` ``(C, H, W)`` image before normalization.
+        transform: Optional callable applied to the `uint8` `(C, H, W)` image before normalization.
     """
 
     def __init__(
@@ -400,13 +401,13 @@ class MedMNISTSplit(Dataset[tuple[Tensor, Tensor]]):
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of ``uint8`` images scaled to ``[0, 1]``.
+    """Per-channel mean and standard deviation of `uint8` images scaled to `[0, 1]`.
 
     Args:
-        images: ``(N, H, W)`` or ``(N, H, W, C)`` ``uint8`` array (the training split).
+        images: `(N, H, W)` or `(N, H, W, C)` `uint8` array (the training split).
 
     Returns:
-        ``(mean, std)``, one value per channel.
+        `(mean, std)`, one value per channel.
 
     Example:
         >>> m, s = channel_stats(np.array([[[0, 255]]], dtype=np.uint8))
@@ -425,22 +426,22 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
 class MedMNISTDataModule(pl.LightningDataModule):
     """A LightningDataModule for any 2D MedMNIST v2 dataset, with scheduled augmentation.
 
-    Files are read from ``root`` (``<flag>.npz`` for size 28, ``<flag>_<size>.npz`` otherwise). When the file
-    is missing and ``download=True``, it is downloaded from Zenodo with its MD5 checked (``prepare_data``,
-    once per node); when it stays missing, a :class:`MedMNISTFileError` says which file to put where.
+    Files are read from `root` (`<flag>.npz` for size 28, `<flag>_<size>.npz` otherwise). When the file
+    is missing and `download=True`, it is downloaded from Zenodo with its MD5 checked (`prepare_data`,
+    once per node); when it stays missing, a `MedMNISTFileError` says which file to put where.
 
     Normalization uses the per-channel mean and standard deviation of the **training split only**, so nothing
-    about the validation or test images leaks into training. The task type of ``medmnist.INFO``
-    (:attr:`spec`) tells the model which loss and metrics to use.
+    about the validation or test images leaks into training. The task type of `medmnist.INFO`
+    (`spec`) tells the model which loss and metrics to use.
 
-    ``test_dataloader`` returns three loaders, named by :attr:`test_splits`: the test split, the training
+    `test_dataloader` returns three loaders, named by `test_splits`: the test split, the training
     split without augmentation, and the validation split, so that a model can report the generalization gap
     measured the same way on all three.
 
     Args:
-        flag: 2D MedMNIST dataset, e.g. ``"breastmnist"``, ``"pneumoniamnist"``, ``"pathmnist"``.
+        flag: 2D MedMNIST dataset, e.g. `"breastmnist"`, `"pneumoniamnist"`, `"pathmnist"`.
         size: Image size: 28, 64, 128 or 224.
-        root: Folder of the ``.npz`` files; ``None`` uses ``$REGLIGHT_DATA`` if set, else ``~/.medmnist``.
+        root: Folder of the `.npz` files; `None` uses `$REGLIGHT_DATA` if set, else `~/.medmnist`.
         download: Download a missing file (needs internet; the MD5 is checked).
         batch_size: Training batch size (per process).
         eval_batch_size: Batch size of the validation and test loaders.
@@ -454,8 +455,8 @@ class MedMNISTDataModule(pl.LightningDataModule):
         rand_augment_ops: Number of RandAugment operations per image (0 disables RandAugment).
         rand_augment_magnitude: RandAugment magnitude (0-30) at full strength.
         erasing: Random-erasing probability at full strength (0 disables it).
-        magnitude: Initial augmentation strength in ``[0, 1]``; an ``AugmentationScheduler`` (group
-            ``"default"``) changes it during training, in DataLoader workers too.
+        magnitude: Initial augmentation strength in `[0, 1]`; an `AugmentationScheduler` (group
+            `"default"`) changes it during training, in DataLoader workers too.
 
     Example:
         >>> dm = MedMNISTDataModule("breastmnist", root="/nonexistent", download=False)
@@ -518,15 +519,15 @@ class MedMNISTDataModule(pl.LightningDataModule):
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     test_splits: tuple[str, ...] = ("test", "train", "val")
-    """Names of the loaders returned by :meth:`test_dataloader`, in order."""
+    """Names of the loaders returned by `test_dataloader`, in order."""
 
     @property
     def path(self) -> Path:
-        """The ``.npz`` file this datamodule reads."""
+        """The `.npz` file this datamodule reads."""
         return self.root / npz_filename(self.flag, self.size)
 
     def prepare_data(self) -> None:
-        """Download the file when it is missing and ``download=True`` (called once per node)."""
+        """Download the file when it is missing and `download=True` (called once per node)."""
         if self.download and not self.path.is_file():
             download_medmnist(self.flag, self.size, self.root)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["ablation_bar_chart", "confusion_matrix_figure"]
+__all__ = ["confusion_matrix_figure"]
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -25,9 +25,9 @@ def confusion_matrix_figure(
     """Heat map of a confusion matrix with the counts written in the cells.
 
     Args:
-        matrix: ``(K, K)`` counts (rows: true class, columns: predicted class), or ``(K, 2, 2)`` for a
+        matrix: `(K, K)` counts (rows: true class, columns: predicted class), or `(K, 2, 2)` for a
             multi-label task (one panel per label).
-        labels: Class (or label) names, ``K`` of them.
+        labels: Class (or label) names, `K` of them.
         title: Figure title.
 
     Returns:
@@ -72,45 +72,4 @@ def confusion_matrix_figure(
         ax.set_visible(False)
     if len(panels) > 1:
         fig.suptitle(title)
-    return fig
-
-
-def ablation_bar_chart(
-    names: Sequence[str],
-    means: Mapping[str, Sequence[float]],
-    stds: Mapping[str, Sequence[float]],
-    title: str = "Ablation (mean ± std over seeds)",
-) -> Figure:
-    """Grouped bar chart of ablation results with standard-deviation error bars.
-
-    Args:
-        names: Variant names (one group of bars each).
-        means: Metric name → one mean per variant.
-        stds: Metric name → one standard deviation per variant.
-        title: Figure title.
-
-    Returns:
-        The matplotlib figure.
-
-    Example:
-        >>> fig = ablation_bar_chart(["full", "none"], {"AUC": [0.9, 0.8]}, {"AUC": [0.01, 0.02]})
-        >>> len(fig.axes)
-        1
-    """
-    fig = _new_figure(max(6.0, 1.1 * len(names) + 2), 4.0)
-    ax = fig.subplots()
-    x = np.arange(len(names))
-    n = max(len(means), 1)
-    w = 0.8 / n
-    for i, metric in enumerate(means):
-        ax.bar(
-            x + (i - (n - 1) / 2) * w, means[metric], w, yerr=stds[metric], capsize=3, label=metric
-        )
-    ax.set_xticks(x, list(names), rotation=30, ha="right")
-    ax.axhline(0.0, color="black", linewidth=0.5)
-    ax.set_title(title)
-    top = max((m + e for k in means for m, e in zip(means[k], stds[k])), default=1.0)
-    ax.set_ylim(top=1.2 * top)
-    ax.legend(loc="upper center", ncol=min(n, 4), fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
     return fig

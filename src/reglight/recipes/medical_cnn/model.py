@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from reglight._validation import (
     check_choice,
@@ -20,14 +20,19 @@ from reglight._validation import (
 )
 
 from .data import TASKS
-from .metrics import MedMNISTMetrics, scores_from_logits
-from .network import SmallCNN
+from .metrics import (
+    medmnist_confusion_matrix,
+    medmnist_inputs,
+    medmnist_metric_collection,
+    scores_from_logits,
+)
+from .network import SmallCNN, check_architecture
 
 __all__ = ["MedicalCNN"]
 
 
 def _key(split: str) -> str:
-    """ModuleDict key of a split (``"train"`` itself would clash with ``nn.Module.train``)."""
+    """ModuleDict key of a split (`"train"` itself would clash with `nn.Module.train`)."""
     return f"{split}_split"
 
 
@@ -41,26 +46,27 @@ class MedicalCNN(pl.LightningModule):
 
     The stack (each piece can be switched off for the ablation):
 
-    - **L2 weight decay** ``weight_decay`` on convolution and linear weights (not on biases or norms). With
-      ``optimizer="adam"`` or ``"sgd"`` it is the classic coupled L2 term, the gradient of
-      ``(λ/2)·‖θ‖²``; with ``"adamw"`` it is decoupled (Loshchilov & Hutter 2019). A
-      ``reglight.callbacks.PenaltyHook`` on the Trainer is the alternative (set ``weight_decay=0`` then).
-    - **Dropout** after the fully connected layer, optional DropBlock, a small network (``depth``,
-      ``width``): see :class:`~reglight.recipes.medical_cnn.SmallCNN`.
+    - **L2 weight decay** `weight_decay` on convolution and linear weights (not on biases or norms). With
+      `optimizer="adam"` or `"sgd"` it is the classic coupled L2 term, the gradient of
+      `(λ/2)·‖θ‖²`; with `"adamw"` it is decoupled (Loshchilov & Hutter 2019). A
+      `reglight.callbacks.PenaltyHook` on the Trainer is the alternative (set `weight_decay=0` then).
+    - **Dropout** after the fully connected layer, optional DropBlock, a small network (`depth`,
+      `width`): see [SmallCNN][reglight.recipes.medical_cnn.SmallCNN].
     - Augmentation and early stopping live in the datamodule and the Trainer's callbacks.
 
-    The task (loss and metrics) comes from the datamodule's ``spec`` (``medmnist.INFO``) unless given:
-    cross-entropy over ``num_classes`` outputs for binary, multi-class and ordinal tasks (as medmnist's
+    The task (loss and metrics) comes from the datamodule's `spec` (`medmnist.INFO`) unless given:
+    cross-entropy over `num_classes` outputs for binary, multi-class and ordinal tasks (as medmnist's
     own training scripts do), binary cross-entropy per label for multi-label tasks. Validation logs
-    ``val/loss``, ``val/auc`` and ``val/acc`` (AUC and ACC computed as ``medmnist.Evaluator`` does, see
-    :class:`~reglight.recipes.medical_cnn.MedMNISTMetrics`); model selection and early stopping use
-    ``val/auc``.
+    `val/loss`, `val/auc` and `val/acc` (AUC and ACC computed as `medmnist.Evaluator` does, see
+    [medmnist_metric_collection][reglight.recipes.medical_cnn.medmnist_metric_collection]); model
+    selection and early stopping use `val/auc`.
 
-    Testing evaluates every loader of ``trainer.datamodule.test_splits`` (the test split, the training split
-    without augmentation and the validation split) and logs ``test/{auc,acc,loss}``,
-    ``test/{train,val}_{auc,acc,loss}`` and the generalization gap ``test/gap_auc`` (train AUC − test AUC),
-    ``test/gap_acc`` and ``test/gap_loss`` (test loss − train loss), plus the test confusion matrix as a
-    figure and a table through ``reglight.logging``. :meth:`report` returns the same as printable tables.
+    Testing evaluates every loader of `trainer.datamodule.test_splits` (the test split, the training split
+    without augmentation and the validation split) and logs `test/{auc,acc,loss}`,
+    `test/{train,val}_{auc,acc,loss}` and the generalization gap `test/gap_auc` (train AUC − test AUC),
+    `test/gap_acc` and `test/gap_loss` (test loss − train loss), plus the test confusion matrix as a
+    figure and a table through `reglight.logging`.
+    [report][reglight.recipes.medical_cnn.MedicalCNN.report] returns the same as printable tables.
 
     Args:
         depth: Number of convolution stages.
@@ -70,27 +76,28 @@ class MedicalCNN(pl.LightningModule):
         dropout: Dropout probability after the fully connected layer.
         dropblock: DropBlock probability on the last two stages (0 disables it).
         block_size: DropBlock block size.
-        norm: Normalization: ``"batch"``, ``"ghost"``, ``"renorm"``, ``"group"``, ``"layer2d"`` or ``"none"``
-            (``reglight.nn.convert_norms``).
-        virtual_batch_size: Virtual batch size of ghost batch norm (``norm="ghost"`` only).
-        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (Nesterov momentum).
+        norm: Normalization: `"batch"`, `"ghost"`, `"renorm"`, `"group"`, `"layer2d"` or `"none"`
+            (`reglight.nn.convert_norms`).
+        virtual_batch_size: Virtual batch size of ghost batch norm (`norm="ghost"` only).
+        optimizer: `"adam"`, `"adamw"` or `"sgd"` (Nesterov momentum).
         lr: Peak learning rate.
         weight_decay: L2 weight decay λ on convolution and linear weights (0 disables it).
         momentum: SGD momentum.
-        lr_schedule: ``"cosine"`` (cosine decay to 0 over ``trainer.max_epochs``) or ``"constant"``.
+        lr_schedule: `"cosine"` (cosine decay to 0 over `trainer.max_epochs`) or `"constant"`.
         label_smoothing: Label smoothing of the cross-entropy loss (0 disables it).
         mixup: Mixup (Zhang et al. 2018) concentration α: each training batch is replaced by
-            ``λ·x + (1−λ)·x[π]`` with ``λ ~ Beta(α, α)`` and a random permutation ``π``, and the loss by
-            ``λ·L(y) + (1−λ)·L(y[π])``; 0 disables it.
+            `λ·x + (1−λ)·x[π]` with `λ ~ Beta(α, α)` and a random permutation `π`, and the loss by
+            `λ·L(y) + (1−λ)·L(y[π])`; 0 disables it.
         tta: Test-time augmentation: validate, test and predict on the average of the class probabilities
-            of each image and its horizontal mirror (see :meth:`evaluate`).
+            of each image and its horizontal mirror (see
+            [evaluate][reglight.recipes.medical_cnn.MedicalCNN.evaluate]).
         ema_decay: Decay of an exponential moving average of the weights (and batch-norm statistics),
             updated after every training batch and used for validation, testing and prediction (Polyak &
             Juditsky 1992); 0 disables it.
-        task: MedMNIST task type; ``None`` takes it from the datamodule.
-        num_classes: Number of outputs; ``None`` takes it from the datamodule.
-        in_channels: Image channels; ``None`` takes it from the datamodule.
-        class_names: Class names for the confusion matrix; ``None`` takes them from the datamodule.
+        task: MedMNIST task type; `None` takes it from the datamodule.
+        num_classes: Number of outputs; `None` takes it from the datamodule.
+        in_channels: Image channels; `None` takes it from the datamodule.
+        class_names: Class names for the confusion matrix; `None` takes them from the datamodule.
 
     Example:
         >>> import torch
@@ -139,26 +146,24 @@ class MedicalCNN(pl.LightningModule):
             check_positive_int("num_classes", num_classes, minimum=2)
         if in_channels is not None:
             check_positive_int("in_channels", in_channels)
-        # validates the architecture arguments now rather than at `setup`
-        SmallCNN(
-            1,
-            2,
-            depth,
-            width,
-            blocks_per_stage,
-            hidden,
-            dropout,
-            dropblock,
-            block_size,
-            norm,
-            virtual_batch_size,
+        check_architecture(
+            depth=depth,
+            width=width,
+            blocks_per_stage=blocks_per_stage,
+            hidden=hidden,
+            dropout=dropout,
+            dropblock=dropblock,
+            block_size=block_size,
+            norm=norm,
+            virtual_batch_size=virtual_batch_size,
         )
         self.save_hyperparameters()
         self.net: SmallCNN | None = None
         self.ema_net: AveragedModel | None = None
-        self.val_metrics: MedMNISTMetrics | None = None
+        self.val_metrics: MetricCollection | None = None
         self.test_metrics = nn.ModuleDict()
         self.test_losses = nn.ModuleDict()
+        self.test_confusion: Metric | None = None
         self.results: dict[str, dict[str, float]] = {}
         self.confusion: Tensor | None = None
         if task is not None and num_classes is not None and in_channels is not None:
@@ -186,7 +191,7 @@ class MedicalCNN(pl.LightningModule):
             norm=hp["norm"],
             virtual_batch_size=hp["virtual_batch_size"],
         )
-        self.val_metrics = MedMNISTMetrics(hp["task"], hp["num_classes"])
+        self.val_metrics = medmnist_metric_collection(hp["task"], hp["num_classes"], prefix="val/")
         if hp["ema_decay"] > 0:
             self.ema_net = AveragedModel(
                 self.net, multi_avg_fn=get_ema_multi_avg_fn(hp["ema_decay"]), use_buffers=True
@@ -195,7 +200,7 @@ class MedicalCNN(pl.LightningModule):
             self.ema_net.requires_grad_(False)
 
     def setup(self, stage: str) -> None:
-        """Take the task, classes and channels from ``trainer.datamodule.spec`` and build the network."""
+        """Take the task, classes and channels from `trainer.datamodule.spec` and build the network."""
         if self.net is not None:
             return
         spec = getattr(self._datamodule(), "spec", None)
@@ -220,7 +225,7 @@ class MedicalCNN(pl.LightningModule):
     # ----------------------------------------------------------------------------------------- steps
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(N, num_classes)``."""
+        """Logits `(N, num_classes)`."""
         if self.net is None:
             raise RuntimeError(
                 "the network is built in `setup()` (or when task/num_classes are given)"
@@ -230,17 +235,17 @@ class MedicalCNN(pl.LightningModule):
     def evaluate(self, x: Tensor) -> Tensor:
         """Logits used for validation, testing and prediction.
 
-        These come from the weight average when ``ema_decay > 0``, else from the network itself. Without
-        ``tta`` they are the network's output. With ``tta`` the class probabilities of the image and of its
-        horizontal mirror are averaged, ``p̄ = (p(x) + p(flip(x))) / 2``, and returned as logits of ``p̄``
-        (``log p̄`` for softmax tasks, ``logit p̄`` for multi-label ones), so that the
+        These come from the weight average when `ema_decay > 0`, else from the network itself. Without
+        `tta` they are the network's output. With `tta` the class probabilities of the image and of its
+        horizontal mirror are averaged, `p̄ = (p(x) + p(flip(x))) / 2`, and returned as logits of `p̄`
+        (`log p̄` for softmax tasks, `logit p̄` for multi-label ones), so that the
         metrics and the loss see the averaged prediction.
 
         Args:
-            x: Images ``(N, C, H, W)``.
+            x: Images `(N, C, H, W)`.
 
         Returns:
-            Logits ``(N, num_classes)``.
+            Logits `(N, num_classes)`.
         """
         net = self.ema_net if self.ema_net is not None else self
         logits = net(x)
@@ -284,15 +289,10 @@ class MedicalCNN(pl.LightningModule):
         x, y = batch
         logits = self.evaluate(x)
         assert self.val_metrics is not None
-        self.val_metrics.update(logits, y)
+        self.val_metrics.update(*medmnist_inputs(logits, y, self.task))
         self.log("val/loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(x))
-
-    def on_validation_epoch_end(self) -> None:
-        assert self.val_metrics is not None
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self.log("val/auc", values["auc"], prog_bar=True)
-        self.log("val/acc", values["acc"], prog_bar=True)
+        # `val/auc` and `val/acc`, computed over the whole epoch (and all processes), then reset
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
     def _test_split_names(self) -> tuple[str, ...]:
         return tuple(getattr(self._datamodule(), "test_splits", ("test",)))
@@ -304,12 +304,14 @@ class MedicalCNN(pl.LightningModule):
         hp = self.hparams
         names = self._test_split_names()
         self.test_metrics = nn.ModuleDict(
-            {
-                _key(s): MedMNISTMetrics(hp["task"], hp["num_classes"], confusion=s == "test")
-                for s in names
-            }
+            {_key(s): medmnist_metric_collection(hp["task"], hp["num_classes"]) for s in names}
         ).to(self.device)
         self.test_losses = nn.ModuleDict({_key(s): MeanMetric() for s in names}).to(self.device)
+        self.test_confusion = None
+        if "test" in names:
+            self.test_confusion = medmnist_confusion_matrix(hp["task"], hp["num_classes"]).to(
+                self.device
+            )
 
     def test_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -317,11 +319,14 @@ class MedicalCNN(pl.LightningModule):
         x, y = batch
         split = self._test_split_names()[dataloader_idx]
         logits = self.evaluate(x)
-        self._split_metrics(split).update(logits, y)
+        preds, target = medmnist_inputs(logits, y, self.task)
+        self._split_metrics(split).update(preds, target)
         self._split_loss(split).update(self.loss(logits, y), weight=len(x))
+        if split == "test" and self.test_confusion is not None:
+            self.test_confusion.update(preds, target)
 
-    def _split_metrics(self, split: str) -> MedMNISTMetrics:
-        return cast(MedMNISTMetrics, self.test_metrics[_key(split)])
+    def _split_metrics(self, split: str) -> MetricCollection:
+        return cast(MetricCollection, self.test_metrics[_key(split)])
 
     def _split_loss(self, split: str) -> MeanMetric:
         return cast(MeanMetric, self.test_losses[_key(split)])
@@ -332,12 +337,12 @@ class MedicalCNN(pl.LightningModule):
             values = {k: float(v) for k, v in self._split_metrics(split).compute().items()}
             values["loss"] = float(self._split_loss(split).compute())
             results[split] = values
-        self.confusion = None
-        if "test" in results:
-            self.confusion = self._split_metrics("test").confusion_matrix().cpu()
-        for split in results:
             self._split_metrics(split).reset()
             self._split_loss(split).reset()
+        self.confusion = None
+        if self.test_confusion is not None:
+            self.confusion = self.test_confusion.compute().cpu()
+            self.test_confusion.reset()
         self.results = results
         logged: dict[str, float] = {}
         for split, values in results.items():
@@ -347,8 +352,8 @@ class MedicalCNN(pl.LightningModule):
             logged["test/gap_auc"] = results["train"]["auc"] - results["test"]["auc"]
             logged["test/gap_acc"] = results["train"]["acc"] - results["test"]["acc"]
             logged["test/gap_loss"] = results["test"]["loss"] - results["train"]["loss"]
-        for key, v in logged.items():
-            self.log(key, v, add_dataloader_idx=False, sync_dist=False)
+        # already reduced over processes by torchmetrics: no second reduction
+        self.log_dict(logged, add_dataloader_idx=False, sync_dist=False)
         if self.confusion is not None and self.trainer.is_global_zero:
             self._log_confusion()
 
@@ -369,7 +374,7 @@ class MedicalCNN(pl.LightningModule):
         log_table(self, "test/confusion_matrix_table", table.columns, table.rows)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Per-class scores (softmax, or sigmoid for multi-label) of a batch ``x`` or ``(x, y)``."""
+        """Per-class scores (softmax, or sigmoid for multi-label) of a batch `x` or `(x, y)`."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return scores_from_logits(self.evaluate(x), self.task)
 
@@ -421,8 +426,9 @@ class MedicalCNN(pl.LightningModule):
         """The final metrics of the last test run as printable tables.
 
         Returns:
-            A list of ``reglight.logging.Table``: loss/AUC/ACC per split with the generalization gap (row
-            ``gap``: test − train for the loss, train − test for AUC and ACC), and the test confusion matrix. Empty before :meth:`~lightning.pytorch.Trainer.test`.
+            A list of [Table][reglight.logging.Table]: loss/AUC/ACC per split with the generalization gap
+            (row `gap`: test − train for the loss, train − test for AUC and ACC), and the test confusion
+            matrix. Empty before `Trainer.test`.
         """
         from reglight.logging import Table
 
