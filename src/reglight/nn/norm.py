@@ -460,7 +460,7 @@ class LayerNorm2d(nn.LayerNorm):
 # --------------------------------------------------------------------------------------------------
 _KIND_KWARGS: dict[str, tuple[str, ...]] = {
     "batch": ("eps", "momentum"),
-    "ghost": ("virtual_batch_size", "eps", "momentum"),
+    "ghost": ("virtual_batch_size", "eps", "momentum", "fused"),
     "renorm": ("r_max", "d_max", "eps", "momentum"),
     "group": ("num_groups", "eps"),
     "layer2d": ("eps",),
