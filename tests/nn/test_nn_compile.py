@@ -21,7 +21,7 @@ def test_compile_dropout_droppath_dropblock() -> None:
     net = nn.Sequential(
         DropBlock2d(0.2, 3),  # sparse sampler at this size
         DropBlock2d(0.9, 2, shared_channels=True),  # dense sampler
-        Dropout(0.3, mode="classic"),
+        Dropout(0.3, scaling="classic"),
         DropPath(0.25),
     )
     compiled = torch.compile(net, backend="inductor", fullgraph=True)

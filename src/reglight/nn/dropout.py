@@ -2,7 +2,7 @@
 
 Every module keeps its rate in a mutable float attribute ``p`` (validated on assignment), so a schedule
 can change it between steps without re-initialisation, and is the identity in evaluation mode (except
-``Dropout(mode="classic")``, whose evaluation rule is the paper's $(1-p)$ scaling).
+``Dropout(scaling="classic")``, whose evaluation rule is the paper's $(1-p)$ scaling).
 """
 
 from __future__ import annotations
@@ -51,32 +51,34 @@ class Dropout(_DropoutFamily):
     r"""Bernoulli dropout with a choice of scaling convention.
 
     Training output $h \odot z$ with $z_i \sim \mathrm{Bernoulli}(1-p)$, scaled by
-    $1/(1-p)$ in ``"inverted"`` mode (torch's convention; evaluation is the identity) or not at all
-    in ``"classic"`` mode (the paper's convention; evaluation multiplies by $1-p$). Both have the
+    $1/(1-p)$ with ``scaling="inverted"`` (torch's convention; evaluation is the identity) or not at
+    all with ``scaling="classic"`` (the paper's convention; evaluation multiplies by $1-p$). Both have the
     same expected output. Srivastava et al., 2014, "Dropout: a simple way to prevent neural networks
     from overfitting", JMLR 15. See `reglight.nn.functional.dropout`.
 
     Args:
         p: Probability of dropping a unit, in ``[0, 1)``.
-        mode: ``"inverted"`` or ``"classic"``.
+        scaling: ``"inverted"`` or ``"classic"``.
 
     Example:
         >>> import torch
         >>> from reglight.nn import Dropout
-        >>> layer = Dropout(0.25, mode="classic").eval()
+        >>> layer = Dropout(0.25, scaling="classic").eval()
         >>> layer(torch.ones(3))
         tensor([0.7500, 0.7500, 0.7500])
     """
 
-    def __init__(self, p: float = 0.5, mode: Literal["inverted", "classic"] = "inverted") -> None:
+    def __init__(
+        self, p: float = 0.5, scaling: Literal["inverted", "classic"] = "inverted"
+    ) -> None:
         super().__init__(p)
-        self.mode: str = check_choice("mode", mode, RF.DROPOUT_MODES)
+        self.scaling: str = check_choice("scaling", scaling, RF.DROPOUT_SCALINGS)
 
     def forward(self, input: Tensor) -> Tensor:
-        return RF.dropout(input, self.p, self.training, self.mode)
+        return RF.dropout(input, self.p, self.training, self.scaling)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, mode={self.mode!r}"
+        return f"p={self.p}, scaling={self.scaling!r}"
 
 
 class GaussianDropout(_DropoutFamily):

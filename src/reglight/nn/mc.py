@@ -52,16 +52,16 @@ def mc_dropout(
         >>> net[1].training, net[2].training
         (True, True)
     """
-    modes = [(module, module.training) for module in model.modules()]
+    flags = [(module, module.training) for module in model.modules()]
     try:
         model.eval()
-        for module, _ in modes:
+        for module, _ in flags:
             if isinstance(module, dropout_types):
                 module.train()
         yield model
     finally:
-        for module, mode in modes:  # pre-order: children are fixed after their parents
-            module.train(mode)
+        for module, training in flags:  # pre-order: children are fixed after their parents
+            module.train(training)
 
 
 def mc_predict(

@@ -25,7 +25,7 @@ Example:
 
 from reglight.nn.functional._dropblock import drop_block2d, drop_block2d_gamma
 from reglight.nn.functional._dropout import (
-    DROPOUT_MODES,
+    DROPOUT_SCALINGS,
     drop_connect,
     drop_path,
     dropout,
@@ -35,7 +35,7 @@ from reglight.nn.functional._dropout import (
 from reglight.nn.functional._norm import batch_renorm, ghost_batch_norm, layer_norm2d
 
 __all__ = [
-    "DROPOUT_MODES",
+    "DROPOUT_SCALINGS",
     "batch_renorm",
     "drop_block2d",
     "drop_block2d_gamma",

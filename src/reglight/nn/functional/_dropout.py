@@ -14,7 +14,7 @@ from torch import Tensor
 from reglight._validation import check_choice, check_probability
 
 __all__ = [
-    "DROPOUT_MODES",
+    "DROPOUT_SCALINGS",
     "drop_connect",
     "drop_path",
     "dropout",
@@ -22,19 +22,21 @@ __all__ = [
     "locked_dropout",
 ]
 
-DROPOUT_MODES = ("inverted", "classic")
+DROPOUT_SCALINGS = ("inverted", "classic")
 
 
-def dropout(input: Tensor, p: float = 0.5, training: bool = True, mode: str = "inverted") -> Tensor:
+def dropout(
+    input: Tensor, p: float = 0.5, training: bool = True, scaling: str = "inverted"
+) -> Tensor:
     r"""Bernoulli dropout with the inverted or the classic scaling convention.
 
     Each unit is kept with probability $1-p$: $\tilde h = h \odot z$, $z_i \sim
     \mathrm{Bernoulli}(1-p)$ (Srivastava et al., 2014, "Dropout: a simple way to prevent neural
     networks from overfitting", JMLR 15).
 
-    * ``mode="inverted"`` (torch's convention): $\tilde h = h \odot z / (1-p)$ while training,
+    * ``scaling="inverted"`` (torch's convention): $\tilde h = h \odot z / (1-p)$ while training,
       $h$ at evaluation. It calls `torch.nn.functional.dropout`.
-    * ``mode="classic"`` (the paper's convention): $\tilde h = h \odot z$ while training,
+    * ``scaling="classic"`` (the paper's convention): $\tilde h = h \odot z$ while training,
       $(1-p)\,h$ at evaluation.
 
     Both give $\mathbb E[\tilde h] = $ the evaluation output.
@@ -43,27 +45,27 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, mode: str = "i
         input: Tensor of any shape.
         p: Probability of dropping a unit, in ``[0, 1)``.
         training: Apply the random mask (``True``) or the deterministic evaluation rule (``False``).
-        mode: ``"inverted"`` or ``"classic"``.
+        scaling: ``"inverted"`` or ``"classic"``.
 
     Returns:
         A tensor shaped like ``input``.
 
     Raises:
-        ValueError: If ``p`` is outside ``[0, 1)`` or ``mode`` is unknown.
+        ValueError: If ``p`` is outside ``[0, 1)`` or ``scaling`` is unknown.
 
     Example:
         >>> import torch
         >>> from reglight.nn.functional import dropout
         >>> x = torch.ones(1000)
-        >>> y = dropout(x, 0.5, mode="classic")
+        >>> y = dropout(x, 0.5, scaling="classic")
         >>> sorted(y.unique().tolist())
         [0.0, 1.0]
-        >>> dropout(x, 0.5, training=False, mode="classic")[:3]
+        >>> dropout(x, 0.5, training=False, scaling="classic")[:3]
         tensor([0.5000, 0.5000, 0.5000])
     """
     p = check_probability("p", p)
-    check_choice("mode", mode, DROPOUT_MODES)
-    if mode == "inverted":
+    check_choice("scaling", scaling, DROPOUT_SCALINGS)
+    if scaling == "inverted":
         return F.dropout(input, p, training)
     if not training:
         return input * (1.0 - p) if p > 0.0 else input
