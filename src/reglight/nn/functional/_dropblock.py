@@ -14,7 +14,7 @@ __all__ = ["drop_block2d", "drop_block2d_gamma"]
 
 
 def drop_block2d_gamma(p: float, block_size: int, height: int, width: int) -> float:
-    r"""Seed rate $\gamma$ of DropBlock for a feature map of ``height × width``.
+    r"""Seed rate $\gamma$ of DropBlock for a feature map of `height × width`.
 
     $$
     \gamma = \frac{p}{b_h b_w}\,\frac{H W}{(H - b_h + 1)(W - b_w + 1)},
@@ -25,13 +25,13 @@ def drop_block2d_gamma(p: float, block_size: int, height: int, width: int) -> fl
     (Ghiasi et al., 2018, eq. 1). Blocks larger than the map are clipped to it.
 
     Args:
-        p: Target fraction of dropped units, in ``[0, 1)``.
-        block_size: Side of the square block, ``>= 1``.
-        height: Height $H$ of the feature map, ``>= 1``.
-        width: Width $W$ of the feature map, ``>= 1``.
+        p: Target fraction of dropped units, in `[0, 1)`.
+        block_size: Side of the square block, `>= 1`.
+        height: Height $H$ of the feature map, `>= 1`.
+        width: Width $W$ of the feature map, `>= 1`.
 
     Returns:
-        The Bernoulli rate of the block seeds, in ``[0, p]``.
+        The Bernoulli rate of the block seeds, in `[0, p]`.
 
     Raises:
         ValueError: If an argument is out of range.
@@ -57,11 +57,11 @@ def _seed_cap(lam: float) -> int:
 
 
 def _sample_seed_positions(n_sites: int, gamma: float, device: torch.device) -> Tensor:
-    """Flat indices of iid Bernoulli(``gamma``) successes among ``n_sites`` sites, padded with ``n_sites``.
+    """Flat indices of iid Bernoulli(`gamma`) successes among `n_sites` sites, padded with `n_sites`.
 
     The gaps between successes are geometric, so the cumulative sums of geometric draws are exactly
     the success positions. A fixed number of draws (`_seed_cap`) keeps the shape independent of
-    the data; positions past the end become the padding value ``n_sites``.
+    the data; positions past the end become the padding value `n_sites`.
     """
     cap = _seed_cap(n_sites * gamma)
     gaps = torch.empty(cap, dtype=torch.long, device=device).geometric_(gamma)
@@ -71,10 +71,10 @@ def _sample_seed_positions(n_sites: int, gamma: float, device: torch.device) -> 
 def _blocks_from_seed_positions(
     positions: Tensor, planes: int, height: int, width: int, bh: int, bw: int, dtype: torch.dtype
 ) -> Tensor:
-    """Keep-mask ``(planes, height, width)``: 0 inside the ``bh × bw`` block of each seed, 1 elsewhere.
+    """Keep-mask `(planes, height, width)`: 0 inside the `bh × bw` block of each seed, 1 elsewhere.
 
-    ``positions`` index the seed grid ``(planes, height - bh + 1, width - bw + 1)`` (the top-left
-    corners of blocks that fit); values ``>= planes * hv * wv`` are padding and drop nothing.
+    `positions` index the seed grid `(planes, height - bh + 1, width - bw + 1)` (the top-left
+    corners of blocks that fit); values `>= planes * hv * wv` are padding and drop nothing.
     """
     hv, wv = height - bh + 1, width - bw + 1
     numel = planes * height * width
@@ -91,10 +91,10 @@ def _blocks_from_seed_positions(
 
 
 def _dilate(seeds: Tensor, bh: int, bw: int) -> Tensor:
-    """Boolean dilation: ``out[..., i, j]`` is true if a seed lies in ``[i-bh+1, i] × [j-bw+1, j]``.
+    """Boolean dilation: `out[..., i, j]` is true if a seed lies in `[i-bh+1, i] × [j-bw+1, j]`.
 
-    ``seeds`` is ``(P, hv, wv)``; the output is ``(P, hv + bh - 1, wv + bw - 1)``. A window of width
-    ``k`` is built by doubling (OR of the array and a shifted copy), ``ceil(log2 k)`` steps per axis.
+    `seeds` is `(P, hv, wv)`; the output is `(P, hv + bh - 1, wv + bw - 1)`. A window of width
+    `k` is built by doubling (OR of the array and a shifted copy), `ceil(log2 k)` steps per axis.
     """
     out = F.pad(seeds, (bw - 1, bw - 1, bh - 1, bh - 1))
     for k, dim in ((bw, -1), (bh, -2)):
@@ -115,7 +115,7 @@ _SPARSE_MAX_FILL = 0.5
 def _block_keep_mask(
     planes: int, height: int, width: int, bh: int, bw: int, gamma: float, like: Tensor
 ) -> Tensor:
-    """Random DropBlock keep-mask ``(planes, height, width)`` in ``like``'s dtype (1 = keep, 0 = drop)."""
+    """Random DropBlock keep-mask `(planes, height, width)` in `like`'s dtype (1 = keep, 0 = drop)."""
     hv, wv = height - bh + 1, width - bw + 1
     n_sites = planes * hv * wv
     numel = planes * height * width
@@ -138,9 +138,9 @@ def drop_block2d(
 ) -> Tensor:
     r"""DropBlock: drop contiguous square regions of feature maps.
 
-    Block seeds are drawn only where a whole ``b_h × b_w`` block fits (top-left corners in
+    Block seeds are drawn only where a whole `b_h × b_w` block fits (top-left corners in
     $[0, H-b_h] × [0, W-b_w]$), each with probability $\gamma$ of
-    `drop_block2d_gamma`; every unit covered by a block is dropped. The kept units are rescaled so
+    [`drop_block2d_gamma`][reglight.nn.functional.drop_block2d_gamma]; every unit covered by a block is dropped. The kept units are rescaled so
     that the mean is preserved over the batch:
 
     $$
@@ -149,27 +149,27 @@ def drop_block2d(
 
     with $M$ the keep-mask and $\#M$ its number of entries (Ghiasi et al., 2018,
     "DropBlock: a regularization method for convolutional networks", NeurIPS, Algorithm 1). Blocks are
-    clipped to the map (``b_h = min(block_size, H)``), so rectangular maps, even block sizes and blocks
+    clipped to the map (`b_h = min(block_size, H)`), so rectangular maps, even block sizes and blocks
     larger than the map are all handled.
 
     The mask is exact: the seeds are iid Bernoulli($\gamma$), drawn either as a dense grid or, when
     few, through their geometric gaps (much faster for the usual small $\gamma$).
 
     Args:
-        input: Feature maps ``(N, C, H, W)``.
-        p: Nominal fraction of dropped units, in ``[0, 1)``. Overlapping blocks make the realised fraction
+        input: Feature maps `(N, C, H, W)`.
+        p: Nominal fraction of dropped units, in `[0, 1)`. Overlapping blocks make the realised fraction
             slightly smaller ($1-(1-\gamma)^{b^2}$ in the interior of the map).
-        block_size: Side of the square block, ``>= 1`` (``1`` is ordinary dropout with a batch-wide
+        block_size: Side of the square block, `>= 1` (`1` is ordinary dropout with a batch-wide
             rescaling).
         training: Apply the mask.
-        shared_channels: One mask per sample shared by all channels (timm's ``couple_channels``)
+        shared_channels: One mask per sample shared by all channels (timm's `couple_channels`)
             instead of one mask per feature map (the paper's and torchvision's choice).
 
     Returns:
-        A tensor shaped like ``input``.
+        A tensor shaped like `input`.
 
     Raises:
-        ValueError: If ``p`` or ``block_size`` is out of range or ``input`` is not 4-dimensional.
+        ValueError: If `p` or `block_size` is out of range or `input` is not 4-dimensional.
 
     Example:
         >>> import torch

@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 DROPOUT_SCALINGS = ("inverted", "classic")
+"""The `scaling` values accepted by [`dropout`][reglight.nn.functional.dropout] and `Dropout`."""
 
 
 def dropout(
@@ -34,24 +35,24 @@ def dropout(
     \mathrm{Bernoulli}(1-p)$ (Srivastava et al., 2014, "Dropout: a simple way to prevent neural
     networks from overfitting", JMLR 15).
 
-    * ``scaling="inverted"`` (torch's convention): $\tilde h = h \odot z / (1-p)$ while training,
+    * `scaling="inverted"` (torch's convention): $\tilde h = h \odot z / (1-p)$ while training,
       $h$ at evaluation. It calls `torch.nn.functional.dropout`.
-    * ``scaling="classic"`` (the paper's convention): $\tilde h = h \odot z$ while training,
+    * `scaling="classic"` (the paper's convention): $\tilde h = h \odot z$ while training,
       $(1-p)\,h$ at evaluation.
 
     Both give $\mathbb E[\tilde h] = $ the evaluation output.
 
     Args:
         input: Tensor of any shape.
-        p: Probability of dropping a unit, in ``[0, 1)``.
-        training: Apply the random mask (``True``) or the deterministic evaluation rule (``False``).
-        scaling: ``"inverted"`` or ``"classic"``.
+        p: Probability of dropping a unit, in `[0, 1)`.
+        training: Apply the random mask (`True`) or the deterministic evaluation rule (`False`).
+        scaling: `"inverted"` or `"classic"`.
 
     Returns:
-        A tensor shaped like ``input``.
+        A tensor shaped like `input`.
 
     Raises:
-        ValueError: If ``p`` is outside ``[0, 1)`` or ``scaling`` is unknown.
+        ValueError: If `p` is outside `[0, 1)` or `scaling` is unknown.
 
     Example:
         >>> import torch
@@ -85,18 +86,18 @@ def gaussian_dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Te
     $$
 
     the continuous counterpart of inverted dropout with the same mean and variance (Srivastava et al.,
-    2014, section 10). Identity when ``training`` is ``False`` or ``p == 0``.
+    2014, section 10). Identity when `training` is `False` or `p == 0`.
 
     Args:
         input: Tensor of any shape.
-        p: Drop rate of the matching Bernoulli dropout, in ``[0, 1)``.
+        p: Drop rate of the matching Bernoulli dropout, in `[0, 1)`.
         training: Apply the noise.
 
     Returns:
-        A tensor shaped like ``input``.
+        A tensor shaped like `input`.
 
     Raises:
-        ValueError: If ``p`` is outside ``[0, 1)``.
+        ValueError: If `p` is outside `[0, 1)`.
 
     Example:
         >>> import torch
@@ -128,14 +129,14 @@ def drop_connect(weight: Tensor, p: float = 0.5, training: bool = True) -> Tenso
 
     Args:
         weight: Weight tensor of any shape.
-        p: Probability of dropping a weight, in ``[0, 1)``.
+        p: Probability of dropping a weight, in `[0, 1)`.
         training: Apply the mask.
 
     Returns:
-        The masked and rescaled weight (``weight`` itself when not training or ``p == 0``).
+        The masked and rescaled weight (`weight` itself when not training or `p == 0`).
 
     Raises:
-        ValueError: If ``p`` is outside ``[0, 1)``.
+        ValueError: If `p` is outside `[0, 1)`.
 
     Example:
         >>> import torch
@@ -160,16 +161,16 @@ def locked_dropout(
     neural networks", NeurIPS).
 
     Args:
-        input: Tensor shaped ``(N, T, D)`` (``batch_first=True``) or ``(T, N, D)``.
-        p: Probability of dropping a feature of a sequence, in ``[0, 1)``.
+        input: Tensor shaped `(N, T, D)` (`batch_first=True`) or `(T, N, D)`.
+        p: Probability of dropping a feature of a sequence, in `[0, 1)`.
         training: Apply the mask.
         batch_first: Whether the batch is dimension 0 (else dimension 1, time first).
 
     Returns:
-        A tensor shaped like ``input``.
+        A tensor shaped like `input`.
 
     Raises:
-        ValueError: If ``p`` is outside ``[0, 1)`` or ``input`` is not 3-dimensional.
+        ValueError: If `p` is outside `[0, 1)` or `input` is not 3-dimensional.
 
     Example:
         >>> import torch
@@ -203,19 +204,19 @@ def drop_path(
     $$
 
     one draw per sample $n$ (Huang et al., 2016, "Deep networks with stochastic depth", ECCV).
-    Apply it to the branch output before the residual sum: ``x + drop_path(f(x), p)``.
+    Apply it to the branch output before the residual sum: `x + drop_path(f(x), p)`.
 
     Args:
         input: Branch output, batch in dimension 0, any number of further dimensions.
-        p: Probability of dropping the branch of a sample, in ``[0, 1)``.
+        p: Probability of dropping the branch of a sample, in `[0, 1)`.
         training: Apply the mask.
         scale_by_keep: Divide the kept samples by $1-p$ (so evaluation needs no rescaling).
 
     Returns:
-        A tensor shaped like ``input``.
+        A tensor shaped like `input`.
 
     Raises:
-        ValueError: If ``p`` is outside ``[0, 1)`` or ``input`` is 0-dimensional.
+        ValueError: If `p` is outside `[0, 1)` or `input` is 0-dimensional.
 
     Example:
         >>> import torch

@@ -3,7 +3,7 @@ r"""Ghost batch norm's autograd function: torch's fused batch-norm kernels per v
 The forward pass writes every virtual batch into one output; the backward pass reduces each virtual
 batch with torch's batch-norm backward and writes the input gradient straight into one tensor (eager
 ops, or one `torch.compile`'d pass per virtual batch with `fused`). Private: the public entry point is
-`reglight.nn.functional.ghost_batch_norm`.
+[`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm].
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from reglight.nn.functional._shapes import _reduce_dims, _values_per_channel
 
 
 def _chunk_sizes(n: int, chunk: int, like: Tensor) -> Tensor:
-    """Samples in each virtual batch of ``n`` samples, a ``(groups, 1)`` tensor like ``like``."""
+    """Samples in each virtual batch of `n` samples, a `(groups, 1)` tensor like `like`."""
     groups = -(-n // chunk)
     sizes = like.new_full((groups, 1), float(chunk))
     if groups:
@@ -30,7 +30,7 @@ def _chunk_sizes(n: int, chunk: int, like: Tensor) -> Tensor:
 # in cache, and there are few enough blocks for the per-call cost not to matter.
 _GHOST_BLOCK = 1 << 20
 # Devices on which `_ghost_input_grad` writes the input gradient; elsewhere (CUDA, ...) torch's
-# batch-norm backward writes each virtual batch's slice through its ``out=`` form.
+# batch-norm backward writes each virtual batch's slice through its `out=` form.
 _GHOST_DIRECT_GRAD_DEVICES = ("cpu",)
 
 
@@ -53,11 +53,11 @@ def _ghost_input_grad(
     $\partial x = s\,(\partial y - \overline{\partial y} - \hat x\,\overline{\partial y\,\hat x})
     = A\,\partial y + B\,x + C$ with $A = s$, $B = -s\,\sigma^{-1}\,\overline{\partial y\,\hat x}$,
     $C = -s\,\overline{\partial y} - B\mu$. torch's batch-norm backward has no kernel that writes
-    into a slice (its ``out=`` form allocates every chunk's gradient and copies it, and on CPU the
+    into a slice (its `out=` form allocates every chunk's gradient and copies it, and on CPU the
     fresh pages of those temporaries cost as much again). Here each block of samples of a virtual batch
-    takes two vectorised ops: ``A dy + C`` by torch's per-channel affine kernel (batch norm in
-    evaluation mode with mean 0 and variance 1, which writes into the output slice), then ``+= B x``.
-    With ``fused`` one ``torch.compile``'d pass per virtual batch computes all three terms (the eager
+    takes two vectorised ops: `A dy + C` by torch's per-channel affine kernel (batch norm in
+    evaluation mode with mean 0 and variance 1, which writes into the output slice), then `+= B x`.
+    With `fused` one `torch.compile`'d pass per virtual batch computes all three terms (the eager
     ops take over if compilation fails).
     """
     n, channels = x.shape[0], x.shape[1]
@@ -94,13 +94,13 @@ def _ghost_input_grad(
 
 
 class _GhostBatchNormFn(torch.autograd.Function):
-    """Batch norm of consecutive sub-batches with torch's fused kernels, assembled without ``cat``.
+    """Batch norm of consecutive sub-batches with torch's fused kernels, assembled without `cat`.
 
-    Each chunk ``input[s:s+k]`` is a contiguous slice, so ``native_batch_norm.out`` writes straight
+    Each chunk `input[s:s+k]` is a contiguous slice, so `native_batch_norm.out` writes straight
     into a slice of one pre-allocated output. Backward: torch's batch-norm backward kernel reduces
-    each chunk (the sums of ``dy`` and ``dy * x_hat``, which are also the bias and weight gradients),
-    then `_ghost_input_grad` writes the input gradient on CPU (or on any device with ``fused``);
-    otherwise ``native_batch_norm_backward.out`` writes each chunk's slice.
+    each chunk (the sums of `dy` and `dy * x_hat`, which are also the bias and weight gradients),
+    then `_ghost_input_grad` writes the input gradient on CPU (or on any device with `fused`);
+    otherwise `native_batch_norm_backward.out` writes each chunk's slice.
     """
 
     @staticmethod

@@ -29,7 +29,7 @@ def ghost_batch_norm(
 ) -> Tensor:
     r"""Ghost batch normalisation: batch norm over virtual sub-batches while training.
 
-    The batch is split into consecutive chunks $B_g$ of ``virtual_batch_size`` samples (the last
+    The batch is split into consecutive chunks $B_g$ of `virtual_batch_size` samples (the last
     may be smaller), and each is normalised with its own statistics:
 
     $$
@@ -38,29 +38,29 @@ def ghost_batch_norm(
     $$
 
     The running statistics are updated once per call with the sample-weighted average of the chunk
-    means and unbiased chunk variances (so ``momentum`` means what it means for batch norm); at
+    means and unbiased chunk variances (so `momentum` means what it means for batch norm); at
     evaluation this is `torch.nn.functional.batch_norm` with the running statistics (Hoffer et al.,
     2017, "Train longer, generalize better", NeurIPS). With a single chunk it is exactly batch norm.
 
     Args:
-        input: Tensor ``(N, C, *)``.
-        running_mean: Running mean ``(C,)``, updated in place while training, or ``None``.
-        running_var: Running variance ``(C,)``, updated in place while training, or ``None``.
-        weight: Scale $\gamma$ ``(C,)`` or ``None``.
-        bias: Shift $\beta$ ``(C,)`` or ``None``.
-        virtual_batch_size: Samples per virtual batch, ``>= 1``.
+        input: Tensor `(N, C, *)`.
+        running_mean: Running mean `(C,)`, updated in place while training, or `None`.
+        running_var: Running variance `(C,)`, updated in place while training, or `None`.
+        weight: Scale $\gamma$ `(C,)` or `None`.
+        bias: Shift $\beta$ `(C,)` or `None`.
+        virtual_batch_size: Samples per virtual batch, `>= 1`.
         training: Use the virtual-batch statistics (and update the running ones).
-        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``.
-        eps: Added to the variance, ``> 0``.
-        fused: Compute the input gradient (float32/float64) with one ``torch.compile``'d pass per
+        momentum: Weight of the new statistics in the running averages, in `[0, 1]`.
+        eps: Added to the variance, `> 0`.
+        fused: Compute the input gradient (float32/float64) with one `torch.compile`'d pass per
             virtual batch instead of torch's eager kernels (compiled at the first backward, a few
             seconds; the eager kernels take over with a warning if compilation fails).
 
     Returns:
-        A tensor shaped like ``input``.
+        A tensor shaped like `input`.
 
     Raises:
-        ValueError: If ``virtual_batch_size`` is not a positive integer, or a virtual batch holds a
+        ValueError: If `virtual_batch_size` is not a positive integer, or a virtual batch holds a
             single value per channel while training.
 
     Example:
@@ -131,27 +131,27 @@ def batch_renorm(
 
     with $r, d$ treated as constants by back-propagation; then the running statistics move towards
     the batch ones (unbiased variance, as in batch norm). At evaluation it is batch norm with the
-    running statistics. ``r_max=1, d_max=0`` is batch norm. Computed by torch's fused batch-norm
+    running statistics. `r_max=1, d_max=0` is batch norm. Computed by torch's fused batch-norm
     kernels (statistics, then one normalising pass with the affine map $(\gamma r, \gamma d + \beta)$),
     at the cost of one batch norm; first-order gradients only.
 
     Args:
-        input: Tensor ``(N, C, *)``.
-        running_mean: Running mean ``(C,)``, updated in place while training.
-        running_var: Running variance ``(C,)``, updated in place while training.
-        weight: Scale $\gamma$ ``(C,)`` or ``None``.
-        bias: Shift $\beta$ ``(C,)`` or ``None``.
+        input: Tensor `(N, C, *)`.
+        running_mean: Running mean `(C,)`, updated in place while training.
+        running_var: Running variance `(C,)`, updated in place while training.
+        weight: Scale $\gamma$ `(C,)` or `None`.
+        bias: Shift $\beta$ `(C,)` or `None`.
         training: Use the batch statistics corrected by $r, d$ (and update the running ones).
-        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``.
-        eps: Added to the variances, ``> 0``.
-        r_max: Clip of $r$, ``>= 1``.
-        d_max: Clip of $d$, ``>= 0``.
+        momentum: Weight of the new statistics in the running averages, in `[0, 1]`.
+        eps: Added to the variances, `> 0`.
+        r_max: Clip of $r$, `>= 1`.
+        d_max: Clip of $d$, `>= 0`.
 
     Returns:
-        A tensor shaped like ``input``.
+        A tensor shaped like `input`.
 
     Raises:
-        ValueError: If ``r_max < 1``, ``d_max < 0``, or the batch holds a single value per channel
+        ValueError: If `r_max < 1`, `d_max < 0`, or the batch holds a single value per channel
             while training.
 
     Example:
@@ -181,10 +181,10 @@ def batch_renorm(
 class _BatchRenormFn(torch.autograd.Function):
     """Batch renorm in two fused kernels, the cost of one batch norm.
 
-    The batch statistics come first (``batch_norm_update_stats``, batch norm's own statistics kernel),
+    The batch statistics come first (`batch_norm_update_stats`, batch norm's own statistics kernel),
     then batch norm's evaluation-mode transform normalises with them and applies the effective affine
-    map ``(gamma r, gamma d + beta)`` in the same pass. Back-propagation is training-mode batch norm's
-    with the effective weight ``gamma r`` (``r`` and ``d`` are constants).
+    map `(gamma r, gamma d + beta)` in the same pass. Back-propagation is training-mode batch norm's
+    with the effective weight `gamma r` (`r` and `d` are constants).
     """
 
     @staticmethod
@@ -243,7 +243,7 @@ class _BatchRenormFn(torch.autograd.Function):
 def layer_norm2d(
     input: Tensor, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-6
 ) -> Tensor:
-    r"""Layer norm over the channels of each pixel of ``(N, C, H, W)`` feature maps.
+    r"""Layer norm over the channels of each pixel of `(N, C, H, W)` feature maps.
 
     $$
     y_{n,:,h,w} = \gamma \odot \frac{x_{n,:,h,w} - \mathrm{mean}_c(x_{n,:,h,w})}
@@ -254,16 +254,16 @@ def layer_norm2d(
     "Layer normalization"). Batch-independent: the same at training and evaluation.
 
     Args:
-        input: Feature maps ``(N, C, H, W)``.
-        weight: Scale $\gamma$ ``(C,)`` or ``None``.
-        bias: Shift $\beta$ ``(C,)`` or ``None``.
-        eps: Added to the variance, ``> 0``.
+        input: Feature maps `(N, C, H, W)`.
+        weight: Scale $\gamma$ `(C,)` or `None`.
+        bias: Shift $\beta$ `(C,)` or `None`.
+        eps: Added to the variance, `> 0`.
 
     Returns:
-        A tensor shaped like ``input``.
+        A tensor shaped like `input`.
 
     Raises:
-        ValueError: If ``input`` is not 4-dimensional.
+        ValueError: If `input` is not 4-dimensional.
 
     Example:
         >>> import torch
