@@ -37,7 +37,18 @@ def test_compile_dropout_droppath_dropblock() -> None:
     torch.testing.assert_close(net(x), x * 0.7)
 
 
-@pytest.mark.parametrize("name", ["functional", "dropout", "norm", "mc"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "functional",
+        "functional._dropout",
+        "functional._dropblock",
+        "functional._norm",
+        "dropout",
+        "norm",
+        "mc",
+    ],
+)
 def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(f"reglight.nn.{name}")
     torch.manual_seed(0)
