@@ -30,16 +30,18 @@ class FallbackCompiled:
         dynamic: Passed to `torch.compile`.
 
     Example:
+        >>> import warnings
         >>> import torch
         >>> from reglight._compile import FallbackCompiled
-        >>> def broken(out: torch.Tensor) -> None:
+        >>> def broken(out: torch.Tensor) -> None:  # fails as a missing compiler would
         ...     raise RuntimeError("no C++ compiler found")
         >>> kernel = FallbackCompiled(broken, "a demo kernel")
-        >>> kernel._fn = broken  # stands for a compiler that fails
-        >>> import warnings
-        >>> with warnings.catch_warnings(record=True):
-        ...     kernel(torch.zeros(2))
-        False
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     kernel(torch.zeros(2)), kernel(torch.zeros(2))
+        (False, False)
+        >>> len(caught)  # warned once
+        1
         >>> kernel.failure
         'RuntimeError: no C++ compiler found'
     """
