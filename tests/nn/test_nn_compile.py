@@ -21,7 +21,7 @@ def test_compile_dropout_droppath_dropblock() -> None:
     net = nn.Sequential(
         DropBlock2d(0.2, 3),  # sparse sampler at this size
         DropBlock2d(0.9, 2, shared_channels=True),  # dense sampler
-        Dropout(0.3, mode="classic"),
+        Dropout(0.3, scaling="classic"),
         DropPath(0.25),
     )
     compiled = torch.compile(net, backend="inductor", fullgraph=True)
@@ -37,7 +37,18 @@ def test_compile_dropout_droppath_dropblock() -> None:
     torch.testing.assert_close(net(x), x * 0.7)
 
 
-@pytest.mark.parametrize("name", ["functional", "dropout", "norm", "mc"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "functional",
+        "functional._dropout",
+        "functional._dropblock",
+        "functional._norm",
+        "dropout",
+        "norm",
+        "mc",
+    ],
+)
 def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(f"reglight.nn.{name}")
     torch.manual_seed(0)

@@ -140,3 +140,36 @@ def test_sync_batchnorm_interplay() -> None:
     with pytest.raises(ValueError, match=r"convert_norms before nn.SyncBatchNorm"):
         convert_norms(synced, "ghost", virtual_batch_size=2)
     assert type(convert_norms(synced, "group")[4]) is nn.GroupNorm
+
+
+class PerVirtualBatch(nn.Module):
+    """Reference: the model's own torch batch norm applied to each consecutive virtual batch."""
+
+    def __init__(self, bn: nn.Module, size: int) -> None:
+        super().__init__()
+        self.bn, self.size = bn, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.bn(part) for part in x.split(self.size)])
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_ghost_with_fused_matches_torch_batchnorm_per_virtual_batch(fused: bool) -> None:
+    """`fused` is a documented keyword of kind='ghost' (it used to raise TypeError)."""
+    net = make_net().double()
+    ref = copy.deepcopy(net)
+    ref[1], ref[6] = PerVirtualBatch(ref[1], 4), PerVirtualBatch(ref[6], 4)
+    convert_norms(net, "ghost", virtual_batch_size=4, fused=fused)
+    assert type(net[1]) is GhostBatchNorm2d and type(net[6]) is GhostBatchNorm1d
+    assert net[1].fused is fused and net[6].fused is fused
+    x = torch.randn(14, 3, 6, 6, dtype=torch.float64)  # virtual batches of 4, 4, 4 and 2
+    g = torch.randn(14, 6, dtype=torch.float64)
+    results = []
+    for model in (net, ref):
+        xi = x.clone().requires_grad_()
+        out = model(xi)
+        grads = torch.autograd.grad(out, [xi, *model.parameters()], g)
+        results.append((out, *grads))
+    assert len(results[0]) == len(results[1]) == 2 + len(list(ref.parameters()))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)

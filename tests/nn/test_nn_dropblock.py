@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from reglight.nn import DropBlock2d
 from reglight.nn import functional as RF
+from reglight.nn.functional import _dropblock
 
 Z = 5.0
 
@@ -58,16 +59,16 @@ def test_blocks_from_seeds_match_brute_force(h: int, w: int, block: int, p: floa
     bh, bw = min(block, h), min(block, w)
     seeds = torch.rand(6, h - bh + 1, w - bw + 1) < 0.2
     expected = torch.from_numpy(reference_blocks(seeds.numpy(), bh, bw))
-    torch.testing.assert_close(RF._dilate(seeds, bh, bw), expected, rtol=0, atol=0)
+    torch.testing.assert_close(_dropblock._dilate(seeds, bh, bw), expected, rtol=0, atol=0)
     n_sites = seeds.numel()
     positions = torch.cat([seeds.flatten().nonzero().flatten(), torch.full((5,), n_sites)])
-    keep = RF._blocks_from_seed_positions(positions, 6, h, w, bh, bw, torch.float32)
+    keep = _dropblock._blocks_from_seed_positions(positions, 6, h, w, bh, bw, torch.float32)
     torch.testing.assert_close(keep, (~expected).float(), rtol=0, atol=0)
 
 
 def test_sparse_sampler_is_iid_bernoulli() -> None:
     n_sites, gamma, draws = 40, 0.15, 5000
-    positions = torch.stack([RF._sample_seed_positions(n_sites, gamma, torch.device("cpu"))
+    positions = torch.stack([_dropblock._sample_seed_positions(n_sites, gamma, torch.device("cpu"))
                              for _ in range(draws)])  # fmt: skip
     valid = positions < n_sites
     hits = torch.zeros(draws, n_sites + 1).scatter_(1, positions, 1.0)[:, :n_sites]
@@ -88,7 +89,7 @@ def test_sparse_sampler_is_iid_bernoulli() -> None:
 def test_per_pixel_drop_probability_matches_closed_form(
     monkeypatch: pytest.MonkeyPatch, sampler: str, h: int, w: int, block: int, p: float
 ) -> None:
-    monkeypatch.setattr(RF, "_SPARSE_MAX_FILL", math.inf if sampler == "sparse" else 0.0)
+    monkeypatch.setattr(_dropblock, "_SPARSE_MAX_FILL", math.inf if sampler == "sparse" else 0.0)
     planes = 200 * 20
     y = RF.drop_block2d(torch.ones(200, 20, h, w), p, block)
     drop = (y == 0).double().reshape(planes, h, w)

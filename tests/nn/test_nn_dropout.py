@@ -34,27 +34,27 @@ def binomial_se(p: float, n: int) -> float:
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
-@pytest.mark.parametrize("mode", ["inverted", "classic"])
-def test_dropout_fraction_and_expectation(p: float, mode: str) -> None:
+@pytest.mark.parametrize("scaling", ["inverted", "classic"])
+def test_dropout_fraction_and_expectation(p: float, scaling: str) -> None:
     n = 400_000
     x = torch.rand(n) + 0.5
-    y = Dropout(p, mode=mode)(x)
+    y = Dropout(p, scaling=scaling)(x)
     dropped = (y == 0).double().mean().item()
     assert abs(dropped - p) <= Z * binomial_se(p, n)
     # E[y_i / x_i] = 1/(1-p) * (1-p) (inverted) or (1-p) (classic) = the eval output / x
     ratio = (y / x).double()
-    target = Dropout(p, mode=mode).eval()(torch.ones(1)).item()
+    target = Dropout(p, scaling=scaling).eval()(torch.ones(1)).item()
     se = ratio.std().item() / math.sqrt(n)
     assert abs(ratio.mean().item() - target) <= Z * se
     kept = y[y != 0] / x[y != 0]
-    expected_kept = 1 / (1 - p) if mode == "inverted" else 1.0
+    expected_kept = 1 / (1 - p) if scaling == "inverted" else 1.0
     torch.testing.assert_close(kept, torch.full_like(kept, expected_kept))
 
 
 def test_classic_and_inverted_agree_in_expectation() -> None:
     p, n = 0.3, 200_000
     x = torch.randn(1, 8).expand(n, 8).contiguous()
-    classic, inverted = Dropout(p, mode="classic"), Dropout(p, mode="inverted")
+    classic, inverted = Dropout(p, scaling="classic"), Dropout(p, scaling="inverted")
     for layer in (classic, inverted):
         mean = layer(x).double().mean(0)
         expected = layer.eval()(x[:1]).double()[0]
@@ -181,7 +181,7 @@ def test_locked_dropout_one_mask_across_time(batch_first: bool) -> None:
 
 ALL = [
     lambda p: Dropout(p),
-    lambda p: Dropout(p, mode="classic"),
+    lambda p: Dropout(p, scaling="classic"),
     lambda p: GaussianDropout(p),
     lambda p: DropConnect(nn.Linear(4, 4), p),
     lambda p: DropBlock2d(p, 3),
@@ -202,7 +202,7 @@ def _input_for(layer: nn.Module) -> torch.Tensor:
 def test_identity_in_eval_and_p_zero(make) -> None:  # type: ignore[no-untyped-def]
     layer = make(0.5)
     x = _input_for(layer)
-    if not (isinstance(layer, Dropout) and layer.mode == "classic"):
+    if not (isinstance(layer, Dropout) and layer.scaling == "classic"):
         out = layer.eval()(x)
         ref = x if not isinstance(layer, DropConnect) else layer.wrapped(x)
         torch.testing.assert_close(out, ref, rtol=0, atol=0)
@@ -225,8 +225,8 @@ def test_invalid_p_names_argument_and_value(make, bad) -> None:  # type: ignore[
 
 
 def test_other_validation_errors() -> None:
-    with pytest.raises(ValueError, match=r"`mode`.*'scaled'"):
-        Dropout(0.1, mode="scaled")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"`scaling`.*'scaled'"):
+        Dropout(0.1, scaling="scaled")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`block_size`.*0"):
         DropBlock2d(0.1, block_size=0)
     with pytest.raises(ValueError, match="4-dimensional"):
@@ -244,7 +244,7 @@ def test_other_validation_errors() -> None:
 def test_gradients_are_mask_times_scale() -> None:
     """gradcheck with the mask fixed by reseeding, then the closed form dy/dx = y/x."""
     fns = [
-        lambda x: RF.dropout(x, 0.3, mode="classic"),
+        lambda x: RF.dropout(x, 0.3, scaling="classic"),
         lambda x: RF.gaussian_dropout(x, 0.3),
         lambda x: RF.drop_path(x, 0.3),
         lambda x: RF.locked_dropout(x, 0.3),

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reglight import _compile
 from reglight._compile import FallbackCompiled
 from reglight.nn import (
     BatchRenorm1d,
@@ -20,6 +21,7 @@ from reglight.nn import (
     LayerNorm2d,
 )
 from reglight.nn import functional as RF
+from reglight.nn.functional import _ghost
 
 TOL = {"rtol": 0.0, "atol": 1e-10}
 D = torch.float64
@@ -68,7 +70,7 @@ def test_ghost_equals_batchnorm_when_virtual_batch_is_whole_batch(momentum: floa
 def test_ghost_fused_kernel_path_with_one_chunk_equals_batchnorm() -> None:
     x = torch.randn(12, 4, 3, 3, dtype=D, requires_grad=True)
     w, b = torch.randn(4, dtype=D, requires_grad=True), torch.randn(4, dtype=D, requires_grad=True)
-    out, means, invstds = RF._GhostBatchNormFn.apply(x, w, b, 12, 1e-5, False)
+    out, means, invstds = _ghost._GhostBatchNormFn.apply(x, w, b, 12, 1e-5, False)
     ref = F.batch_norm(x, None, None, w, b, True, 0.0, 1e-5)
     torch.testing.assert_close(out, ref, **TOL)
     g = torch.randn_like(out)
@@ -126,8 +128,8 @@ def test_ghost_chunks_equal_batchnorm_per_chunk(batch: int) -> None:
 def test_ghost_reference_path_for_other_dtypes_matches_fused_path() -> None:
     x = torch.randn(10, 3, 4, 4, dtype=D, requires_grad=True)
     w = torch.randn(3, dtype=D, requires_grad=True)
-    fused = RF._GhostBatchNormFn.apply(x, w, None, 4, 1e-5, False)
-    plain = RF._ghost_chunks_reference(x, w, None, 4, 1e-5)
+    fused = _ghost._GhostBatchNormFn.apply(x, w, None, 4, 1e-5, False)
+    plain = _ghost._ghost_chunks_reference(x, w, None, 4, 1e-5)
     for a, b in zip(fused, plain):
         torch.testing.assert_close(a, b, **TOL)
     g = torch.randn_like(fused[0])
@@ -329,12 +331,12 @@ def _batch_norm_per_chunk(
 def test_ghost_cpu_input_gradient_pass_matches_batchnorm_per_chunk(
     monkeypatch: pytest.MonkeyPatch, block: int, shape: tuple[int, ...], chunk: int, affine: bool
 ) -> None:
-    monkeypatch.setattr(RF, "_GHOST_BLOCK", block)
+    monkeypatch.setattr(_ghost, "_GHOST_BLOCK", block)
     x = (torch.randn(shape, dtype=D) * 2 + 0.5).requires_grad_()
     w = torch.randn(shape[1], dtype=D, requires_grad=True) if affine else None
     b = torch.randn(shape[1], dtype=D, requires_grad=True) if affine else None
     inputs = [t for t in (x, w, b) if t is not None]
-    fused = RF._GhostBatchNormFn.apply(x, w, b, chunk, 1e-5, False)[0]
+    fused = _ghost._GhostBatchNormFn.apply(x, w, b, chunk, 1e-5, False)[0]
     plain = _batch_norm_per_chunk(x, w, b, chunk)
     g = torch.randn_like(plain)
     for got, want in zip(
@@ -342,7 +344,7 @@ def test_ghost_cpu_input_gradient_pass_matches_batchnorm_per_chunk(
     ):
         torch.testing.assert_close(got, want, **TOL)
     if affine:  # weight gradient alone (input not requiring a gradient)
-        fused = RF._GhostBatchNormFn.apply(x.detach(), w, b, chunk, 1e-5, False)[0]
+        fused = _ghost._GhostBatchNormFn.apply(x.detach(), w, b, chunk, 1e-5, False)[0]
         plain = _batch_norm_per_chunk(x.detach(), w, b, chunk)
         torch.testing.assert_close(
             torch.autograd.grad(fused, w, g)[0], torch.autograd.grad(plain, w, g)[0], **TOL
@@ -353,11 +355,11 @@ def test_ghost_out_form_backward_used_off_cpu_matches_batchnorm_per_chunk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The ``out=`` backward that CUDA and other devices take, exercised on CPU."""
-    monkeypatch.setattr(RF, "_GHOST_DIRECT_GRAD_DEVICES", ())
+    monkeypatch.setattr(_ghost, "_GHOST_DIRECT_GRAD_DEVICES", ())
     x = (torch.randn(14, 3, 5, 2, dtype=D) * 2 - 1).requires_grad_()
     w = torch.randn(3, dtype=D, requires_grad=True)
     b = torch.randn(3, dtype=D, requires_grad=True)
-    fused = RF._GhostBatchNormFn.apply(x, w, b, 4, 1e-5, False)[0]
+    fused = _ghost._GhostBatchNormFn.apply(x, w, b, 4, 1e-5, False)[0]
     plain = _batch_norm_per_chunk(x, w, b, 4)
     g = torch.randn_like(plain)
     got = torch.autograd.grad(fused, (x, w, b), g)
@@ -377,7 +379,7 @@ def test_fused_ghost_gradient_matches_batchnorm_per_chunk(batch: int) -> None:
     for a_step, b_step in zip(_run_steps(ghost, inputs), _run_steps(ref, inputs)):
         for a, b in zip(a_step, b_step):
             torch.testing.assert_close(a, b, **TOL)
-    assert RF._ghost_fused_kernel().failure is None  # the compiled pass ran
+    assert _ghost._ghost_fused_kernel().failure is None  # the compiled pass ran
 
 
 def test_fused_ghost_gradient_falls_back_to_the_eager_ops(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -386,14 +388,14 @@ def test_fused_ghost_gradient_falls_back_to_the_eager_ops(monkeypatch: pytest.Mo
 
     kernel = FallbackCompiled(broken, "the fused ghost batch-norm gradient")
     kernel._fn = broken
-    monkeypatch.setattr(RF, "_GHOST_FUSED", kernel)
+    monkeypatch.setitem(_compile._SHARED, _ghost._ghost_grad_kernel, kernel)
     x = torch.randn(10, 3, 4, 4, dtype=D, requires_grad=True)
     w = torch.randn(3, dtype=D, requires_grad=True)
     with pytest.warns(
         RuntimeWarning, match="fused ghost batch-norm gradient could not be compiled"
     ):
         (gx,) = torch.autograd.grad(
-            RF._GhostBatchNormFn.apply(x, w, None, 4, 1e-5, True)[0].sum(), x
+            _ghost._GhostBatchNormFn.apply(x, w, None, 4, 1e-5, True)[0].sum(), x
         )
     plain = _batch_norm_per_chunk(x, w, None, 4)
     torch.testing.assert_close(gx, torch.autograd.grad(plain.sum(), x)[0], **TOL)

@@ -1,8 +1,8 @@
 """Dropout-family modules: thin stateful wrappers of `reglight.nn.functional`.
 
-Every module keeps its rate in a mutable float attribute ``p`` (validated on assignment), so a schedule
+Every module keeps its rate in a mutable float attribute `p` (validated on assignment), so a schedule
 can change it between steps without re-initialisation, and is the identity in evaluation mode (except
-``Dropout(mode="classic")``, whose evaluation rule is the paper's $(1-p)$ scaling).
+`Dropout(scaling="classic")`, whose evaluation rule is the paper's $(1-p)$ scaling).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = [
 
 
 class _DropoutFamily(nn.Module):
-    """Base of the dropout-family modules: a validated, mutable rate ``p``."""
+    """Base of the dropout-family modules: a validated, mutable rate `p`."""
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -36,7 +36,7 @@ class _DropoutFamily(nn.Module):
 
     @property
     def p(self) -> float:
-        """Drop rate in ``[0, 1)``; may be reassigned between steps (it is validated)."""
+        """Drop rate in `[0, 1)`; may be reassigned between steps (it is validated)."""
         return self._p
 
     @p.setter
@@ -51,43 +51,46 @@ class Dropout(_DropoutFamily):
     r"""Bernoulli dropout with a choice of scaling convention.
 
     Training output $h \odot z$ with $z_i \sim \mathrm{Bernoulli}(1-p)$, scaled by
-    $1/(1-p)$ in ``"inverted"`` mode (torch's convention; evaluation is the identity) or not at all
-    in ``"classic"`` mode (the paper's convention; evaluation multiplies by $1-p$). Both have the
+    $1/(1-p)$ with `scaling="inverted"` (torch's convention; evaluation is the identity) or not at
+    all with `scaling="classic"` (the paper's convention; evaluation multiplies by $1-p$). Both have the
     same expected output. Srivastava et al., 2014, "Dropout: a simple way to prevent neural networks
-    from overfitting", JMLR 15. See `reglight.nn.functional.dropout`.
+    from overfitting", JMLR 15. See [`dropout`][reglight.nn.functional.dropout].
 
     Args:
-        p: Probability of dropping a unit, in ``[0, 1)``.
-        mode: ``"inverted"`` or ``"classic"``.
+        p: Probability of dropping a unit, in `[0, 1)`.
+        scaling: `"inverted"` or `"classic"`.
 
     Example:
         >>> import torch
         >>> from reglight.nn import Dropout
-        >>> layer = Dropout(0.25, mode="classic").eval()
+        >>> layer = Dropout(0.25, scaling="classic").eval()
         >>> layer(torch.ones(3))
         tensor([0.7500, 0.7500, 0.7500])
     """
 
-    def __init__(self, p: float = 0.5, mode: Literal["inverted", "classic"] = "inverted") -> None:
+    def __init__(
+        self, p: float = 0.5, scaling: Literal["inverted", "classic"] = "inverted"
+    ) -> None:
         super().__init__(p)
-        self.mode: str = check_choice("mode", mode, RF.DROPOUT_MODES)
+        self.scaling: str = check_choice("scaling", scaling, RF.DROPOUT_SCALINGS)
 
     def forward(self, input: Tensor) -> Tensor:
-        return RF.dropout(input, self.p, self.training, self.mode)
+        return RF.dropout(input, self.p, self.training, self.scaling)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, mode={self.mode!r}"
+        return f"p={self.p}, scaling={self.scaling!r}"
 
 
 class GaussianDropout(_DropoutFamily):
     r"""Multiplicative Gaussian noise $h \odot \varepsilon$, $\varepsilon \sim
     \mathcal N(1, p/(1-p))$.
 
-    Same mean and variance as inverted Bernoulli dropout of rate ``p`` (Srivastava et al., 2014,
-    section 10). Identity in evaluation mode. See `reglight.nn.functional.gaussian_dropout`.
+    Same mean and variance as inverted Bernoulli dropout of rate `p` (Srivastava et al., 2014,
+    section 10). Identity in evaluation mode. See
+    [`gaussian_dropout`][reglight.nn.functional.gaussian_dropout].
 
     Args:
-        p: Drop rate of the matching Bernoulli dropout, in ``[0, 1)``.
+        p: Drop rate of the matching Bernoulli dropout, in `[0, 1)`.
 
     Example:
         >>> import torch
@@ -105,24 +108,24 @@ class GaussianDropout(_DropoutFamily):
 
 
 class DropConnect(_DropoutFamily):
-    r"""Wrap a layer with a ``weight`` (``nn.Linear``, ``nn.Conv1d/2d/3d``, ...) to drop weights.
+    r"""Wrap a layer with a `weight` (`nn.Linear`, `nn.Conv1d/2d/3d`, ...) to drop weights.
 
     While training the wrapped layer runs with $W \odot M / (1-p)$, $M_{ij} \sim
     \mathrm{Bernoulli}(1-p)$, one mask per forward pass (Wan et al., 2013, "Regularization of neural
     networks using DropConnect", ICML); in evaluation mode it is exactly the wrapped layer.
 
     The wrapped layer's parameters and buffers are registered on the wrapper under their own names, so
-    ``model.fc = DropConnect(model.fc)`` leaves ``model.state_dict()`` keys (``fc.weight``,
-    ``fc.bias``) and ``named_parameters()`` unchanged: old checkpoints load, new ones load into the
+    `model.fc = DropConnect(model.fc)` leaves `model.state_dict()` keys (`fc.weight`,
+    `fc.bias`) and `named_parameters()` unchanged: old checkpoints load, new ones load into the
     plain model. The layer is run through `torch.func.functional_call`, so any layer (including
-    subclasses with their own ``forward``) works.
+    subclasses with their own `forward`) works.
 
     Args:
-        module: The layer to wrap; it must have a ``weight`` parameter and no submodules.
-        p: Probability of dropping a weight, in ``[0, 1)``.
+        module: The layer to wrap; it must have a `weight` parameter and no submodules.
+        p: Probability of dropping a weight, in `[0, 1)`.
 
     Raises:
-        TypeError: If ``module`` is not an ``nn.Module`` with a ``weight`` parameter and no submodules.
+        TypeError: If `module` is not an `nn.Module` with a `weight` parameter and no submodules.
 
     Example:
         >>> import torch
@@ -176,17 +179,18 @@ class DropConnect(_DropoutFamily):
 
 
 class DropBlock2d(_DropoutFamily):
-    r"""DropBlock: drop contiguous ``block_size × block_size`` regions of ``(N, C, H, W)`` maps.
+    r"""DropBlock: drop contiguous `block_size × block_size` regions of `(N, C, H, W)` maps.
 
     Seeds with rate $\gamma = \frac{p}{b^2}\frac{HW}{(H-b+1)(W-b+1)}$ are drawn where a whole block
     fits, every unit under a block is dropped, and the output is rescaled by
     $\#M / \sum M$ (Ghiasi et al., 2018, "DropBlock: a regularization method for convolutional
     networks", NeurIPS). Handles rectangular maps, even block sizes and blocks larger than the map
-    (clipped to it). Identity in evaluation mode. See `reglight.nn.functional.drop_block2d`.
+    (clipped to it). Identity in evaluation mode. See
+    [`drop_block2d`][reglight.nn.functional.drop_block2d].
 
     Args:
-        p: Nominal fraction of dropped units, in ``[0, 1)``.
-        block_size: Side of the block, ``>= 1``.
+        p: Nominal fraction of dropped units, in `[0, 1)`.
+        block_size: Side of the block, `>= 1`.
         shared_channels: One mask per sample for all channels instead of one per feature map.
 
     Example:
@@ -212,12 +216,12 @@ class DropBlock2d(_DropoutFamily):
 class DropPath(_DropoutFamily):
     r"""Stochastic depth: drop the residual branch of whole samples, $f(x)_n\, b_n / (1-p)$.
 
-    Put it on the branch: ``x + drop_path(block(x))`` (Huang et al., 2016, "Deep networks with stochastic
-    depth", ECCV). Identity in evaluation mode. See `reglight.nn.functional.drop_path` and
-    `drop_path_rates` for the linear decay rule over depth.
+    Put it on the branch: `x + drop_path(block(x))` (Huang et al., 2016, "Deep networks with stochastic
+    depth", ECCV). Identity in evaluation mode. See [`drop_path`][reglight.nn.functional.drop_path] and
+    [`drop_path_rates`][reglight.nn.drop_path_rates] for the linear decay rule over depth.
 
     Args:
-        p: Probability of dropping the branch of a sample, in ``[0, 1)``.
+        p: Probability of dropping the branch of a sample, in `[0, 1)`.
         scale_by_keep: Divide kept samples by $1-p$.
 
     Example:
@@ -241,13 +245,13 @@ class DropPath(_DropoutFamily):
 class LockedDropout(_DropoutFamily):
     r"""Variational dropout for sequences: one mask per sequence, shared across time steps.
 
-    For ``(N, T, D)`` inputs the output is $h_{n,t,d}\, z_{n,d} / (1-p)$ (Gal & Ghahramani, 2016,
+    For `(N, T, D)` inputs the output is $h_{n,t,d}\, z_{n,d} / (1-p)$ (Gal & Ghahramani, 2016,
     "A theoretically grounded application of dropout in recurrent neural networks", NeurIPS). Identity in
-    evaluation mode. See `reglight.nn.functional.locked_dropout`.
+    evaluation mode. See [`locked_dropout`][reglight.nn.functional.locked_dropout].
 
     Args:
-        p: Probability of dropping a feature of a sequence, in ``[0, 1)``.
-        batch_first: Inputs are ``(N, T, D)`` if ``True``, else ``(T, N, D)``.
+        p: Probability of dropping a feature of a sequence, in `[0, 1)`.
+        batch_first: Inputs are `(N, T, D)` if `True`, else `(T, N, D)`.
 
     Example:
         >>> import torch
@@ -271,18 +275,18 @@ def drop_path_rates(p_max: float, depth: int) -> list[float]:
     r"""Linear decay rule of stochastic depth: $p_l = \frac{l}{L}\, p_{max}$, $l = 1..L$.
 
     Block $l$ of $L$ drops its branch with probability $p_l$, so the last block has
-    ``p_max`` and the first $p_{max}/L$ (Huang et al., 2016, section 3; timm's
-    ``calculate_drop_path_rates`` starts at 0 instead).
+    `p_max` and the first $p_{max}/L$ (Huang et al., 2016, section 3; timm's
+    `calculate_drop_path_rates` starts at 0 instead).
 
     Args:
-        p_max: Drop rate of the last block, in ``[0, 1)``.
-        depth: Number of residual blocks $L$, ``>= 1``.
+        p_max: Drop rate of the last block, in `[0, 1)`.
+        depth: Number of residual blocks $L$, `>= 1`.
 
     Returns:
-        ``depth`` rates, increasing.
+        `depth` rates, increasing.
 
     Raises:
-        ValueError: If ``p_max`` is outside ``[0, 1)`` or ``depth < 1``.
+        ValueError: If `p_max` is outside `[0, 1)` or `depth < 1`.
 
     Example:
         >>> from reglight.nn import drop_path_rates
@@ -308,5 +312,5 @@ DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
 )
-"""Every dropout-family module class, ours and torch's: the layers that `mc_dropout` switches to
-training mode and that regularisation schedules drive through their mutable ``p``."""
+"""Every dropout-family module class, ours and torch's: the layers that [`mc_dropout`][reglight.nn.mc_dropout] switches to
+training mode and that regularisation schedules drive through their mutable `p`."""

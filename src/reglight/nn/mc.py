@@ -28,18 +28,18 @@ def mc_dropout(
 ) -> Iterator[nn.Module]:
     """Context manager: dropout layers in training mode, every other module in evaluation mode.
 
-    Inside the block the dropout-family layers of ``model`` sample masks while batch norm and every
+    Inside the block the dropout-family layers of `model` sample masks while batch norm and every
     other layer behave as at evaluation (running statistics used, never updated). The training flag of
     every module is restored on exit, also after an exception.
 
     Args:
         model: The model.
-        dropout_types: Module classes counted as dropout; defaults to `reglight.nn.DROPOUT_TYPES`
-            (ours and torch's). Add others (e.g. timm's ``DropPath``) with
-            ``DROPOUT_TYPES + (timm.layers.DropPath,)``.
+        dropout_types: Module classes counted as dropout; defaults to
+            [`DROPOUT_TYPES`][reglight.nn.dropout.DROPOUT_TYPES] (ours and torch's). Add others (e.g. timm's `DropPath`) with
+            `DROPOUT_TYPES + (timm.layers.DropPath,)`.
 
     Yields:
-        ``model``, switched.
+        `model`, switched.
 
     Example:
         >>> import torch
@@ -52,16 +52,16 @@ def mc_dropout(
         >>> net[1].training, net[2].training
         (True, True)
     """
-    modes = [(module, module.training) for module in model.modules()]
+    flags = [(module, module.training) for module in model.modules()]
     try:
         model.eval()
-        for module, _ in modes:
+        for module, _ in flags:
             if isinstance(module, dropout_types):
                 module.train()
         yield model
     finally:
-        for module, mode in modes:  # pre-order: children are fixed after their parents
-            module.train(mode)
+        for module, training in flags:  # pre-order: children are fixed after their parents
+            module.train(training)
 
 
 def mc_predict(
@@ -71,29 +71,29 @@ def mc_predict(
     transform: Callable[[Tensor], Tensor] | None = None,
     dropout_types: tuple[type[nn.Module], ...] = DROPOUT_TYPES,
 ) -> tuple[Tensor, Tensor]:
-    r"""Mean and standard deviation of ``samples`` stochastic forward passes under `mc_dropout`.
+    r"""Mean and standard deviation of `samples` stochastic forward passes under [`mc_dropout`][reglight.nn.mc_dropout].
 
     $$
     \hat\mu = \frac1S \sum_{s=1}^S g(f_{z_s}(x)),\qquad
     \hat\sigma = \sqrt{\frac{1}{S-1}\sum_{s=1}^S \big(g(f_{z_s}(x)) - \hat\mu\big)^2},
     $$
 
-    with $z_s$ fresh dropout masks and $g$ the optional ``transform`` (e.g. a softmax, to average
+    with $z_s$ fresh dropout masks and $g$ the optional `transform` (e.g. a softmax, to average
     probabilities rather than logits). Runs without gradient tracking and accumulates with Welford's
-    algorithm in at least float32, so memory does not grow with ``samples``.
+    algorithm in at least float32, so memory does not grow with `samples`.
 
     Args:
-        model: The model; called as ``model(input)``.
+        model: The model; called as `model(input)`.
         input: The model's input.
-        samples: Number of forward passes $S$, ``>= 2``.
+        samples: Number of forward passes $S$, `>= 2`.
         transform: Function applied to every prediction before averaging.
-        dropout_types: Module classes counted as dropout (see `mc_dropout`).
+        dropout_types: Module classes counted as dropout (see [`mc_dropout`][reglight.nn.mc_dropout]).
 
     Returns:
-        ``(mean, std)``, each shaped like one prediction.
+        `(mean, std)`, each shaped like one prediction.
 
     Raises:
-        ValueError: If ``samples < 2``.
+        ValueError: If `samples < 2`.
 
     Example:
         >>> import torch

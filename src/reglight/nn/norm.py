@@ -1,9 +1,9 @@
 """Normalisation layers that torch lacks, and a converter between normalisation kinds.
 
-``GhostBatchNorm*`` and ``BatchRenorm*`` keep batch norm's parameters and buffers (``weight``, ``bias``,
-``running_mean``, ``running_var``, ``num_batches_tracked``), so batch-norm checkpoints load into them
-and back. They deliberately do not subclass ``torch.nn.modules.batchnorm._BatchNorm``: that is what
-``nn.SyncBatchNorm.convert_sync_batchnorm`` (and so ``Trainer(sync_batchnorm=True)``) looks for, and it
+`GhostBatchNorm*` and `BatchRenorm*` keep batch norm's parameters and buffers (`weight`, `bias`,
+`running_mean`, `running_var`, `num_batches_tracked`), so batch-norm checkpoints load into them
+and back. They deliberately do not subclass `torch.nn.modules.batchnorm._BatchNorm`: that is what
+`nn.SyncBatchNorm.convert_sync_batchnorm` (and so `Trainer(sync_batchnorm=True)`) looks for, and it
 would silently replace them by plain synchronised batch norm. They are left as they are and compute
 their statistics per process, which is their design: a ghost batch is a sub-batch of the local batch,
 and batch renormalisation exists to make small local batches safe.
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 NORM_KINDS = ("batch", "ghost", "renorm", "group", "layer2d", "none")
-"""The ``kind`` values accepted by `convert_norms`."""
+"""The `kind` values accepted by [`convert_norms`][reglight.nn.convert_norms]."""
 
 
 def _check_momentum(momentum: float | None) -> float | None:
@@ -56,7 +56,7 @@ def _check_rank(module: nn.Module, input: Tensor, ranks: tuple[int, ...]) -> Non
 
 
 def _exponential_average_factor(module: _NormBase) -> float:
-    """Batch norm's rule: count the step, then ``momentum`` or ``1/num_batches_tracked`` if ``None``."""
+    """Batch norm's rule: count the step, then `momentum` or `1/num_batches_tracked` if `None`."""
     if module.training and module.track_running_stats and module.num_batches_tracked is not None:
         module.num_batches_tracked.add_(1)
         if module.momentum is None:
@@ -118,31 +118,32 @@ class _GhostBatchNorm(_NormBase):
 
 
 class GhostBatchNorm1d(_GhostBatchNorm):
-    r"""Ghost batch normalisation for ``(N, C)`` or ``(N, C, L)`` inputs.
+    r"""Ghost batch normalisation for `(N, C)` or `(N, C, L)` inputs.
 
     Hoffer et al., 2017, "Train longer, generalize better: closing the generalization gap in large
     batch training of neural networks", NeurIPS. While training, the batch is split into consecutive
-    virtual batches of ``virtual_batch_size`` samples, each normalised with its own mean and
+    virtual batches of `virtual_batch_size` samples, each normalised with its own mean and
     variance: $y = \gamma (x - \mu_{B_g}) / \sqrt{\sigma^2_{B_g} + \epsilon} + \beta$. Small virtual
     batches keep the regularising noise of small-batch training at large-batch throughput. The
     running statistics get one update per step with the average of the virtual-batch statistics;
     evaluation is batch norm with the running statistics. Same parameters, buffers and state_dict
-    keys as ``nn.BatchNorm1d``; with ``virtual_batch_size >= N`` it is exactly ``nn.BatchNorm1d``.
+    keys as `nn.BatchNorm1d`; with `virtual_batch_size >= N` it is exactly `nn.BatchNorm1d`.
     Each virtual batch runs through torch's fused batch-norm kernels, written in place into one
-    output. See `reglight.nn.functional.ghost_batch_norm`.
+    output. See [`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm].
 
     Args:
-        num_features: Number of channels ``C``.
-        virtual_batch_size: Samples per virtual batch, ``>= 1``.
-        eps: Added to the variance, ``> 0``.
-        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+        num_features: Number of channels `C`.
+        virtual_batch_size: Samples per virtual batch, `>= 1`.
+        eps: Added to the variance, `> 0`.
+        momentum: Weight of the new statistics in the running averages, in `[0, 1]`, or `None` for
             the cumulative average (as in batch norm).
         affine: Learn a per-channel scale and shift.
         track_running_stats: Keep running statistics for evaluation (else use batch statistics).
         device: Device of the parameters and buffers.
         dtype: Dtype of the parameters and buffers.
-        fused: Compute the input gradient with one ``torch.compile``'d pass per virtual batch
-            (compiled at the first backward; see `reglight.nn.functional.ghost_batch_norm`).
+        fused: Compute the input gradient with one `torch.compile`'d pass per virtual batch
+            (compiled at the first backward; see
+            [`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm]).
 
     Example:
         >>> import torch
@@ -157,31 +158,32 @@ class GhostBatchNorm1d(_GhostBatchNorm):
 
 
 class GhostBatchNorm2d(_GhostBatchNorm):
-    r"""Ghost batch normalisation for ``(N, C, H, W)`` inputs.
+    r"""Ghost batch normalisation for `(N, C, H, W)` inputs.
 
     Hoffer et al., 2017, "Train longer, generalize better: closing the generalization gap in large
     batch training of neural networks", NeurIPS. While training, the batch is split into consecutive
-    virtual batches of ``virtual_batch_size`` samples, each normalised with its own mean and
+    virtual batches of `virtual_batch_size` samples, each normalised with its own mean and
     variance: $y = \gamma (x - \mu_{B_g}) / \sqrt{\sigma^2_{B_g} + \epsilon} + \beta$. Small virtual
     batches keep the regularising noise of small-batch training at large-batch throughput. The
     running statistics get one update per step with the average of the virtual-batch statistics;
     evaluation is batch norm with the running statistics. Same parameters, buffers and state_dict
-    keys as ``nn.BatchNorm2d``; with ``virtual_batch_size >= N`` it is exactly ``nn.BatchNorm2d``.
+    keys as `nn.BatchNorm2d`; with `virtual_batch_size >= N` it is exactly `nn.BatchNorm2d`.
     Each virtual batch runs through torch's fused batch-norm kernels, written in place into one
-    output. See `reglight.nn.functional.ghost_batch_norm`.
+    output. See [`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm].
 
     Args:
-        num_features: Number of channels ``C``.
-        virtual_batch_size: Samples per virtual batch, ``>= 1``.
-        eps: Added to the variance, ``> 0``.
-        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+        num_features: Number of channels `C`.
+        virtual_batch_size: Samples per virtual batch, `>= 1`.
+        eps: Added to the variance, `> 0`.
+        momentum: Weight of the new statistics in the running averages, in `[0, 1]`, or `None` for
             the cumulative average (as in batch norm).
         affine: Learn a per-channel scale and shift.
         track_running_stats: Keep running statistics for evaluation (else use batch statistics).
         device: Device of the parameters and buffers.
         dtype: Dtype of the parameters and buffers.
-        fused: Compute the input gradient with one ``torch.compile``'d pass per virtual batch
-            (compiled at the first backward; see `reglight.nn.functional.ghost_batch_norm`).
+        fused: Compute the input gradient with one `torch.compile`'d pass per virtual batch
+            (compiled at the first backward; see
+            [`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm]).
 
     Example:
         >>> import torch
@@ -196,31 +198,32 @@ class GhostBatchNorm2d(_GhostBatchNorm):
 
 
 class GhostBatchNorm3d(_GhostBatchNorm):
-    r"""Ghost batch normalisation for ``(N, C, D, H, W)`` inputs.
+    r"""Ghost batch normalisation for `(N, C, D, H, W)` inputs.
 
     Hoffer et al., 2017, "Train longer, generalize better: closing the generalization gap in large
     batch training of neural networks", NeurIPS. While training, the batch is split into consecutive
-    virtual batches of ``virtual_batch_size`` samples, each normalised with its own mean and
+    virtual batches of `virtual_batch_size` samples, each normalised with its own mean and
     variance: $y = \gamma (x - \mu_{B_g}) / \sqrt{\sigma^2_{B_g} + \epsilon} + \beta$. Small virtual
     batches keep the regularising noise of small-batch training at large-batch throughput. The
     running statistics get one update per step with the average of the virtual-batch statistics;
     evaluation is batch norm with the running statistics. Same parameters, buffers and state_dict
-    keys as ``nn.BatchNorm3d``; with ``virtual_batch_size >= N`` it is exactly ``nn.BatchNorm3d``.
+    keys as `nn.BatchNorm3d`; with `virtual_batch_size >= N` it is exactly `nn.BatchNorm3d`.
     Each virtual batch runs through torch's fused batch-norm kernels, written in place into one
-    output. See `reglight.nn.functional.ghost_batch_norm`.
+    output. See [`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm].
 
     Args:
-        num_features: Number of channels ``C``.
-        virtual_batch_size: Samples per virtual batch, ``>= 1``.
-        eps: Added to the variance, ``> 0``.
-        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+        num_features: Number of channels `C`.
+        virtual_batch_size: Samples per virtual batch, `>= 1`.
+        eps: Added to the variance, `> 0`.
+        momentum: Weight of the new statistics in the running averages, in `[0, 1]`, or `None` for
             the cumulative average (as in batch norm).
         affine: Learn a per-channel scale and shift.
         track_running_stats: Keep running statistics for evaluation (else use batch statistics).
         device: Device of the parameters and buffers.
         dtype: Dtype of the parameters and buffers.
-        fused: Compute the input gradient with one ``torch.compile``'d pass per virtual batch
-            (compiled at the first backward; see `reglight.nn.functional.ghost_batch_norm`).
+        fused: Compute the input gradient with one `torch.compile`'d pass per virtual batch
+            (compiled at the first backward; see
+            [`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm]).
 
     Example:
         >>> import torch
@@ -263,7 +266,7 @@ class _BatchRenorm(_NormBase):
 
     @property
     def r_max(self) -> float:
-        """Clip of $r$ (``>= 1``); may be reassigned between steps, e.g. by a schedule."""
+        """Clip of $r$ (`>= 1`); may be reassigned between steps, e.g. by a schedule."""
         return self._r_max
 
     @r_max.setter
@@ -272,7 +275,7 @@ class _BatchRenorm(_NormBase):
 
     @property
     def d_max(self) -> float:
-        """Clip of $d$ (``>= 0``); may be reassigned between steps, e.g. by a schedule."""
+        """Clip of $d$ (`>= 0`); may be reassigned between steps, e.g. by a schedule."""
         return self._d_max
 
     @d_max.setter
@@ -307,23 +310,23 @@ class _BatchRenorm(_NormBase):
 
 
 class BatchRenorm1d(_BatchRenorm):
-    r"""Batch renormalisation for ``(N, C)`` or ``(N, C, L)`` inputs.
+    r"""Batch renormalisation for `(N, C)` or `(N, C, L)` inputs.
 
     Ioffe, 2017, "Batch renormalization: towards reducing minibatch dependence in batch-normalized
     models", NeurIPS. While training, $y = \gamma\,((x - \mu_B)/\sigma_B \cdot r + d) + \beta$ with
     $r = \mathrm{clip}_{[1/r_{max}, r_{max}]}(\sigma_B/\sigma)$ and $d = \mathrm{clip}_{[-d_{max},
     d_{max}]}((\mu_B - \mu)/\sigma)$ (constants for back-propagation), where $\mu, \sigma$ are the
     running statistics: training and evaluation then agree even for small or non-iid batches.
-    ``r_max`` and ``d_max`` are mutable attributes, so a schedule can relax them from ``1, 0``
+    `r_max` and `d_max` are mutable attributes, so a schedule can relax them from `1, 0`
     (batch norm) to their final values, as in the paper. Same parameters, buffers and state_dict
-    keys as ``nn.BatchNorm1d``. See `reglight.nn.functional.batch_renorm`.
+    keys as `nn.BatchNorm1d`. See [`batch_renorm`][reglight.nn.functional.batch_renorm].
 
     Args:
-        num_features: Number of channels ``C``.
-        r_max: Clip of $r$, ``>= 1``.
-        d_max: Clip of $d$, ``>= 0``.
-        eps: Added to the variances, ``> 0``.
-        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+        num_features: Number of channels `C`.
+        r_max: Clip of $r$, `>= 1`.
+        d_max: Clip of $d$, `>= 0`.
+        eps: Added to the variances, `> 0`.
+        momentum: Weight of the new statistics in the running averages, in `[0, 1]`, or `None` for
             the cumulative average.
         affine: Learn a per-channel scale and shift.
         device: Device of the parameters and buffers.
@@ -342,23 +345,23 @@ class BatchRenorm1d(_BatchRenorm):
 
 
 class BatchRenorm2d(_BatchRenorm):
-    r"""Batch renormalisation for ``(N, C, H, W)`` inputs.
+    r"""Batch renormalisation for `(N, C, H, W)` inputs.
 
     Ioffe, 2017, "Batch renormalization: towards reducing minibatch dependence in batch-normalized
     models", NeurIPS. While training, $y = \gamma\,((x - \mu_B)/\sigma_B \cdot r + d) + \beta$ with
     $r = \mathrm{clip}_{[1/r_{max}, r_{max}]}(\sigma_B/\sigma)$ and $d = \mathrm{clip}_{[-d_{max},
     d_{max}]}((\mu_B - \mu)/\sigma)$ (constants for back-propagation), where $\mu, \sigma$ are the
     running statistics: training and evaluation then agree even for small or non-iid batches.
-    ``r_max`` and ``d_max`` are mutable attributes, so a schedule can relax them from ``1, 0``
+    `r_max` and `d_max` are mutable attributes, so a schedule can relax them from `1, 0`
     (batch norm) to their final values, as in the paper. Same parameters, buffers and state_dict
-    keys as ``nn.BatchNorm2d``. See `reglight.nn.functional.batch_renorm`.
+    keys as `nn.BatchNorm2d`. See [`batch_renorm`][reglight.nn.functional.batch_renorm].
 
     Args:
-        num_features: Number of channels ``C``.
-        r_max: Clip of $r$, ``>= 1``.
-        d_max: Clip of $d$, ``>= 0``.
-        eps: Added to the variances, ``> 0``.
-        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+        num_features: Number of channels `C`.
+        r_max: Clip of $r$, `>= 1`.
+        d_max: Clip of $d$, `>= 0`.
+        eps: Added to the variances, `> 0`.
+        momentum: Weight of the new statistics in the running averages, in `[0, 1]`, or `None` for
             the cumulative average.
         affine: Learn a per-channel scale and shift.
         device: Device of the parameters and buffers.
@@ -377,23 +380,23 @@ class BatchRenorm2d(_BatchRenorm):
 
 
 class BatchRenorm3d(_BatchRenorm):
-    r"""Batch renormalisation for ``(N, C, D, H, W)`` inputs.
+    r"""Batch renormalisation for `(N, C, D, H, W)` inputs.
 
     Ioffe, 2017, "Batch renormalization: towards reducing minibatch dependence in batch-normalized
     models", NeurIPS. While training, $y = \gamma\,((x - \mu_B)/\sigma_B \cdot r + d) + \beta$ with
     $r = \mathrm{clip}_{[1/r_{max}, r_{max}]}(\sigma_B/\sigma)$ and $d = \mathrm{clip}_{[-d_{max},
     d_{max}]}((\mu_B - \mu)/\sigma)$ (constants for back-propagation), where $\mu, \sigma$ are the
     running statistics: training and evaluation then agree even for small or non-iid batches.
-    ``r_max`` and ``d_max`` are mutable attributes, so a schedule can relax them from ``1, 0``
+    `r_max` and `d_max` are mutable attributes, so a schedule can relax them from `1, 0`
     (batch norm) to their final values, as in the paper. Same parameters, buffers and state_dict
-    keys as ``nn.BatchNorm3d``. See `reglight.nn.functional.batch_renorm`.
+    keys as `nn.BatchNorm3d`. See [`batch_renorm`][reglight.nn.functional.batch_renorm].
 
     Args:
-        num_features: Number of channels ``C``.
-        r_max: Clip of $r$, ``>= 1``.
-        d_max: Clip of $d$, ``>= 0``.
-        eps: Added to the variances, ``> 0``.
-        momentum: Weight of the new statistics in the running averages, in ``[0, 1]``, or ``None`` for
+        num_features: Number of channels `C`.
+        r_max: Clip of $r$, `>= 1`.
+        d_max: Clip of $d$, `>= 0`.
+        eps: Added to the variances, `> 0`.
+        momentum: Weight of the new statistics in the running averages, in `[0, 1]`, or `None` for
             the cumulative average.
         affine: Learn a per-channel scale and shift.
         device: Device of the parameters and buffers.
@@ -412,17 +415,17 @@ class BatchRenorm3d(_BatchRenorm):
 
 
 class LayerNorm2d(nn.LayerNorm):
-    r"""Layer norm over the channels of ``(N, C, H, W)`` maps (ConvNeXt style).
+    r"""Layer norm over the channels of `(N, C, H, W)` maps (ConvNeXt style).
 
     Every pixel's channel vector is normalised on its own,
     $y = \gamma \odot (x - \mathrm{mean}_c x)/\sqrt{\mathrm{var}_c x + \epsilon} + \beta$
     (Ba et al., 2016, "Layer normalization"; Liu et al., 2022, "A ConvNet for the 2020s"), so a CNN can
-    swap batch norm for a batch-independent norm. It is an ``nn.LayerNorm`` (same parameters) applied
-    to the channels-last view. See `reglight.nn.functional.layer_norm2d`.
+    swap batch norm for a batch-independent norm. It is an `nn.LayerNorm` (same parameters) applied
+    to the channels-last view. See [`layer_norm2d`][reglight.nn.functional.layer_norm2d].
 
     Args:
-        num_channels: Number of channels ``C``.
-        eps: Added to the variance, ``> 0``.
+        num_channels: Number of channels `C`.
+        eps: Added to the variance, `> 0`.
         affine: Learn a per-channel scale and shift.
         device: Device of the parameters.
         dtype: Dtype of the parameters.
@@ -460,7 +463,7 @@ class LayerNorm2d(nn.LayerNorm):
 # --------------------------------------------------------------------------------------------------
 _KIND_KWARGS: dict[str, tuple[str, ...]] = {
     "batch": ("eps", "momentum"),
-    "ghost": ("virtual_batch_size", "eps", "momentum"),
+    "ghost": ("virtual_batch_size", "eps", "momentum", "fused"),
     "renorm": ("r_max", "d_max", "eps", "momentum"),
     "group": ("num_groups", "eps"),
     "layer2d": ("eps",),
@@ -481,7 +484,7 @@ _RENORM: dict[int, type[_BatchRenorm]] = {1: BatchRenorm1d, 2: BatchRenorm2d, 3:
 
 
 def _source_dims(module: nn.Module) -> int | None:
-    """Spatial rank of a convertible norm (1, 2, 3), 0 for ``SyncBatchNorm`` (unknown), else None."""
+    """Spatial rank of a convertible norm (1, 2, 3), 0 for `SyncBatchNorm` (unknown), else None."""
     if isinstance(module, (_GhostBatchNorm, _BatchRenorm)):
         return module._dims
     if isinstance(module, LayerNorm2d):
@@ -570,12 +573,12 @@ def convert_norms(
     kind: Literal["batch", "ghost", "renorm", "group", "layer2d", "none"],
     **kwargs: Any,
 ) -> nn.Module:
-    """Swap every batch-statistics norm of ``model`` for another kind of normalisation.
+    """Swap every batch-statistics norm of `model` for another kind of normalisation.
 
-    Converted layers: ``nn.BatchNorm1d/2d/3d``, ``GhostBatchNorm*``, ``BatchRenorm*`` and
-    ``LayerNorm2d`` (other norms such as ``nn.GroupNorm`` or ``nn.LayerNorm`` are part of an
-    architecture and left alone). The new layer keeps the channels, ``eps`` and ``momentum``, shares the
-    old layer's affine parameters (same ``nn.Parameter`` objects, so an existing optimizer keeps
+    Converted layers: `nn.BatchNorm1d/2d/3d`, `GhostBatchNorm*`, `BatchRenorm*` and
+    `LayerNorm2d` (other norms such as `nn.GroupNorm` or `nn.LayerNorm` are part of an
+    architecture and left alone). The new layer keeps the channels, `eps` and `momentum`, shares the
+    old layer's affine parameters (same `nn.Parameter` objects, so an existing optimizer keeps
     working) and, between batch norm, ghost batch norm and batch renorm, its running statistics. The
     conversion happens in place; the (possibly new) root module is returned.
 
@@ -588,22 +591,22 @@ def convert_norms(
     | `layer2d` | `LayerNorm2d` (2-d layers only)                  | `eps`                                    |
     | `none`    | `nn.Identity`                                    |                                          |
 
-    Convert before ``nn.SyncBatchNorm.convert_sync_batchnorm``: a ``SyncBatchNorm`` does not know its
-    input rank, so only ``group`` and ``none`` can replace it. Ghost and renorm layers are left
+    Convert before `nn.SyncBatchNorm.convert_sync_batchnorm`: a `SyncBatchNorm` does not know its
+    input rank, so only `group` and `none` can replace it. Ghost and renorm layers are left
     untouched by the sync conversion and compute per-process statistics.
 
     Args:
         model: The model (or a single norm layer) to convert.
-        kind: Target normalisation, one of `NORM_KINDS`.
+        kind: Target normalisation, one of [`NORM_KINDS`][reglight.nn.norm.NORM_KINDS].
         **kwargs: Keywords of the target layer, listed in the table above.
 
     Returns:
-        ``model`` with its norms converted, or the new layer when ``model`` itself is a norm.
+        `model` with its norms converted, or the new layer when `model` itself is a norm.
 
     Raises:
-        ValueError: If ``kind`` is unknown, a keyword value is invalid, or a layer cannot be converted
-            (``layer2d`` for non-2-d layers, ``SyncBatchNorm`` to a batch-statistics kind).
-        TypeError: If a keyword does not belong to ``kind`` or a required one is missing.
+        ValueError: If `kind` is unknown, a keyword value is invalid, or a layer cannot be converted
+            (`layer2d` for non-2-d layers, `SyncBatchNorm` to a batch-statistics kind).
+        TypeError: If a keyword does not belong to `kind` or a required one is missing.
 
     Example:
         >>> from torch import nn
