@@ -352,6 +352,7 @@ def test_arguments_are_validated() -> None:
         ({"cv_folds": 1}, "cv_folds"),
         ({"gradient": "newton"}, "gradient"),
         ({"lr": 0.0}, "lr"),
+        ({"num_threads": 0}, "num_threads"),
     ]:
         with pytest.raises(ValueError, match=f"`{name}`"):
             SparseLinearModel(**kwargs)
@@ -398,14 +399,31 @@ def test_metric_collections_match_sklearn_metrics(task: str) -> None:
         assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
-def test_fit_leaves_torchs_thread_count_alone() -> None:
+class _ThreadProbe(SparseLinearModel):
+    """Records torch's thread count in every forward pass (inside training and test steps)."""
+
+    seen: list[int]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_num_threads())
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("num_threads", [1, None])
+def test_thread_count_is_scoped_to_the_models_own_computations(num_threads: int | None) -> None:
     threads = torch.get_num_threads()
-    other = 2 if threads != 2 else 1
-    torch.set_num_threads(other)
+    outside = 2 if threads != 2 else 3
+    torch.set_num_threads(outside)
     try:
+        model = _ThreadProbe(alpha=1.0, path_figure=False, num_threads=num_threads)
+        model.seen = []
         data = TabularDataModule("diabetes", batch_size=None)
-        _trainer(max_epochs=3).fit(SparseLinearModel(alpha=1.0, path_figure=False), datamodule=data)
-        assert torch.get_num_threads() == other
+        trainer = _trainer(max_epochs=3)
+        trainer.fit(model, datamodule=data)
+        assert torch.get_num_threads() == outside  # restored after every step
+        trainer.test(model, datamodule=data, verbose=False)
+        assert torch.get_num_threads() == outside
+        assert model.seen == [num_threads or outside] * 4  # three training steps, one test step
     finally:
         torch.set_num_threads(threads)
 
@@ -512,6 +530,7 @@ def test_ddp_two_processes_give_the_coefficients_of_one(tmp_path: Path) -> None:
         "reglight.recipes.lasso.solver",
         "reglight.recipes.lasso.synthetic",
         "reglight.recipes.lasso.tables",
+        "reglight.recipes.lasso.threads",
     ],
 )
 def test_docstring_examples(name: str) -> None:

@@ -28,6 +28,7 @@ Modules, one job each:
 - `metrics`: the torchmetrics collections of each split;
 - `report`: the selected features and the printed tables; `figures`: the path figure;
 - `objective`, `scaling`: the data term, standardization and the step size;
+- `threads`: a thread count scoped to the model's own computations;
 - `data` ([`TabularDataModule`][reglight.recipes.lasso.TabularDataModule]), `tables` (scikit-learn's
   data, CSV/Parquet files) and `synthetic` (sparse problems): the data.
 
@@ -47,6 +48,7 @@ from reglight.recipes.lasso.scaling import dataset_tensors, lipschitz_constant, 
 from reglight.recipes.lasso.solver import FullBatchProximalGradient
 from reglight.recipes.lasso.synthetic import SparseData, make_sparse_data
 from reglight.recipes.lasso.tables import TabularData, load_builtin, load_table
+from reglight.recipes.lasso.threads import torch_threads
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -73,4 +75,5 @@ __all__ = [
     "relaxed_refit",
     "split_indices",
     "standardization",
+    "torch_threads",
 ]

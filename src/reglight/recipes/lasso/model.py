@@ -44,6 +44,7 @@ from .report import (
 )
 from .scaling import dataset_tensors, lipschitz_constant, standardization
 from .solver import FullBatchProximalGradient
+from .threads import with_model_threads
 
 __all__ = ["SparseLinearModel"]
 
@@ -98,9 +99,10 @@ class SparseLinearModel(pl.LightningModule):
     figure logged through [`reglight.logging`][reglight.logging], and
     [`report`][reglight.recipes.lasso.SparseLinearModel.report] for `reglight run`.
 
-    Threads: the model leaves torch's thread count alone. On small tabular data one thread is
-    often fastest (synchronizing threads costs more than a step's arithmetic): set
-    `OMP_NUM_THREADS=1` or call `torch.set_num_threads(1)` yourself.
+    **Threads.** torch's thread count is process-wide, so the model sets it only inside its own
+    computations (each training, validation and test step, the set-up with the cross-validation,
+    the refit and the end-of-test report) and restores it after each
+    ([`torch_threads`][reglight.recipes.lasso.threads.torch_threads]); nothing outside sees it.
 
     Args:
         alpha: scikit-learn's `alpha` (>= 0) on the standardized features; `None` to choose it
@@ -123,6 +125,9 @@ class SparseLinearModel(pl.LightningModule):
         refit_l2: Ridge strength $\gamma$ of the refit; `None` for 0 (regression) or `1e-3`
             (classification, which keeps separable classes finite).
         path_figure: Compute and log the regularization path at the end of testing.
+        num_threads: torch's intra-op threads inside the model's computations (restored after
+            each); `None` leaves them alone. One thread suits small tables, where synchronizing
+            threads costs more than the arithmetic of a step.
 
     Raises:
         ValueError: if an argument is out of range.
@@ -164,6 +169,7 @@ class SparseLinearModel(pl.LightningModule):
         tol: float = 1e-6,
         refit_l2: float | None = None,
         path_figure: bool = True,
+        num_threads: int | None = 1,
     ) -> None:
         super().__init__()
         if alpha is not None:
@@ -180,6 +186,8 @@ class SparseLinearModel(pl.LightningModule):
         check_nonnegative("tol", tol)
         if refit_l2 is not None:
             check_nonnegative("refit_l2", refit_l2)
+        if num_threads is not None:
+            check_positive_int("num_threads", num_threads)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.penalty_hook = PenaltyHook(
@@ -230,6 +238,7 @@ class SparseLinearModel(pl.LightningModule):
     # -------------------------------------------------------------------------------- building
 
     @override
+    @with_model_threads
     def setup(self, stage: str) -> None:
         """Build the layer and the training statistics from `trainer.datamodule` (once)."""
         if self.linear is not None:
@@ -429,6 +438,7 @@ class SparseLinearModel(pl.LightningModule):
                 group["lr"] = group["initial_lr"] / math.sqrt(1.0 + self.current_epoch)
 
     @override
+    @with_model_threads
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         optimizer = cast(Any, self.optimizers())
@@ -454,12 +464,14 @@ class SparseLinearModel(pl.LightningModule):
                 self.trainer.should_stop = True
 
     @override
+    @with_model_threads
     def on_fit_end(self) -> None:
         self.refit()
 
     # ------------------------------------------------------------------------------ evaluation
 
     @override
+    @with_model_threads
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         out = self(x)
@@ -471,11 +483,13 @@ class SparseLinearModel(pl.LightningModule):
         self.val_metrics.reset()
 
     @override
+    @with_model_threads
     def on_test_start(self) -> None:
         if not self.refit_done:
             self.refit()
 
     @override
+    @with_model_threads
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         out, out_refit = self(x), self.forward_refit(x)
@@ -483,6 +497,7 @@ class SparseLinearModel(pl.LightningModule):
         self.test_metrics_refit.update(out_refit, metric_target(y, self.task, out_refit))
 
     @override
+    @with_model_threads
     def on_test_epoch_end(self) -> None:
         lasso, refit = self.test_metrics.compute(), self.test_metrics_refit.compute()
         self.test_metrics.reset()
