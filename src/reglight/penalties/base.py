@@ -20,7 +20,7 @@ StepSource = DiagonalStep | _ExplicitStep
 
 
 def as_tensor_list(params: Params) -> list[Tensor]:
-    """``params`` as a list (a single tensor becomes a one-element list)."""
+    """`params` as a list (a single tensor becomes a one-element list)."""
     if isinstance(params, Tensor):
         return [params]
     out = list(params)
@@ -33,8 +33,8 @@ def as_tensor_list(params: Params) -> list[Tensor]:
 def params_and_grads(
     params: Params, grads: Iterable[Tensor] | None
 ) -> tuple[list[Tensor], list[Tensor]]:
-    """The tensors and the gradients a penalty updates: ``grads`` as given, or by default each tensor's
-    ``.grad`` (tensors without one are left out)."""
+    """The tensors and the gradients a penalty updates: `grads` as given, or by default each tensor's
+    `.grad` (tensors without one are left out)."""
     ps = as_tensor_list(params)
     if grads is not None:
         return ps, as_tensor_list(grads)
@@ -43,7 +43,7 @@ def params_and_grads(
 
 
 def as_real(value: Any) -> Any:
-    """Real scalars that are not ``float`` (``int``, ``numpy.float32``, ...) as ``float``; else as given."""
+    """Real scalars that are not `float` (`int`, `numpy.float32`, ...) as `float`; else as given."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     return value
@@ -58,11 +58,11 @@ def normalize_step(step: StepSize, n: int) -> list[float] | StepSource:
         n: number of tensors.
 
     Returns:
-        A list of ``n`` floats, or an object with ``lists()``/``compute()``/``tensor()``.
+        A list of `n` floats, or an object with `lists()`/`compute()`/`tensor()`.
 
     Raises:
-        ValueError: if a step is not positive or the number of steps is not ``n``.
-        TypeError: if ``step`` is a single tensor.
+        ValueError: if a step is not positive or the number of steps is not `n`.
+        TypeError: if `step` is a single tensor.
     """
     if isinstance(step, Tensor):
         raise TypeError(
@@ -130,17 +130,17 @@ class Penalty(abc.ABC):
 
     @abc.abstractmethod
     def add_grad_(self, params: Params, grads: Iterable[Tensor] | None = None) -> None:
-        """Add the (sub)gradient of the penalty to ``grads`` in place.
+        """Add the (sub)gradient of the penalty to `grads` in place.
 
         Args:
             params: the penalized tensors.
-            grads: the gradients to update, one per tensor; by default each tensor's ``.grad``
+            grads: the gradients to update, one per tensor; by default each tensor's `.grad`
                 (tensors without a gradient are skipped).
         """
 
     @abc.abstractmethod
     def prox_(self, params: Params, step: StepSize) -> None:
-        """Apply the proximal operator with step ``step`` to ``params`` in place.
+        """Apply the proximal operator with step `step` to `params` in place.
 
         Args:
             params: the penalized tensors.
@@ -160,7 +160,7 @@ class Penalty(abc.ABC):
             params: the penalized tensors.
 
         Returns:
-            ``{"zero_fraction": ...}``: the fraction of exactly-zero entries.
+            `{"zero_fraction": ...}`: the fraction of exactly-zero entries.
         """
         tensors = as_tensor_list(params)
         if not tensors:

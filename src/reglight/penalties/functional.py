@@ -50,7 +50,7 @@ def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
 
     Args:
         x: input tensor.
-        threshold: $\tau \ge 0$, a float or a tensor broadcastable to ``x``.
+        threshold: $\tau \ge 0$, a float or a tensor broadcastable to `x`.
 
     Returns:
         A new tensor.

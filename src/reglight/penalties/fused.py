@@ -59,7 +59,7 @@ class FusedElasticNetGrad:
 
     @property
     def failure(self) -> str | None:
-        """Why compilation failed (the eager kernels are used then), or ``None``."""
+        """Why compilation failed (the eager kernels are used then), or `None`."""
         return self._compiled.failure
 
     def _coefficients(self, like: Sequence[Tensor], l1: float, l2: float) -> Tensor:
