@@ -29,11 +29,12 @@ def _tensors(seed: int = 0) -> list[torch.Tensor]:
 
 
 def _weights(penalty: L1 | L2 | ElasticNet) -> tuple[float, float]:
+    """`(a, c)` of the closed form `a * ||θ||_1 + c/2 * ||θ||²`, written out per class."""
     if isinstance(penalty, ElasticNet):
-        return penalty.strength * penalty.l1_ratio, penalty.strength * (1 - penalty.l1_ratio)
+        return penalty.alpha * penalty.l1_ratio, penalty.alpha * (1 - penalty.l1_ratio)
     if isinstance(penalty, L1):
-        return penalty.strength, 0.0
-    return 0.0, penalty.strength
+        return penalty.alpha, 0.0
+    return 0.0, penalty.alpha
 
 
 PENALTIES = [
@@ -70,7 +71,7 @@ def test_blocks_cover_every_element_once() -> None:
 def test_value_matches_formula(penalty: L1 | L2 | ElasticNet) -> None:
     ts = _tensors()
     a, b = _weights(penalty)
-    ref = sum(a * t.double().abs().sum() + b * t.double().square().sum() for t in ts)
+    ref = sum(a * t.double().abs().sum() + b / 2 * t.double().square().sum() for t in ts)
     torch.testing.assert_close(penalty.value(ts).double(), ref, rtol=1e-5, atol=0)
     assert penalty(ts) == penalty.value(ts)
 
@@ -79,7 +80,7 @@ def test_value_matches_formula(penalty: L1 | L2 | ElasticNet) -> None:
 def test_add_grad_matches_autograd_of_value(penalty: L1 | L2 | ElasticNet) -> None:
     ts = [t.clone().requires_grad_(True) for t in _tensors()]
     a, b = _weights(penalty)
-    ref_loss = sum(a * t.abs().sum() + b * (t * t).sum() for t in ts)
+    ref_loss = sum(a * t.abs().sum() + b / 2 * (t * t).sum() for t in ts)
     ref = torch.autograd.grad(ref_loss, ts)
     base = [torch.randn_like(t) for t in ts]
     for t, g in zip(ts, base):
@@ -95,7 +96,7 @@ def _prox_reference(v: torch.Tensor, t: torch.Tensor | float, a: float, b: float
     v = v.double()
     t = t.double() if isinstance(t, torch.Tensor) else t
     shrunk = torch.sign(v) * torch.clamp(v.abs() - t * a, min=0.0)
-    return shrunk / (1.0 + 2.0 * t * b)
+    return shrunk / (1.0 + t * b)
 
 
 @pytest.mark.parametrize("penalty", PENALTIES, ids=repr)
@@ -111,9 +112,9 @@ def test_prox_scalar_step_closed_form_and_optimality(penalty: L1 | L2 | ElasticN
         # zeros are exact, and exactly where |v| <= t * a
         if a > 0:
             assert torch.equal(x == 0, v0.abs() <= step * a)
-        # optimality: (x - v)/t + a*sign(x) + 2 b x = 0 where x != 0
+        # optimality: (x - v)/t + a*sign(x) + b x = 0 where x != 0
         nz = x != 0
-        resid = (x.double() - v0.double()) / step + a * torch.sign(x.double()) + 2 * b * x.double()
+        resid = (x.double() - v0.double()) / step + a * torch.sign(x.double()) + b * x.double()
         assert float(resid[nz].abs().amax()) < 1e-4
 
 
@@ -149,7 +150,7 @@ def test_prox_diagonal_step_matches_adam_formula() -> None:
         )
 
 
-def test_zero_strength_is_a_no_op() -> None:
+def test_zero_alpha_is_a_no_op() -> None:
     ts = _tensors()
     before = [t.clone() for t in ts]
     for penalty in (L1(0.0), L2(0.0), ElasticNet(0.0)):
@@ -185,20 +186,35 @@ def test_state_dict_roundtrip_and_repr() -> None:
     state = penalty.state_dict()
     other = ElasticNet(1.0, 1.0)
     other.load_state_dict(state)
-    assert other.strength == 0.1 and other.l1_ratio == 0.3
-    assert repr(other) == "ElasticNet(strength=0.1, l1_ratio=0.3)"
+    assert other.alpha == 0.1 and other.l1_ratio == 0.3
+    assert repr(other) == "ElasticNet(alpha=0.1, l1_ratio=0.3)"
+    assert L1(0.2).state_dict() == {"alpha": 0.2} and repr(L2(0.5)) == "L2(alpha=0.5)"
     with pytest.raises(ValueError, match="unknown key 'dim'"):
         other.load_state_dict({"dim": 1})
 
 
-@pytest.mark.parametrize(("l1", "l2"), [(1e-3, 1.0), (0.5, 1e-4), (1e-25, 1e-2)])
-def test_elastic_net_grad_for_any_ratio_of_the_weights(l1: float, l2: float) -> None:
-    """a·sign(θ) + 2b·θ in float64, whether built in one temporary or (b ≫ a) added term by term."""
+@pytest.mark.parametrize(
+    ("alpha", "l1_ratio"), [(1.0, 1e-3), (0.5, 1 - 2e-4), (1e-2, 1e-23), (0.3, 0.0), (0.3, 1.0)]
+)
+def test_elastic_net_grad_for_any_ratio_of_the_weights(alpha: float, l1_ratio: float) -> None:
+    """αρ·sign(θ) + α(1-ρ)·θ in float64, whether built in one temporary or (ρ ≈ 0) term by term."""
     ts = _tensors()
     base = [torch.randn_like(t) for t in ts]
     grads = [g.clone() for g in base]
-    elastic_net_grad_(ts, grads, l1=l1, l2=l2)
+    elastic_net_grad_(ts, grads, alpha=alpha, l1_ratio=l1_ratio)
     for t, g0, g in zip(ts, base, grads):
-        ref = g0.double() + l1 * torch.sign(t.double()) + 2 * l2 * t.double()
+        ref = g0.double() + alpha * l1_ratio * torch.sign(t.double())
+        ref = ref + alpha * (1 - l1_ratio) * t.double()
         torch.testing.assert_close(g.double(), ref, rtol=1e-6, atol=2e-6)  # float32 rounding
         assert bool((g[t == 0] == g0[t == 0]).all())
+
+
+def test_l1_and_l2_are_the_elastic_net_at_l1_ratio_one_and_zero() -> None:
+    ts = _tensors()
+    assert (L1(0.3).l1_ratio, L2(0.3).l1_ratio) == (1.0, 0.0)
+    for single, enet in ((L1(0.3), ElasticNet(0.3, 1.0)), (L2(0.3), ElasticNet(0.3, 0.0))):
+        assert torch.equal(single.value(ts), enet.value(ts))
+        x, y = [t.clone() for t in ts], [t.clone() for t in ts]
+        single.prox_(x, 0.2)
+        enet.prox_(y, 0.2)
+        assert all(torch.equal(a, b) for a, b in zip(x, y))

@@ -26,12 +26,12 @@ def _groups(t: torch.Tensor, dim: int) -> list[torch.Tensor]:
     return [t.select(dim, i) for i in range(t.shape[dim])] if t.dim() > 1 else list(t.unbind(0))
 
 
-def _loop_value(ts: list[torch.Tensor], strength: float, dim: int) -> float:
+def _loop_value(ts: list[torch.Tensor], alpha: float, dim: int) -> float:
     total = 0.0
     for t in ts:
         for grp in _groups(t, dim if t.dim() > 1 else 0):
             total += math.sqrt(grp.numel()) * float(grp.double().norm())
-    return strength * total
+    return alpha * total
 
 
 @pytest.mark.parametrize("dim", [0, 1, -1])
@@ -70,14 +70,14 @@ def test_add_grad_matches_autograd_and_is_zero_on_dead_group() -> None:
     assert bool((ts[0].grad[2] == 0).all())
 
 
-def _closed_form(v: torch.Tensor, step: float, strength: float, dim: int) -> torch.Tensor:
+def _closed_form(v: torch.Tensor, step: float, alpha: float, dim: int) -> torch.Tensor:
     v = v.double()
     if v.dim() <= 1:
-        return torch.sign(v) * torch.clamp(v.abs() - step * strength, min=0)
+        return torch.sign(v) * torch.clamp(v.abs() - step * alpha, min=0)
     out = v.clone()
     for i in range(v.shape[dim]):
         grp = v.select(dim, i)
-        tau = step * strength * math.sqrt(grp.numel())
+        tau = step * alpha * math.sqrt(grp.numel())
         n = float(grp.norm())
         out.select(dim, i).copy_(grp * max(0.0, 1.0 - tau / n) if n > 0 else grp)
     return out
@@ -129,10 +129,10 @@ def test_per_coordinate_prox_solves_the_weighted_problem(spread: float) -> None:
     g = torch.Generator().manual_seed(3)
     v = torch.randn(40, 12, generator=g)
     t = 10 ** (spread * torch.rand(40, 12, generator=g)) * 0.01
-    strength = float(((v / t).norm(dim=1)).median()) / math.sqrt(12) * 0.8  # about half dead
+    alpha = float(((v / t).norm(dim=1)).median()) / math.sqrt(12) * 0.8  # about half dead
     x = v.clone()
-    GroupLasso(strength).prox_([x], [t])
-    c = strength * math.sqrt(12)
+    GroupLasso(alpha).prox_([x], [t])
+    c = alpha * math.sqrt(12)
     dead = 0
     for i in range(40):
         ref = _bisection_prox(v[i], t[i], c)
@@ -145,7 +145,7 @@ def test_per_coordinate_prox_solves_the_weighted_problem(spread: float) -> None:
     assert 5 < dead < 35
     if spread == 0.0:  # uniform steps: same as the scalar prox
         y = v.clone()
-        GroupLasso(strength).prox_([y], float(t[0, 0]))
+        GroupLasso(alpha).prox_([y], float(t[0, 0]))
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-7)
 
 

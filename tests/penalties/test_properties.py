@@ -15,17 +15,17 @@ ARRAYS = hnp.arrays(
     np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6), elements=FLOATS
 )
 STEPS = st.floats(1e-3, 10.0)
-STRENGTHS = st.floats(0.0, 5.0)
+ALPHAS = st.floats(0.0, 5.0)
 SETTINGS = settings(max_examples=60, deadline=None)
 
 
-def _penalties(strength: float) -> list:
-    return [L1(strength), L2(strength), ElasticNet(strength, 0.3), GroupLasso(strength)]
+def _penalties(alpha: float) -> list:
+    return [L1(alpha), L2(alpha), ElasticNet(alpha, 0.3), GroupLasso(alpha)]
 
 
 @SETTINGS
 @given(ARRAYS, STEPS)
-def test_prox_of_zero_strength_is_identity(x: np.ndarray, step: float) -> None:
+def test_prox_of_zero_alpha_is_identity(x: np.ndarray, step: float) -> None:
     for penalty in _penalties(0.0):
         t = torch.from_numpy(x.copy())
         penalty.prox_([t], step)
@@ -44,26 +44,24 @@ def test_soft_threshold_is_zero_iff_below_threshold(x: np.ndarray, tau: float) -
 
 
 @SETTINGS
-@given(st.data(), STEPS, STRENGTHS)
-def test_prox_operators_are_non_expansive(
-    data: st.DataObject, step: float, strength: float
-) -> None:
+@given(st.data(), STEPS, ALPHAS)
+def test_prox_operators_are_non_expansive(data: st.DataObject, step: float, alpha: float) -> None:
     shape = data.draw(hnp.array_shapes(min_dims=2, max_dims=2, max_side=5))
     x = torch.from_numpy(data.draw(hnp.arrays(np.float32, shape, elements=FLOATS))).double()
     y = torch.from_numpy(data.draw(hnp.arrays(np.float32, shape, elements=FLOATS))).double()
-    for penalty in _penalties(strength):
+    for penalty in _penalties(alpha):
         px, py = x.clone(), y.clone()
         penalty.prox_([px], step)
         penalty.prox_([py], step)
         # prox of a convex function is firmly non-expansive, hence non-expansive
         assert float((px - py).norm()) <= float((x - y).norm()) * (1 + 1e-9) + 1e-9
     # soft-thresholding is non-expansive coordinate by coordinate
-    sx, sy = soft_threshold(x, step * strength), soft_threshold(y, step * strength)
+    sx, sy = soft_threshold(x, step * alpha), soft_threshold(y, step * alpha)
     assert bool(((sx - sy).abs() <= (x - y).abs() + 1e-12).all())
 
 
 @SETTINGS
-@given(hnp.arrays(np.float32, (4, 3), elements=FLOATS), STEPS, STRENGTHS)
+@given(hnp.arrays(np.float32, (4, 3), elements=FLOATS), STEPS, ALPHAS)
 def test_group_prox_zero_iff_group_norm_below_threshold(
     x: np.ndarray, step: float, s: float
 ) -> None:

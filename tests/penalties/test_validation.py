@@ -12,16 +12,16 @@ from reglight.penalties import L1, L2, ElasticNet, GroupLasso, soft_threshold_
 @pytest.mark.parametrize("cls", [L1, L2, ElasticNet, GroupLasso])
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "1", None])
 def test_bad_strength(cls: type, bad: object) -> None:
-    with pytest.raises(ValueError, match="`strength`"):
+    with pytest.raises(ValueError, match="`alpha`"):
         cls(bad)
 
 
 def test_strength_is_validated_when_set_and_accepts_numpy() -> None:
     penalty = L1(0.1)
-    penalty.strength = np.float32(0.25)
-    assert penalty.strength == 0.25 and type(penalty.strength) is float
-    with pytest.raises(ValueError, match="`strength` must be a finite number >= 0, got -1"):
-        penalty.strength = -1
+    penalty.alpha = np.float32(0.25)
+    assert penalty.alpha == 0.25 and type(penalty.alpha) is float
+    with pytest.raises(ValueError, match="`alpha` must be a finite number >= 0, got -1"):
+        penalty.alpha = -1
 
 
 @pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan")])

@@ -12,6 +12,7 @@ import importlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,14 @@ from reglight.cli import main
 from reglight.penalties import soft_threshold
 from reglight.recipes.lasso import (
     SparseLinearModel,
+    TabularDataModule,
     dataset_tensors,
     lipschitz_constant,
+    metric_collection,
     path_figure,
     refit_logistic,
-    sklearn_penalty,
     standardization,
 )
-from reglight.recipes.tabular import TabularDataModule
 
 
 def _trainer(max_epochs: int = 3000, **kwargs: Any) -> pl.Trainer:
@@ -71,9 +72,9 @@ def _enet_objective(
 
 @pytest.mark.parametrize(("alpha", "l1_ratio"), [(0.3, 1.0), (0.3, 0.5), (2.0, 0.1)])
 def test_penalty_value_and_prox_match_sklearns_elastic_net(alpha: float, l1_ratio: float) -> None:
-    """Value and proximal step of the mapped penalty equal those of αρ|w|₁ + ½α(1-ρ)|w|²."""
+    """Value and proximal step of the recipe's penalty equal those of αρ|w|₁ + ½α(1-ρ)|w|²."""
     w = torch.linspace(-3, 3, 13, dtype=torch.float64)
-    penalty = sklearn_penalty(alpha, l1_ratio)
+    penalty = SparseLinearModel(alpha=alpha, l1_ratio=l1_ratio).penalty_hook.penalty
     expected = alpha * l1_ratio * w.abs().sum() + 0.5 * alpha * (1 - l1_ratio) * w.square().sum()
     torch.testing.assert_close(penalty.value([w]), expected)
     step = 0.7  # prox of t·(a|w| + ½c w²) = S_{ta}(v) / (1 + tc)
@@ -104,15 +105,19 @@ def test_lipschitz_constant_is_the_largest_hessian_eigenvalue() -> None:
 
 
 @pytest.fixture(scope="module")
-def diabetes_fit() -> tuple[SparseLinearModel, TabularDataModule]:
+def diabetes_fit() -> Iterator[tuple[SparseLinearModel, TabularDataModule]]:
     """The minibatch module (batches of 64, one exact step per epoch) on diabetes, α = 0.5."""
-    torch.set_num_threads(1)
-    data = TabularDataModule("diabetes", batch_size=64, dtype="float64", seed=0)
-    model = SparseLinearModel(alpha=0.5, path_figure=False, tol=1e-8)
-    trainer = _trainer()
-    trainer.fit(model, datamodule=data)
-    assert model.converged_epoch is not None and model.converged_epoch < 1000
-    return model, data
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # faster on this tiny problem; restored below
+    try:
+        data = TabularDataModule("diabetes", batch_size=64, dtype="float64", seed=0)
+        model = SparseLinearModel(alpha=0.5, path_figure=False, tol=1e-8)
+        trainer = _trainer()
+        trainer.fit(model, datamodule=data)
+        assert model.converged_epoch is not None and model.converged_epoch < 1000
+        yield model, data
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(("alpha", "l1_ratio"), [(0.5, 1.0), (0.1, 1.0), (3.0, 1.0), (0.5, 0.5)])
@@ -313,7 +318,7 @@ def test_cross_validated_alpha_is_enet_cvs_choice() -> None:
     _, y, z = _train_split(data)
     expected = enet_cv(z, y.numpy(), l1_ratio=1.0, n_alphas=30, eps=1e-3, cv=5, rule="1se")
     assert model.alpha_ == pytest.approx(expected.alpha, rel=1e-6)
-    assert model.penalty_hook.penalty.strength == pytest.approx(model.alpha_)
+    assert model.penalty_hook.penalty.alpha == pytest.approx(model.alpha_)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
@@ -355,6 +360,72 @@ def test_arguments_are_validated() -> None:
         _trainer(max_epochs=1).fit(
             SparseLinearModel(alpha=1.0, task="binary"), datamodule=TabularDataModule("diabetes")
         )
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_metric_collections_match_sklearn_metrics(task: str) -> None:
+    from sklearn import metrics as skm
+
+    g = torch.Generator().manual_seed(0)
+    k = 3 if task == "multiclass" else 2
+    if task == "regression":
+        out, y = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    elif task == "binary":
+        out, y = torch.randn(50, generator=g), torch.randint(0, 2, (50,), generator=g)
+    else:
+        out, y = torch.randn(50, 3, generator=g), torch.randint(0, 3, (50,), generator=g)
+    collection = metric_collection(task, k, prefix="test/", postfix="_refit")
+    for part in torch.arange(50).split(16):  # in batches, as in an evaluation loop
+        collection.update(out[part], y[part])
+    got = {key: float(v) for key, v in collection.compute().items()}
+    if task == "regression":
+        expected = {
+            "test/mse_refit": skm.mean_squared_error(y, out),
+            "test/r2_refit": skm.r2_score(y, out),
+        }
+    else:
+        logits = out.double()
+        prob = torch.sigmoid(logits) if task == "binary" else torch.softmax(logits, -1)
+        prob2 = torch.stack([1 - prob, prob], 1) if task == "binary" else prob
+        expected = {
+            "test/loss_refit": skm.log_loss(y, prob2, labels=list(range(k))),
+            "test/acc_refit": skm.accuracy_score(y, prob2.argmax(1)),
+            "test/auroc_refit": skm.roc_auc_score(y, prob)
+            if task == "binary"
+            else skm.roc_auc_score(y, prob, multi_class="ovr"),
+        }
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+class _ThreadProbe(SparseLinearModel):
+    """Records torch's thread count in every forward pass (inside training and test steps)."""
+
+    seen: list[int]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_num_threads())
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("num_threads", [1, None])
+def test_thread_count_is_scoped_to_the_models_own_computations(num_threads: int | None) -> None:
+    threads = torch.get_num_threads()
+    outside = 2 if threads != 2 else 3
+    torch.set_num_threads(outside)
+    try:
+        model = _ThreadProbe(alpha=1.0, path_figure=False, num_threads=num_threads)
+        model.seen = []
+        data = TabularDataModule("diabetes", batch_size=None)
+        trainer = _trainer(max_epochs=3)
+        trainer.fit(model, datamodule=data)
+        assert torch.get_num_threads() == outside  # restored after every step
+        trainer.test(model, datamodule=data, verbose=False)
+        assert torch.get_num_threads() == outside
+        assert model.seen == [num_threads or outside] * 4  # three training steps, one test step
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _coefficient_csv(root: Path) -> dict[str, float]:
@@ -448,12 +519,18 @@ def test_ddp_two_processes_give_the_coefficients_of_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "name",
     [
-        "reglight.recipes.tabular",
-        "reglight.recipes.lasso.objective",
-        "reglight.recipes.lasso.scaling",
-        "reglight.recipes.lasso.refit",
-        "reglight.recipes.lasso.figures",
+        "reglight.recipes.lasso.cv",
+        "reglight.recipes.lasso.data",
+        "reglight.recipes.lasso.metrics",
         "reglight.recipes.lasso.model",
+        "reglight.recipes.lasso.objective",
+        "reglight.recipes.lasso.refit",
+        "reglight.recipes.lasso.report",
+        "reglight.recipes.lasso.scaling",
+        "reglight.recipes.lasso.solver",
+        "reglight.recipes.lasso.synthetic",
+        "reglight.recipes.lasso.tables",
+        "reglight.recipes.lasso.threads",
     ],
 )
 def test_docstring_examples(name: str) -> None:

@@ -20,7 +20,7 @@ StepSource = DiagonalStep | _ExplicitStep
 
 
 def as_tensor_list(params: Params) -> list[Tensor]:
-    """``params`` as a list (a single tensor becomes a one-element list)."""
+    """`params` as a list (a single tensor becomes a one-element list)."""
     if isinstance(params, Tensor):
         return [params]
     out = list(params)
@@ -33,8 +33,8 @@ def as_tensor_list(params: Params) -> list[Tensor]:
 def params_and_grads(
     params: Params, grads: Iterable[Tensor] | None
 ) -> tuple[list[Tensor], list[Tensor]]:
-    """The tensors and the gradients a penalty updates: ``grads`` as given, or by default each tensor's
-    ``.grad`` (tensors without one are left out)."""
+    """The tensors and the gradients a penalty updates: `grads` as given, or by default each tensor's
+    `.grad` (tensors without one are left out)."""
     ps = as_tensor_list(params)
     if grads is not None:
         return ps, as_tensor_list(grads)
@@ -43,7 +43,7 @@ def params_and_grads(
 
 
 def as_real(value: Any) -> Any:
-    """Real scalars that are not ``float`` (``int``, ``numpy.float32``, ...) as ``float``; else as given."""
+    """Real scalars that are not `float` (`int`, `numpy.float32`, ...) as `float`; else as given."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     return value
@@ -58,11 +58,11 @@ def normalize_step(step: StepSize, n: int) -> list[float] | StepSource:
         n: number of tensors.
 
     Returns:
-        A list of ``n`` floats, or an object with ``lists()``/``compute()``/``tensor()``.
+        A list of `n` floats, or an object with `lists()`/`compute()`/`tensor()`.
 
     Raises:
-        ValueError: if a step is not positive or the number of steps is not ``n``.
-        TypeError: if ``step`` is a single tensor.
+        ValueError: if a step is not positive or the number of steps is not `n`.
+        TypeError: if `step` is a single tensor.
     """
     if isinstance(step, Tensor):
         raise TypeError(
@@ -84,41 +84,42 @@ def normalize_step(step: StepSize, n: int) -> list[float] | StepSource:
 
 
 class Penalty(abc.ABC):
-    r"""A regularization term $\lambda R(\theta)$ over a list of tensors.
+    r"""A regularization term $\alpha R(\theta)$ over a list of tensors.
 
     Every penalty offers three views of the same function:
 
-    - `value`: $\lambda R(\theta)$ as a differentiable tensor (to add to a loss);
-    - `add_grad_`: adds a (sub)gradient $\lambda \nabla R(\theta)$ to ``.grad`` in place;
+    - `value`: $\alpha R(\theta)$ as a differentiable tensor (to add to a loss);
+    - `add_grad_`: adds a (sub)gradient $\alpha \nabla R(\theta)$ to `.grad` in place;
     - `prox_`: replaces $\theta$ by the proximal point
-      $\operatorname{prox}_{t\lambda R}(\theta) = \arg\min_x \tfrac{1}{2t}\|x-\theta\|^2
-      + \lambda R(x)$ in place (with per-coordinate $t$ the norm is weighted by $1/t$).
+      $\operatorname{prox}_{t\alpha R}(\theta) = \arg\min_x \tfrac{1}{2t}\|x-\theta\|^2
+      + \alpha R(x)$ in place (with per-coordinate $t$ the norm is weighted by $1/t$).
 
-    ``strength`` ($\lambda \ge 0$) is a plain mutable attribute: a schedule may set it between
-    steps and the next update uses the new value.
+    `alpha` ($\alpha \ge 0$) means what it means in scikit-learn's `Lasso`, `Ridge` and
+    `ElasticNet`: the factor in front of the whole penalty. It is a plain mutable attribute: a
+    schedule may set it between steps and the next update uses the new value.
 
     Args:
-        strength: the regularization strength $\lambda \ge 0$.
+        alpha: the regularization strength $\alpha \ge 0$.
 
     Raises:
-        ValueError: if ``strength`` is negative or not a finite number.
+        ValueError: if `alpha` is negative or not a finite number.
     """
 
-    def __init__(self, strength: float) -> None:
-        self.strength = strength
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
 
     @property
-    def strength(self) -> float:
-        """The regularization strength $\\lambda$ (a float ``>= 0``, settable)."""
-        return self._strength
+    def alpha(self) -> float:
+        """The regularization strength $\\alpha$ (a float `>= 0`, settable)."""
+        return self._alpha
 
-    @strength.setter
-    def strength(self, value: float) -> None:
-        self._strength = check_nonnegative("strength", as_real(value))
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha = check_nonnegative("alpha", as_real(value))
 
     @abc.abstractmethod
     def value(self, params: Params) -> Tensor:
-        """The penalty $\\lambda R(\\theta)$ (differentiable).
+        """The penalty $\\alpha R(\\theta)$ (differentiable).
 
         Args:
             params: the penalized tensors.
@@ -129,17 +130,17 @@ class Penalty(abc.ABC):
 
     @abc.abstractmethod
     def add_grad_(self, params: Params, grads: Iterable[Tensor] | None = None) -> None:
-        """Add the (sub)gradient of the penalty to ``grads`` in place.
+        """Add the (sub)gradient of the penalty to `grads` in place.
 
         Args:
             params: the penalized tensors.
-            grads: the gradients to update, one per tensor; by default each tensor's ``.grad``
+            grads: the gradients to update, one per tensor; by default each tensor's `.grad`
                 (tensors without a gradient are skipped).
         """
 
     @abc.abstractmethod
     def prox_(self, params: Params, step: StepSize) -> None:
-        """Apply the proximal operator with step ``step`` to ``params`` in place.
+        """Apply the proximal operator with step `step` to `params` in place.
 
         Args:
             params: the penalized tensors.
@@ -159,7 +160,7 @@ class Penalty(abc.ABC):
             params: the penalized tensors.
 
         Returns:
-            ``{"zero_fraction": ...}``: the fraction of exactly-zero entries.
+            `{"zero_fraction": ...}`: the fraction of exactly-zero entries.
         """
         tensors = as_tensor_list(params)
         if not tensors:
@@ -170,7 +171,7 @@ class Penalty(abc.ABC):
 
     def hparams(self) -> dict[str, float | int]:
         """The penalty's hyperparameters (what `state_dict` saves)."""
-        return {"strength": self.strength}
+        return {"alpha": self.alpha}
 
     def state_dict(self) -> dict[str, float | int]:
         """The mutable hyperparameters, for checkpoints.

@@ -1,16 +1,23 @@
 r"""Functional forms of the elementwise penalties, over lists of tensors.
 
-The elastic-net penalty $a\|\theta\|_1 + b\|\theta\|_2^2$ (``a, b >= 0``) covers lasso
-(``b = 0``) and ridge (``a = 0``). Its proximal operator with step $t$ is closed-form,
+The elastic-net penalty in scikit-learn's parametrization ($\alpha \ge 0$, $\rho$ = `l1_ratio`
+$\in [0, 1]$),
 
 $$
-\operatorname{prox}(v) = \frac{S_{ta}(v)}{1 + 2tb}, \qquad
+\alpha\Bigl(\rho\,\|\theta\|_1 + \frac{1-\rho}{2}\,\|\theta\|_2^2\Bigr),
+$$
+
+covers the lasso ($\rho = 1$) and ridge ($\rho = 0$, gradient $\alpha\theta$: torch's
+`weight_decay=alpha`). Its proximal operator with step $t$ is closed-form,
+
+$$
+\operatorname{prox}(v) = \frac{S_{t\alpha\rho}(v)}{1 + t\alpha(1-\rho)}, \qquad
     S_\tau(v) = \operatorname{sign}(v)\max(|v| - \tau, 0),
 $$
 
 (soft-thresholding $S$, Tibshirani 1996; Zou & Hastie 2005), applied per coordinate, which is
 what makes per-coordinate (Adam) steps exact too. All in-place functions work block by block with
-``torch._foreach_*`` kernels (see `reglight.penalties._blocks`).
+`torch._foreach_*` kernels (see `reglight.penalties._blocks`).
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from reglight._validation import check_nonnegative
+from reglight._validation import check_in_range, check_nonnegative
 from reglight.penalties._blocks import iter_blocks
-from reglight.penalties.base import Params, as_tensor_list, normalize_step
+from reglight.penalties.base import Params, as_real, as_tensor_list, normalize_step
 from reglight.penalties.steps import StepSize
 
 __all__ = [
+    "elastic_net_coefficients",
     "elastic_net_grad_",
     "elastic_net_prox_",
     "elastic_net_value",
@@ -42,7 +50,7 @@ def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
 
     Args:
         x: input tensor.
-        threshold: $\tau \ge 0$, a float or a tensor broadcastable to ``x``.
+        threshold: $\tau \ge 0$, a float or a tensor broadcastable to `x`.
 
     Returns:
         A new tensor.
@@ -97,92 +105,131 @@ def _soft_threshold_block_(block: list[Tensor], taus: list[float]) -> None:
     torch._foreach_sub_(block, clipped)
 
 
-def elastic_net_value(params: Params, l1: float, l2: float) -> Tensor:
-    r"""The elastic-net penalty $a\sum\|\theta_k\|_1 + b\sum\|\theta_k\|_2^2$ (differentiable).
+def elastic_net_coefficients(alpha: float, l1_ratio: float) -> tuple[float, float]:
+    r"""The weights $(\alpha\rho, \alpha(1-\rho))$ of $\|\theta\|_1$ and of $\tfrac12\|\theta\|_2^2$.
+
+    The one place where `alpha` and `l1_ratio` become kernel coefficients: the eager and the fused
+    gradient (and the prox) use the same two floats.
+
+    Args:
+        alpha: $\alpha \ge 0$.
+        l1_ratio: $\rho \in [0, 1]$.
+
+    Returns:
+        `(alpha * l1_ratio, alpha * (1 - l1_ratio))`.
+
+    Raises:
+        ValueError: if `alpha` is negative or `l1_ratio` is outside `[0, 1]`.
+    """
+    a = check_nonnegative("alpha", as_real(alpha))
+    rho = check_in_range("l1_ratio", as_real(l1_ratio), 0.0, 1.0)
+    return a * rho, a * (1.0 - rho)
+
+
+def elastic_net_value(params: Params, alpha: float, l1_ratio: float = 0.5) -> Tensor:
+    r"""$\alpha\sum_k\bigl(\rho\|\theta_k\|_1 + \tfrac{1-\rho}{2}\|\theta_k\|_2^2\bigr)$ (differentiable).
+
+    scikit-learn's `ElasticNet(alpha, l1_ratio)` penalty term.
 
     Args:
         params: the penalized tensors.
-        l1: weight $a \ge 0$ of the L1 norm.
-        l2: weight $b \ge 0$ of the squared L2 norm.
+        alpha: $\alpha \ge 0$.
+        l1_ratio: $\rho \in [0, 1]$, the share of the L1 norm (1: lasso, 0: ridge).
 
     Returns:
         A scalar tensor.
 
     Examples:
         >>> import torch
-        >>> elastic_net_value([torch.tensor([3.0, -4.0])], l1=1.0, l2=0.5)
+        >>> elastic_net_value([torch.tensor([3.0, -4.0])], alpha=2.0, l1_ratio=0.5)  # 7 + 12.5
         tensor(19.5000)
     """
+    a, c = elastic_net_coefficients(alpha, l1_ratio)
     ts = as_tensor_list(params)
     if not ts:
         return torch.zeros(())
     total = ts[0].new_zeros(())
-    if l1:
-        total = total + l1 * torch.stack(torch._foreach_norm(ts, 1)).sum()
-    if l2:
-        total = total + l2 * torch.stack(torch._foreach_norm(ts, 2)).square().sum()
+    if a:
+        total = total + a * torch.stack(torch._foreach_norm(ts, 1)).sum()
+    if c:
+        total = total + (0.5 * c) * torch.stack(torch._foreach_norm(ts, 2)).square().sum()
     return total
 
 
 @torch.no_grad()
-def elastic_net_grad_(params: Params, grads: Sequence[Tensor], l1: float, l2: float) -> None:
-    r"""Add $a\operatorname{sign}(\theta) + 2b\theta$ to each gradient in place.
+def elastic_net_grad_(
+    params: Params, grads: Sequence[Tensor], alpha: float, l1_ratio: float = 0.5
+) -> None:
+    r"""Add $\alpha\rho\operatorname{sign}(\theta) + \alpha(1-\rho)\theta$ to each gradient in place.
 
-    ``sign(0) = 0``: the minimum-norm subgradient of the L1 norm, so exact zeros are not pushed.
+    `sign(0) = 0`: the minimum-norm subgradient of the L1 norm, so exact zeros are not pushed. With
+    `l1_ratio=0` this is exactly what torch's optimizers do with `weight_decay=alpha`
+    (`grad.add_(param, alpha=weight_decay)`).
 
     Args:
         params: the penalized tensors.
         grads: their gradients (same shapes), updated in place.
-        l1: weight $a \ge 0$ of the L1 norm.
-        l2: weight $b \ge 0$ of the squared L2 norm.
+        alpha: $\alpha \ge 0$.
+        l1_ratio: $\rho \in [0, 1]$.
 
     Examples:
         >>> import torch
         >>> p, g = torch.tensor([2.0, 0.0, -1.0]), torch.zeros(3)
-        >>> elastic_net_grad_([p], [g], l1=0.5, l2=1.0)
+        >>> elastic_net_grad_([p], [g], alpha=2.5, l1_ratio=0.2)
         >>> g
         tensor([ 4.5000,  0.0000, -2.5000])
     """
+    l1, l2 = elastic_net_coefficients(alpha, l1_ratio)
     ps = as_tensor_list(params)
     gs = as_tensor_list(grads)
     if len(ps) != len(gs):
         raise ValueError(f"`grads` must have one entry per tensor ({len(ps)}), got {len(gs)}")
+    _add_grad_(ps, gs, l1, l2)
+
+
+def _add_grad_(ps: list[Tensor], gs: list[Tensor], l1: float, l2: float) -> None:
+    """`g += l1 * sign(p) + l2 * p` (the coefficients of `elastic_net_coefficients`)."""
     if not ps or (not l1 and not l2):
         return
     if not l1:
-        torch._foreach_add_(gs, ps, alpha=2.0 * l2)
+        torch._foreach_add_(gs, ps, alpha=l2)
         return
-    ratio = 2.0 * l2 / l1
-    in_temporary = ratio <= 1e20  # (2b/a)·θ stays far from float32 overflow
+    ratio = l2 / l1
+    in_temporary = ratio <= 1e20  # (c/a)·θ stays far from float32 overflow
     for _, (pb, gb) in iter_blocks(ps, gs):
-        # sign(θ) + (2b/a)·θ is built in the cache-resident temporary, and the gradient is read and
+        # sign(θ) + (c/a)·θ is built in the cache-resident temporary, and the gradient is read and
         # written once: main memory sees one pass (about 10% faster than two adds into the gradient)
         direction = torch._foreach_sign(pb)
         if l2 and in_temporary:
             torch._foreach_add_(direction, pb, alpha=ratio)
         torch._foreach_add_(gb, direction, alpha=l1)
         if l2 and not in_temporary:
-            torch._foreach_add_(gb, pb, alpha=2.0 * l2)
+            torch._foreach_add_(gb, pb, alpha=l2)
 
 
 @torch.no_grad()
-def elastic_net_prox_(params: Params, step: StepSize, l1: float, l2: float) -> None:
-    r"""In place $\theta \leftarrow S_{ta}(\theta) / (1 + 2tb)$, the elastic-net prox.
+def elastic_net_prox_(params: Params, step: StepSize, alpha: float, l1_ratio: float = 0.5) -> None:
+    r"""In place $\theta \leftarrow S_{t\alpha\rho}(\theta) / (1 + t\alpha(1-\rho))$, the elastic-net prox.
+
+    A gradient step of $\tfrac{1}{2n}\lVert y - Xw\rVert_2^2$ on one coordinate $w_j$ with step
+    $t = n/\lVert x_j\rVert_2^2$ followed by this prox is exactly scikit-learn's coordinate-descent
+    update of `ElasticNet(alpha, l1_ratio)`.
 
     Args:
         params: the penalized tensors.
         step: the step $t$: a positive float, one per tensor, one tensor of per-coordinate
             steps per tensor, or a [`DiagonalStep`][reglight.penalties.DiagonalStep].
-        l1: weight $a \ge 0$ of the L1 norm.
-        l2: weight $b \ge 0$ of the squared L2 norm.
+        alpha: $\alpha \ge 0$.
+        l1_ratio: $\rho \in [0, 1]$.
 
     Examples:
         >>> import torch
         >>> p = torch.tensor([3.0, 0.5, -2.0])
-        >>> elastic_net_prox_([p], step=0.5, l1=2.0, l2=1.0)
+        >>> elastic_net_prox_([p], step=0.5, alpha=4.0, l1_ratio=0.5)  # S_1(p) / 2
         >>> p
         tensor([ 1.0000,  0.0000, -0.5000])
     """
+    l1, l2 = elastic_net_coefficients(alpha, l1_ratio)
     ps = as_tensor_list(params)
     steps = normalize_step(step, len(ps))
     if not ps or (not l1 and not l2):
@@ -192,7 +239,7 @@ def elastic_net_prox_(params: Params, step: StepSize, l1: float, l2: float) -> N
             if l1:
                 _soft_threshold_block_(block, [steps[k] * l1 for k in index])
             if l2:
-                torch._foreach_div_(block, _scalars([1.0 + 2.0 * steps[k] * l2 for k in index]))
+                torch._foreach_div_(block, _scalars([1.0 + steps[k] * l2 for k in index]))
         return
     for index, (block, *extra) in iter_blocks(ps, *steps.lists()):
         t = steps.compute(index, extra)
@@ -203,6 +250,6 @@ def elastic_net_prox_(params: Params, step: StepSize, l1: float, l2: float) -> N
             torch._foreach_maximum_(clipped, tau)
             torch._foreach_sub_(block, clipped)
         if l2:
-            denom = torch._foreach_mul(t, 2.0 * l2)
+            denom = torch._foreach_mul(t, l2)
             torch._foreach_add_(denom, 1.0)
             torch._foreach_div_(block, denom)

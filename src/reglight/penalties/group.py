@@ -1,20 +1,20 @@
 r"""Group lasso: structured sparsity that switches off whole neurons or channels.
 
-For a tensor $\theta$ and a dimension ``dim``, group $g$ is the slice
-``theta.select(dim, g)``: with ``dim=0`` a row of a ``Linear`` weight (all inputs of one output
-neuron) or an output channel of a convolution; with ``dim=1`` a column of a ``Linear`` weight (one
+For a tensor $\theta$ and a dimension `dim`, group $g$ is the slice
+`theta.select(dim, g)`: with `dim=0` a row of a `Linear` weight (all inputs of one output
+neuron) or an output channel of a convolution; with `dim=1` a column of a `Linear` weight (one
 input feature, i.e. feature selection). The penalty (Yuan & Lin, 2006) is
 
 $$
-\lambda \sum_g \sqrt{|g|}\, \|\theta_g\|_2 .
+\alpha \sum_g \sqrt{|g|}\, \|\theta_g\|_2 .
 $$
 
 Its proximal operator with step $t$ is group soft-thresholding,
-$\theta_g \leftarrow \max(0, 1 - t\lambda\sqrt{|g|} / \|\theta_g\|_2)\, \theta_g$, which zeroes
-a whole group when $\|\theta_g\|_2 \le t\lambda\sqrt{|g|}$.
+$\theta_g \leftarrow \max(0, 1 - t\alpha\sqrt{|g|} / \|\theta_g\|_2)\, \theta_g$, which zeroes
+a whole group when $\|\theta_g\|_2 \le t\alpha\sqrt{|g|}$.
 
 With per-coordinate steps $t_i$ (Adam) the prox in the metric $\operatorname{diag}(1/t)$
-has no closed form. With $c = \lambda\sqrt{|g|}$ its solution is $x_g = 0$ if
+has no closed form. With $c = \alpha\sqrt{|g|}$ its solution is $x_g = 0$ if
 $\|v_g / t_g\|_2 \le c$ and otherwise $x_i = v_i\, r / (r + c t_i)$, where $r > 0$
 solves the secular equation $\sum_i v_i^2 / (r + c t_i)^2 = 1$. We solve it with Newton's method
 on $1/\|w(r)\| - 1$, $w_i = v_i / (r + c t_i)$, started at $r = 0$ (the approach of
@@ -23,7 +23,7 @@ exact in one step when all $t_i$ are equal and converges quadratically, so
 `NEWTON_ITERATIONS` fixed iterations reach float32 accuracy without host synchronization.
 
 Group norms need one reduction per tensor, so these functions loop over tensors (one norm kernel and
-one in-place multiply each) rather than using ``torch._foreach_*`` kernels.
+one in-place multiply each) rather than using `torch._foreach_*` kernels.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from reglight._validation import check_nonnegative
 from reglight.penalties.base import (
     Params,
     Penalty,
+    as_real,
     as_tensor_list,
     normalize_step,
     params_and_grads,
@@ -66,24 +68,24 @@ def _check_dim(x: Tensor, dim: int) -> int:
 
 
 def _group_shape(x: Tensor, dim: int) -> list[int]:
-    """Shape that broadcasts a per-group vector along ``dim``."""
+    """Shape that broadcasts a per-group vector along `dim`."""
     shape = [1] * x.dim()
     shape[dim] = x.shape[dim]
     return shape
 
 
 def group_norms(x: Tensor, dim: int = 0) -> Tensor:
-    """The L2 norm of every group ``x.select(dim, g)``.
+    """The L2 norm of every group `x.select(dim, g)`.
 
     Args:
         x: a tensor with at least one dimension.
         dim: the dimension that indexes the groups.
 
     Returns:
-        A tensor of shape ``(x.shape[dim],)`` (differentiable; its gradient at a zero group is 0).
+        A tensor of shape `(x.shape[dim],)` (differentiable; its gradient at a zero group is 0).
 
     Raises:
-        ValueError: if ``dim`` is not a dimension of ``x``.
+        ValueError: if `dim` is not a dimension of `x`.
 
     Examples:
         >>> import torch
@@ -101,12 +103,12 @@ def _group_weight(x: Tensor, dim: int) -> float:
     return math.sqrt(x.numel() / x.shape[dim]) if x.dim() > 1 else 1.0
 
 
-def group_lasso_value(params: Params, strength: float, dim: int = 0) -> Tensor:
-    r"""The group-lasso penalty $\lambda \sum_k \sum_g \sqrt{|g|}\,\|\theta_{k,g}\|_2$.
+def group_lasso_value(params: Params, alpha: float, dim: int = 0) -> Tensor:
+    r"""The group-lasso penalty $\alpha \sum_k \sum_g \sqrt{|g|}\,\|\theta_{k,g}\|_2$.
 
     Args:
         params: the penalized tensors.
-        strength: $\lambda \ge 0$.
+        alpha: $\alpha \ge 0$.
         dim: the dimension that indexes the groups of every tensor.
 
     Returns:
@@ -114,32 +116,31 @@ def group_lasso_value(params: Params, strength: float, dim: int = 0) -> Tensor:
 
     Examples:
         >>> import torch
-        >>> group_lasso_value([torch.tensor([[3.0, 4.0], [0.0, 1.0]])], strength=1.0)
+        >>> group_lasso_value([torch.tensor([[3.0, 4.0], [0.0, 1.0]])], alpha=1.0)
         tensor(8.4853)
     """
+    alpha = check_nonnegative("alpha", as_real(alpha))
     ts = as_tensor_list(params)
     if not ts:
         return torch.zeros(())
     terms = [group_norms(p, dim).sum() * _group_weight(p, dim % max(p.dim(), 1)) for p in ts]
-    return strength * torch.stack(terms).sum()
+    return alpha * torch.stack(terms).sum()
 
 
 @torch.no_grad()
-def group_lasso_grad_(
-    params: Params, grads: Sequence[Tensor], strength: float, dim: int = 0
-) -> None:
-    r"""Add $\lambda\sqrt{|g|}\,\theta_g / \|\theta_g\|_2$ (0 for a zero group) to the gradients.
+def group_lasso_grad_(params: Params, grads: Sequence[Tensor], alpha: float, dim: int = 0) -> None:
+    r"""Add $\alpha\sqrt{|g|}\,\theta_g / \|\theta_g\|_2$ (0 for a zero group) to the gradients.
 
     Args:
         params: the penalized tensors.
         grads: their gradients (same shapes), updated in place.
-        strength: $\lambda \ge 0$.
+        alpha: $\alpha \ge 0$.
         dim: the dimension that indexes the groups.
 
     Examples:
         >>> import torch
         >>> p, g = torch.tensor([[3.0, 4.0], [0.0, 0.0]]), torch.zeros(2, 2)
-        >>> group_lasso_grad_([p], [g], strength=1.0)
+        >>> group_lasso_grad_([p], [g], alpha=1.0)
         >>> g
         tensor([[0.8485, 1.1314],
                 [0.0000, 0.0000]])
@@ -148,21 +149,21 @@ def group_lasso_grad_(
     gs = as_tensor_list(grads)
     if len(ps) != len(gs):
         raise ValueError(f"`grads` must have one entry per tensor ({len(ps)}), got {len(gs)}")
-    if not strength:
+    if not check_nonnegative("alpha", as_real(alpha)):
         return
     for p, g in zip(ps, gs):
         d = _check_dim(p, dim)
         norms = group_norms(p, d)
-        c = strength * _group_weight(p, d)
+        c = alpha * _group_weight(p, d)
         coef = torch.where(norms > 0, c / norms, torch.zeros_like(norms))
         g.addcmul_(p, coef.view(_group_shape(p, d)))
 
 
 @torch.no_grad()
-def group_lasso_prox_(params: Params, step: StepSize, strength: float, dim: int = 0) -> None:
+def group_lasso_prox_(params: Params, step: StepSize, alpha: float, dim: int = 0) -> None:
     r"""Group soft-thresholding in place: the proximal operator of the group lasso.
 
-    Scalar step $t$: $\theta_g \leftarrow \max(0, 1 - t\lambda\sqrt{|g|}/\|\theta_g\|)\,
+    Scalar step $t$: $\theta_g \leftarrow \max(0, 1 - t\alpha\sqrt{|g|}/\|\theta_g\|)\,
     \theta_g$. Per-coordinate steps: the exact prox in the metric $\operatorname{diag}(1/t)$
     (see the module docstring).
 
@@ -170,24 +171,24 @@ def group_lasso_prox_(params: Params, step: StepSize, strength: float, dim: int 
         params: the penalized tensors.
         step: a positive float, one per tensor, one tensor of per-coordinate steps per tensor, or a
             [`DiagonalStep`][reglight.penalties.DiagonalStep].
-        strength: $\lambda \ge 0$.
+        alpha: $\alpha \ge 0$.
         dim: the dimension that indexes the groups.
 
     Examples:
         >>> import torch
         >>> p = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
-        >>> group_lasso_prox_([p], step=1.0, strength=1.0 / 2**0.5)
+        >>> group_lasso_prox_([p], step=1.0, alpha=1.0 / 2**0.5)
         >>> p
         tensor([[2.4000, 3.2000],
                 [0.0000, 0.0000]])
     """
     ps = as_tensor_list(params)
     steps = normalize_step(step, len(ps))
-    if not strength:
+    if not check_nonnegative("alpha", as_real(alpha)):
         return
     for k, p in enumerate(ps):
         d = _check_dim(p, dim)
-        c = strength * _group_weight(p, d)
+        c = alpha * _group_weight(p, d)
         if isinstance(steps, list):
             norms = group_norms(p, d)
             tau = steps[k] * c
@@ -198,7 +199,7 @@ def group_lasso_prox_(params: Params, step: StepSize, strength: float, dim: int 
 
 
 def _diagonal_group_prox_(p: Tensor, t: Tensor, c: float, dim: int) -> None:
-    """Group prox of ``c * ||x_g||`` in the metric diag(1/t), solved by Newton (see module doc)."""
+    """Group prox of `c * ||x_g||` in the metric diag(1/t), solved by Newton (see module doc)."""
     if p.dim() <= 1:  # every coordinate is its own group: soft-thresholding at c * t
         p.sub_(torch.minimum(torch.maximum(p, -c * t), c * t))
         return
@@ -219,24 +220,30 @@ def _diagonal_group_prox_(p: Tensor, t: Tensor, c: float, dim: int) -> None:
 
 
 class GroupLasso(Penalty):
-    r"""Group-lasso penalty $\lambda \sum_g \sqrt{|g|}\,\|\theta_g\|_2$ (Yuan & Lin, 2006).
+    r"""Group-lasso penalty $\alpha \sum_g \sqrt{|g|}\,\|\theta_g\|_2$ (Yuan & Lin, 2006).
 
-    Groups are the slices along ``dim`` of every penalized tensor: ``dim=0`` groups rows of
-    ``Linear`` weights and output channels of convolutions (whole neurons/channels switch off),
-    ``dim=1`` groups input features. See `reglight.penalties.group` for the prox.
+    Groups are the slices along `dim` of every penalized tensor: `dim=0` groups rows of
+    `Linear` weights and output channels of convolutions (whole neurons/channels switch off),
+    `dim=1` groups input features. See `reglight.penalties.group` for the prox.
+
+    `alpha` is the lasso's $\alpha$: each group's Euclidean norm is weighted by $\sqrt{|g|}$, the
+    square root of its number of coordinates (Yuan & Lin's weighting, which puts groups of
+    different sizes on one scale), so groups of one coordinate (a 1-d tensor) give exactly
+    [`L1`][reglight.penalties.L1]`(alpha)`. scikit-learn has no group lasso; its
+    `MultiTaskLasso(alpha)` is the unweighted $\alpha\sum_j\|W_{:,j}\|_2$.
 
     Args:
-        strength: $\lambda \ge 0$.
+        alpha: $\alpha \ge 0$.
         dim: the dimension that indexes the groups (negative values count from the end).
 
     Raises:
-        ValueError: if ``strength`` is negative or not finite.
-        TypeError: if ``dim`` is not an integer.
+        ValueError: if `alpha` is negative or not finite.
+        TypeError: if `dim` is not an integer.
 
     Examples:
         >>> import torch
         >>> w = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
-        >>> penalty = GroupLasso(strength=0.5)
+        >>> penalty = GroupLasso(alpha=0.5)
         >>> penalty.prox_([w], step=1.0)
         >>> w
         tensor([[2.5757, 3.4343],
@@ -245,8 +252,8 @@ class GroupLasso(Penalty):
         tensor(0.5000)
     """
 
-    def __init__(self, strength: float, dim: int = 0) -> None:
-        super().__init__(strength)
+    def __init__(self, alpha: float, dim: int = 0) -> None:
+        super().__init__(alpha)
         self.dim = dim
 
     @property
@@ -262,7 +269,7 @@ class GroupLasso(Penalty):
 
     def hparams(self) -> dict[str, float | int]:
         """The penalty's hyperparameters (what `state_dict` saves)."""
-        return {"strength": self.strength, "dim": self.dim}
+        return {"alpha": self.alpha, "dim": self.dim}
 
     def value(self, params: Params) -> Tensor:
         """The penalty (differentiable).
@@ -273,27 +280,27 @@ class GroupLasso(Penalty):
         Returns:
             A scalar tensor.
         """
-        return group_lasso_value(params, self.strength, self.dim)
+        return group_lasso_value(params, self.alpha, self.dim)
 
     def add_grad_(self, params: Params, grads: Iterable[Tensor] | None = None) -> None:
-        """Add the (sub)gradient to ``grads`` (default: each tensor's ``.grad``) in place.
+        """Add the (sub)gradient to `grads` (default: each tensor's `.grad`) in place.
 
         Args:
             params: the penalized tensors.
-            grads: the gradients to update; by default ``.grad`` (tensors without one are skipped).
+            grads: the gradients to update; by default `.grad` (tensors without one are skipped).
         """
         ps, gs = params_and_grads(params, grads)
-        group_lasso_grad_(ps, gs, self.strength, self.dim)
+        group_lasso_grad_(ps, gs, self.alpha, self.dim)
 
     def prox_(self, params: Params, step: StepSize) -> None:
-        """Group soft-thresholding with step ``step`` in place.
+        """Group soft-thresholding with step `step` in place.
 
         Args:
             params: the penalized tensors.
             step: a positive float, one per tensor, one tensor of per-coordinate steps per tensor,
                 or a [`DiagonalStep`][reglight.penalties.DiagonalStep].
         """
-        group_lasso_prox_(params, step, self.strength, self.dim)
+        group_lasso_prox_(params, step, self.alpha, self.dim)
 
     @torch.no_grad()
     def sparsity(self, params: Params) -> dict[str, Tensor]:
@@ -303,7 +310,7 @@ class GroupLasso(Penalty):
             params: the penalized tensors.
 
         Returns:
-            ``{"zero_fraction": ..., "dead_group_fraction": ...}`` as tensors.
+            `{"zero_fraction": ..., "dead_group_fraction": ...}` as tensors.
         """
         ts = as_tensor_list(params)
         stats = super().sparsity(ts)

@@ -1,4 +1,4 @@
-"""The penalty as a loss term, for ``training_step`` and manual optimization."""
+"""The penalty as a loss term, for `training_step` and manual optimization."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ def penalty_loss(
     include: Pattern | Sequence[Pattern] | None = None,
     exclude: Pattern | Sequence[Pattern] | None = None,
 ) -> Tensor:
-    """The penalty of ``model``'s selected parameters, to add to a loss.
+    """The penalty of `model`'s selected parameters, to add to a loss.
 
-    Differentiable: backpropagating ``loss + penalty_loss(...)`` gives the same gradients as the
+    Differentiable: backpropagating `loss + penalty_loss(...)` gives the same gradients as the
     gradient mode of [`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook], at the cost of one more piece of
     autograd graph per step. It never produces exact zeros; use the hook's proximal mode for that.
 
     Args:
-        model: the model (e.g. ``self`` inside a ``LightningModule``).
+        model: the model (e.g. `self` inside a `LightningModule`).
         penalty: the penalty.
         include: what to penalize (see [`select_parameters`][reglight.penalties.select_parameters]).
         exclude: what not to penalize (see [`select_parameters`][reglight.penalties.select_parameters]).
@@ -34,7 +34,7 @@ def penalty_loss(
         A scalar tensor.
 
     Raises:
-        TypeError: if ``penalty`` is not a [`Penalty`][reglight.penalties.Penalty].
+        TypeError: if `penalty` is not a [`Penalty`][reglight.penalties.Penalty].
 
     Examples:
         >>> import torch

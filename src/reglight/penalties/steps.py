@@ -3,7 +3,7 @@
 A proximal-gradient step first takes the optimizer's step on the loss and then applies the proximal
 operator of the penalty with *the step size that optimizer used*. For plain SGD that step is the
 learning rate and the pair is ISTA. Adaptive optimizers precondition the gradient with a diagonal
-matrix: Adam moves coordinate ``i`` by ``lr / (sqrt(v̂_i) + eps)`` times the (averaged) gradient, so the
+matrix: Adam moves coordinate `i` by `lr / (sqrt(v̂_i) + eps)` times the (averaged) gradient, so the
 matching proximal step uses the same per-coordinate step sizes, i.e. the proximal operator in the
 metric of the preconditioner (Yun, Lozano & Yang, "Adaptive proximal gradient methods for structured
 neural networks", NeurIPS 2021). [`DiagonalStep`][reglight.penalties.DiagonalStep] describes such steps without materializing them;
@@ -26,7 +26,7 @@ __all__ = ["DiagonalStep", "StepSize", "optimizer_step_sizes"]
 class DiagonalStep:
     r"""Per-coordinate step sizes of a diagonal preconditioner, computed lazily block by block.
 
-    For tensor ``k`` with second-moment estimate $v_k$ the step of coordinate ``i`` is
+    For tensor `k` with second-moment estimate $v_k$ the step of coordinate `i` is
 
     $$
     t_{k,i} = \frac{\mathrm{lr}_k}{\sqrt{v_{k,i} / c_k} + \varepsilon_k},
@@ -35,13 +35,13 @@ class DiagonalStep:
     with $c_k$ the bias correction ($1 - \beta_2^t$ for Adam, 1 for Adagrad/RMSprop).
 
     Args:
-        second_moments: one tensor per penalized tensor, same shapes (e.g. Adam's ``exp_avg_sq``).
+        second_moments: one tensor per penalized tensor, same shapes (e.g. Adam's `exp_avg_sq`).
         lr: learning rate per tensor.
-        eps: ``eps`` per tensor.
-        bias_correction: divisor of the second moment per tensor; ``None`` means 1 for all.
+        eps: `eps` per tensor.
+        bias_correction: divisor of the second moment per tensor; `None` means 1 for all.
 
     Raises:
-        ValueError: if the per-tensor lists do not all have the length of ``second_moments``.
+        ValueError: if the per-tensor lists do not all have the length of `second_moments`.
 
     Examples:
         >>> import torch
@@ -97,13 +97,13 @@ class DiagonalStep:
         return denom
 
     def tensor(self, k: int) -> Tensor:
-        """The full step-size tensor of tensor ``k``.
+        """The full step-size tensor of tensor `k`.
 
         Args:
             k: position in the lists.
 
         Returns:
-            A new tensor shaped like ``second_moments[k]``.
+            A new tensor shaped like `second_moments[k]`.
         """
         return self.compute([k], [[self.second_moments[k]]])[0]
 
@@ -150,26 +150,26 @@ def optimizer_step_sizes(
     params: Sequence[Tensor],
     adaptive: bool = True,
 ) -> tuple[list[Tensor], list[float] | DiagonalStep]:
-    """The step sizes the optimizer's last ``step()`` used for the given parameters.
+    """The step sizes the optimizer's last `step()` used for the given parameters.
 
-    Call it right after ``optimizer.step()``. Parameters that are not in the optimizer, or that it did
-    not update (no gradient, or a group with ``lr == 0``), are left out.
+    Call it right after `optimizer.step()`. Parameters that are not in the optimizer, or that it did
+    not update (no gradient, or a group with `lr == 0`), are left out.
 
-    - Adam, AdamW, NAdam and other optimizers whose state holds ``exp_avg_sq`` next to ``betas`` and
-      ``eps``: the per-coordinate step ``lr / (sqrt(exp_avg_sq / (1 - beta2**t)) + eps)``
-      (``max_exp_avg_sq`` under AMSGrad). For NAdam and RAdam this is the preconditioner of the update,
+    - Adam, AdamW, NAdam and other optimizers whose state holds `exp_avg_sq` next to `betas` and
+      `eps`: the per-coordinate step `lr / (sqrt(exp_avg_sq / (1 - beta2**t)) + eps)`
+      (`max_exp_avg_sq` under AMSGrad). For NAdam and RAdam this is the preconditioner of the update,
       not its exact scale.
-    - Adagrad: ``lr / (1 + (t - 1) * lr_decay) / (sqrt(sum) + eps)``.
-    - RMSprop (not centered): ``lr / (sqrt(square_avg) + eps)``.
-    - everything else (SGD with or without momentum, ...), or ``adaptive=False``: the group's ``lr``.
+    - Adagrad: `lr / (1 + (t - 1) * lr_decay) / (sqrt(sum) + eps)`.
+    - RMSprop (not centered): `lr / (sqrt(square_avg) + eps)`.
+    - everything else (SGD with or without momentum, ...), or `adaptive=False`: the group's `lr`.
 
     Args:
         optimizer: the optimizer that just stepped.
         params: the candidate parameters (e.g. the penalized ones).
-        adaptive: use the per-coordinate steps of adaptive optimizers; ``False`` uses ``lr`` always.
+        adaptive: use the per-coordinate steps of adaptive optimizers; `False` uses `lr` always.
 
     Returns:
-        ``(stepped, steps)``: the parameters the optimizer updated and either one float step per
+        `(stepped, steps)`: the parameters the optimizer updated and either one float step per
         parameter or a [`DiagonalStep`][reglight.penalties.DiagonalStep].
 
     Examples:

@@ -1,6 +1,6 @@
-"""The regularization-path figure: coefficients against ``α`` with the chosen ``α`` marked.
+"""The regularization-path figure: coefficients against `α` with the chosen `α` marked.
 
-Drawn on a bare matplotlib ``Figure`` (rendered by Agg; no display, no pyplot state) and returned for
+Drawn on a bare matplotlib `Figure` (rendered by Agg; no display, no pyplot state) and returned for
 [`log_figure`][reglight.logging.log_figure].
 """
 
@@ -24,9 +24,9 @@ class CVCurve:
 
     Attributes:
         alphas: The grid (decreasing).
-        mean: Mean held-out error per ``α``.
-        se: Its standard error per ``α``.
-        label: What the error is (``"MSE"``, ``"log-loss"``).
+        mean: Mean held-out error per `α`.
+        se: Its standard error per `α`.
+        label: What the error is (`"MSE"`, `"log-loss"`).
     """
 
     alphas: np.ndarray
@@ -46,18 +46,18 @@ def path_figure(
     ylabel: str = "coefficient (standardized)",
     n_labels: int = 8,
 ) -> Figure:
-    """Coefficient paths against ``α`` (log axis, decreasing to the right), ``α`` marked.
+    """Coefficient paths against `α` (log axis, decreasing to the right), `α` marked.
 
-    The ``n_labels`` features with the largest coefficients at ``alpha`` are coloured and named in
-    the legend, the others drawn in grey. With ``cv``, a second panel shows the cross-validation
+    The `n_labels` features with the largest coefficients at `alpha` are coloured and named in
+    the legend, the others drawn in grey. With `cv`, a second panel shows the cross-validation
     error (mean ± one standard error).
 
     Args:
-        alphas: ``(n_alphas,)`` grid.
-        coefs: ``(n_features, n_alphas)`` coefficients along the grid.
+        alphas: `(n_alphas,)` grid.
+        coefs: `(n_features, n_alphas)` coefficients along the grid.
         feature_names: One name per feature.
-        alpha: The chosen ``α``.
-        cv: A :class:`CVCurve` to draw below, or ``None``.
+        alpha: The chosen `α`.
+        cv: A [`CVCurve`][reglight.recipes.lasso.CVCurve] to draw below, or `None`.
         title: Title of the figure.
         ylabel: Label of the coefficient axis.
         n_labels: How many features to name.

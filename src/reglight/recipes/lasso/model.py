@@ -1,28 +1,24 @@
 r"""`SparseLinearModel`: lasso / elastic-net regression and classification as a LightningModule.
 
 See the package docstring of `reglight.recipes.lasso` for the objective and the scikit-learn
-mapping.
+mapping. The module wires the recipe's pieces: the full-batch solver
+(`reglight.recipes.lasso.solver`), the cross-validation and path (`reglight.recipes.lasso.cv`), the
+refit (`reglight.recipes.lasso.refit`), the metrics (`reglight.recipes.lasso.metrics`) and the
+report (`reglight.recipes.lasso.report`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MeanSquaredError, Metric, R2Score
-from torchmetrics.classification import (
-    BinaryAccuracy,
-    BinaryAUROC,
-    MulticlassAccuracy,
-    MulticlassAUROC,
-)
+from torchmetrics import MetricCollection
+from typing_extensions import override
 
 from reglight._validation import (
     check_choice,
@@ -32,83 +28,28 @@ from reglight._validation import (
     check_positive_int,
 )
 from reglight.callbacks.penalty import PenaltyHook
+from reglight.penalties import ElasticNet
 
+from .cv import cross_validate_alpha, regularization_path
 from .figures import CVCurve, path_figure
-from .objective import data_loss, penalty_strength, penalty_value, sklearn_penalty
-from .refit import refit_least_squares, refit_logistic
+from .metrics import metric_collection, metric_target
+from .objective import data_loss
+from .refit import relaxed_refit
+from .report import (
+    SelectedFeature,
+    coefficient_table,
+    feature_rows,
+    metrics_table,
+    support_recovery_table,
+)
 from .scaling import dataset_tensors, lipschitz_constant, standardization
+from .solver import FullBatchProximalGradient
+from .threads import with_model_threads
 
-__all__ = ["SelectedFeature", "SparseLinearModel"]
+__all__ = ["SparseLinearModel"]
 
 _TASKS = ("auto", "regression", "binary", "multiclass")
 _CHECKPOINT_KEY = "sparse_linear_model"
-
-
-@dataclass(frozen=True)
-class SelectedFeature:
-    """A feature kept by the penalty, with its coefficients (one per model output).
-
-    Attributes:
-        name: Feature name.
-        index: Column index in the data.
-        coef: Coefficients on the standardized feature.
-        coef_original: Coefficients in the feature's original units (``coef / scale``).
-        refit: Relaxed-lasso refit coefficients (standardized).
-        refit_original: Refit coefficients in original units.
-    """
-
-    name: str
-    index: int
-    coef: tuple[float, ...]
-    coef_original: tuple[float, ...]
-    refit: tuple[float, ...]
-    refit_original: tuple[float, ...]
-
-
-class _Evaluator(nn.Module):
-    """The metrics of one split: MSE and R² (regression), log-loss, accuracy and AUROC (classes)."""
-
-    def __init__(self, task: str, n_classes: int) -> None:
-        super().__init__()
-        self.task = task
-        metrics: dict[str, Metric]
-        if task == "regression":
-            metrics = {"mse": MeanSquaredError(), "r2": R2Score()}
-        elif task == "binary":
-            metrics = {"loss": MeanMetric(), "acc": BinaryAccuracy(), "auroc": BinaryAUROC()}
-        else:
-            metrics = {
-                "loss": MeanMetric(),
-                "acc": MulticlassAccuracy(n_classes, average="micro"),
-                "auroc": MulticlassAUROC(n_classes),
-            }
-        self.metrics = nn.ModuleDict(metrics)
-
-    def update(self, output: Tensor, target: Tensor) -> None:
-        metrics = cast(dict[str, Metric], self.metrics)
-        if self.task == "regression":
-            target = target.to(output.dtype)
-            metrics["mse"].update(output, target)
-            metrics["r2"].update(output, target)
-            return
-        if self.task == "binary":
-            loss = F.binary_cross_entropy_with_logits(
-                output, target.to(output.dtype), reduction="none"
-            )
-            scores = torch.sigmoid(output)
-        else:
-            loss = F.cross_entropy(output, target.long(), reduction="none")
-            scores = torch.softmax(output, dim=-1)
-        metrics["loss"].update(loss)
-        metrics["acc"].update(scores, target.long())
-        metrics["auroc"].update(scores, target.long())
-
-    def compute(self) -> dict[str, float]:
-        metrics = cast(dict[str, Metric], self.metrics)
-        values = {name: float(m.compute()) for name, m in metrics.items()}
-        for m in metrics.values():
-            m.reset()
-        return values
 
 
 class SparseLinearModel(pl.LightningModule):
@@ -121,66 +62,71 @@ class SparseLinearModel(pl.LightningModule):
         + \alpha\rho\,\lVert W\rVert_1 + \frac{\alpha(1-\rho)}{2}\lVert W\rVert_F^2,
     $$
 
-    $\rho$ = ``l1_ratio``, with an unpenalized intercept $b$ and the loss $\ell$ of the task:
-    $\tfrac12(y-\eta)^2$ (regression: exactly scikit-learn's ``Lasso(alpha)`` for $\rho = 1$ and
-    ``ElasticNet(alpha, l1_ratio)``, whose objective is
+    $\rho$ = `l1_ratio`, with an unpenalized intercept $b$ and the loss $\ell$ of the task:
+    $\tfrac12(y-\eta)^2$ (regression: exactly scikit-learn's `Lasso(alpha)` for $\rho = 1$ and
+    `ElasticNet(alpha, l1_ratio)`, whose objective is
     $\frac{1}{2n}\lVert y-Xw\rVert^2 + \alpha\rho\lVert w\rVert_1 + \frac{\alpha(1-\rho)}{2}\lVert w\rVert^2$),
     the logistic loss (two classes, one logit) or the softmax cross-entropy (multinomial, one row
-    of $W$ per class; both scikit-learn's ``LogisticRegression(C=1/(nα), l1_ratio=ρ)``).
+    of $W$ per class; both scikit-learn's `LogisticRegression(C=1/(nα), l1_ratio=ρ)`).
 
     **Training.** An SGD step on the data term followed by the penalty's proximal operator with
-    the same step ([`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook] in ``"proximal"`` mode,
-    returned by ``configure_callbacks`` so a Trainer needs nothing else; its penalty is
-    [`sklearn_penalty`][reglight.recipes.lasso.sklearn_penalty]`(α, ρ)`) is one ISTA step. With
-    ``gradient="full"`` the gradients of the minibatches are summed over the epoch and one exact
-    proximal step is taken per epoch (memory bounded by the batch size; under DDP each process sums
-    its shard and the gradients are averaged), accelerated by FISTA's extrapolation with adaptive
-    restart (Beck & Teboulle 2009; O'Donoghue & Candès 2015) when ``accelerated``; the step size is
-    $1/L$ (see `reglight.recipes.lasso.scaling`), and training stops when a step changes no
-    coefficient by more than ``tol`` times the largest one. This converges to the minimizer of
-    $F$. ``gradient="stochastic"`` takes one proximal SGD step per minibatch (stochastic
-    ISTA: cheaper steps, slower convergence; see ``lr_decay``).
+    the same step ([`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook] in proximal mode,
+    returned by `configure_callbacks` so a Trainer needs nothing else; its penalty is
+    [`ElasticNet`][reglight.penalties.ElasticNet]`(alpha, l1_ratio)`, the same parametrization)
+    is one ISTA step. With `gradient="full"` the gradients of the minibatches are summed over the
+    epoch and one exact proximal step is taken per epoch (memory bounded by the batch size; under
+    DDP each process sums its shard and the gradients are averaged), accelerated by FISTA's
+    extrapolation with adaptive restart when `accelerated`
+    ([`FullBatchProximalGradient`][reglight.recipes.lasso.solver.FullBatchProximalGradient]); the
+    step size is $1/L$ (see `reglight.recipes.lasso.scaling`), and training stops when a step
+    changes no coefficient by more than `tol` times the largest one. This converges to the
+    minimizer of $F$. `gradient="stochastic"` takes one proximal SGD step per minibatch
+    (stochastic ISTA: cheaper steps, slower convergence; see `lr_decay`).
 
-    **Set-up** (``setup()``, from ``trainer.datamodule``): the training split is read once (float64)
-    to compute the standardization (buffers ``x_mean`` / ``x_scale``), the step size, and
-    ``α`` by K-fold cross-validation when ``alpha`` is ``None``
-    ([`enet_cv`][reglight.linear.enet_cv] / [`logistic_cv`][reglight.linear.logistic_cv] on
-    the standardized training split; rule ``alpha_rule``). The layer is built there, so any
-    datamodule with ``train_dataset`` (``(x, y)`` pairs) and ``task`` works
-    ([`TabularDataModule`][reglight.recipes.tabular.TabularDataModule] also gives
-    ``feature_names`` and ``n_classes``).
+    **Set-up** (`setup()`, from `trainer.datamodule`): the training split is read once (float64)
+    to compute the standardization (buffers `x_mean` / `x_scale`), the step size, and `alpha` by
+    K-fold cross-validation when `alpha` is `None`
+    ([`cross_validate_alpha`][reglight.recipes.lasso.cv.cross_validate_alpha], rule
+    `alpha_rule`). The layer is built there, so any datamodule with `train_dataset` (`(x, y)`
+    pairs) and `task` works ([`TabularDataModule`][reglight.recipes.lasso.TabularDataModule] also
+    gives `feature_names` and `n_classes`).
 
     **After training**: [`selected_features`][reglight.recipes.lasso.SparseLinearModel.selected_features],
     [`coefficients`][reglight.recipes.lasso.SparseLinearModel.coefficients] (standardized or in
     original units), the relaxed-lasso refit on the selected features (`reglight.recipes.lasso.refit`)
-    and test metrics of both (``test/r2``, ``test/mse``, ``test/r2_refit``, ...; classification
-    ``test/acc``, ``test/auroc``, ``test/loss``), the coefficient table and the regularization-path
+    and test metrics of both (`test/r2`, `test/mse`, `test/r2_refit`, ...; classification
+    `test/acc`, `test/auroc`, `test/loss`), the coefficient table and the regularization-path
     figure logged through [`reglight.logging`][reglight.logging], and
-    [`report`][reglight.recipes.lasso.SparseLinearModel.report] for ``reglight run``.
+    [`report`][reglight.recipes.lasso.SparseLinearModel.report] for `reglight run`.
+
+    **Threads.** torch's thread count is process-wide, so the model sets it only inside its own
+    computations (each training, validation and test step, the set-up with the cross-validation,
+    the refit and the end-of-test report) and restores it after each
+    ([`torch_threads`][reglight.recipes.lasso.threads.torch_threads]); nothing outside sees it.
 
     Args:
-        alpha: scikit-learn's ``alpha`` (>= 0) on the standardized features; ``None`` to choose it
+        alpha: scikit-learn's `alpha` (>= 0) on the standardized features; `None` to choose it
             by cross-validation on the training split.
-        l1_ratio: scikit-learn's ``l1_ratio`` $\rho \in (0, 1]$: 1 is the lasso, less the elastic net.
-        task: ``"auto"`` (the datamodule's), ``"regression"``, ``"binary"`` or ``"multiclass"``.
-        alpha_rule: With ``alpha=None``: ``"min"`` (lowest CV error) or ``"1se"`` (sparsest model
+        l1_ratio: scikit-learn's `l1_ratio` $\rho \in (0, 1]$: 1 is the lasso, less the elastic net.
+        task: `"auto"` (the datamodule's), `"regression"`, `"binary"` or `"multiclass"`.
+        alpha_rule: With `alpha=None`: `"min"` (lowest CV error) or `"1se"` (sparsest model
             within one standard error of it).
         cv_folds: Number of cross-validation folds.
-        n_alphas: Size of the ``α`` grid of the cross-validation and of the path figure.
-        eps: ``α_min / α_max`` of that grid.
-        gradient: ``"full"`` (one exact proximal step per epoch) or ``"stochastic"`` (one per
+        n_alphas: Size of the `alpha` grid of the cross-validation and of the path figure.
+        eps: `alpha_min / alpha_max` of that grid.
+        gradient: `"full"` (one exact proximal step per epoch) or `"stochastic"` (one per
             minibatch).
-        accelerated: FISTA extrapolation with restart (``gradient="full"`` only).
-        lr: Step size; ``None`` for $1/L$ from the standardized training data.
-        lr_decay: ``gradient="stochastic"`` only: the step of epoch $e$ is
-            ``lr / sqrt(1 + e)``, so the iterates converge (a constant step leaves a noise floor).
-        tol: Stop when no coefficient changes by more than ``tol`` times the largest coefficient in
-            one step (``gradient="full"``; 0 never stops early).
-        refit_l2: Ridge strength $\gamma$ of the refit; ``None`` for 0 (regression) or ``1e-3``
+        accelerated: FISTA extrapolation with restart (`gradient="full"` only).
+        lr: Step size; `None` for $1/L$ from the standardized training data.
+        lr_decay: `gradient="stochastic"` only: the step of epoch $e$ is
+            `lr / sqrt(1 + e)`, so the iterates converge (a constant step leaves a noise floor).
+        tol: Stop when no coefficient changes by more than `tol` times the largest coefficient in
+            one step (`gradient="full"`; 0 never stops early).
+        refit_l2: Ridge strength $\gamma$ of the refit; `None` for 0 (regression) or `1e-3`
             (classification, which keeps separable classes finite).
         path_figure: Compute and log the regularization path at the end of testing.
-        num_threads: torch's intra-op threads while this model fits or tests (restored afterwards);
-            ``None`` leaves them alone. One thread suits small tabular data, where synchronizing
+        num_threads: torch's intra-op threads inside the model's computations (restored after
+            each); `None` leaves them alone. One thread suits small tables, where synchronizing
             threads costs more than the arithmetic of a step.
 
     Raises:
@@ -188,7 +134,7 @@ class SparseLinearModel(pl.LightningModule):
 
     Example:
         >>> import lightning.pytorch as pl
-        >>> from reglight.recipes.tabular import TabularDataModule
+        >>> from reglight.recipes.lasso import TabularDataModule
         >>> data = TabularDataModule("diabetes", batch_size=128)
         >>> model = SparseLinearModel(alpha=2.0, path_figure=False)
         >>> trainer = pl.Trainer(max_epochs=300, logger=False, enable_progress_bar=False,
@@ -203,9 +149,9 @@ class SparseLinearModel(pl.LightningModule):
     x_scale: Tensor
     refit_weight: Tensor
     refit_bias: Tensor
-    val_metrics: _Evaluator
-    test_metrics: _Evaluator
-    test_metrics_refit: _Evaluator
+    val_metrics: MetricCollection
+    test_metrics: MetricCollection
+    test_metrics_refit: MetricCollection
 
     def __init__(
         self,
@@ -245,11 +191,12 @@ class SparseLinearModel(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.penalty_hook = PenaltyHook(
-            sklearn_penalty(alpha or 0.0, l1_ratio),
+            ElasticNet(alpha or 0.0, l1_ratio),
             mode="proximal",
             include="linear.weight",
             name="penalty",
         )
+        self.solver = FullBatchProximalGradient(accelerated=accelerated, tol=tol)
         self.linear: nn.Linear | None = None
         self.alpha_: float | None = alpha
         self.lipschitz: float | None = None
@@ -260,17 +207,12 @@ class SparseLinearModel(pl.LightningModule):
         self.refit_done = False
         self.test_results: dict[str, tuple[float, float]] = {}
         self.converged_epoch: int | None = None
-        self._reset_accumulation()
-        self._fista_x: list[Tensor] | None = None
-        self._fista_y: list[Tensor] | None = None
-        self._fista_t = 1.0
-        self._saved_threads: int | None = None
 
     # ------------------------------------------------------------------------------- properties
 
     @property
     def task(self) -> str:
-        """The resolved task: ``"regression"``, ``"binary"`` or ``"multiclass"``."""
+        """The resolved task: `"regression"`, `"binary"` or `"multiclass"`."""
         if self._task is None:
             raise RuntimeError("the model is not built yet: fit it through a Trainer first")
         return self._task
@@ -290,14 +232,15 @@ class SparseLinearModel(pl.LightningModule):
             raise RuntimeError("the model is not built yet: fit it through a Trainer first")
         return self.linear
 
+    def _datamodule(self) -> Any:
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
     # -------------------------------------------------------------------------------- building
 
+    @override
+    @with_model_threads
     def setup(self, stage: str) -> None:
-        """Build the layer and the training statistics from ``trainer.datamodule`` (once)."""
-        threads = self.hparams["num_threads"]
-        if threads is not None:
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(threads)
+        """Build the layer and the training statistics from `trainer.datamodule` (once)."""
         if self.linear is not None:
             return
         datamodule = self._datamodule()
@@ -308,22 +251,16 @@ class SparseLinearModel(pl.LightningModule):
             )
         self.build(datamodule)
 
-    def teardown(self, stage: str) -> None:
-        """Restore torch's thread count."""
-        if self._saved_threads is not None:
-            torch.set_num_threads(self._saved_threads)
-            self._saved_threads = None
-
     def build(self, datamodule: Any) -> None:
-        """Fit the standardization, choose ``α`` (if ``None``) and create the layer.
+        """Fit the standardization, choose `alpha` (if `None`) and create the layer.
 
         Args:
-            datamodule: An object with ``train_dataset`` (``(x, y)`` pairs) and ``task``
-                (``"regression"``, ``"binary"``, ``"multiclass"``); optionally ``feature_names``,
-                ``n_classes`` and ``class_names``.
+            datamodule: An object with `train_dataset` (`(x, y)` pairs) and `task`
+                (`"regression"`, `"binary"`, `"multiclass"`); optionally `feature_names`,
+                `n_classes` and `class_names`.
 
         Raises:
-            ValueError: if the model's ``task`` does not fit the data.
+            ValueError: if the model's `task` does not fit the data.
         """
         x, y = dataset_tensors(datamodule.train_dataset)
         task, n_classes = self._resolve_task(datamodule, y)
@@ -351,7 +288,19 @@ class SparseLinearModel(pl.LightningModule):
         self.lipschitz = lipschitz_constant(z, task)
         alpha = self.hparams["alpha"]
         if alpha is None:
-            alpha = self._cross_validate(z, y)
+            hp = self.hparams
+            alpha, self.cv_curve = cross_validate_alpha(
+                z.numpy(),
+                y.numpy(),
+                task,
+                l1_ratio=hp["l1_ratio"],
+                n_alphas=hp["n_alphas"],
+                eps=hp["eps"],
+                cv=hp["cv_folds"],
+                rule=hp["alpha_rule"],
+            )
+            if self._trainer is not None:  # every process trains with rank 0's choice
+                alpha = float(self.trainer.strategy.broadcast(alpha, src=0))
         self.set_alpha(alpha)
 
     def _resolve_task(self, datamodule: Any, y: Tensor) -> tuple[str, int]:
@@ -389,68 +338,28 @@ class SparseLinearModel(pl.LightningModule):
         self.register_buffer("refit_weight", torch.zeros(n_outputs, n_features))
         self.register_buffer("refit_bias", torch.zeros(n_outputs))
         n_classes = max(len(classes), 2)
-        self.val_metrics = _Evaluator(task, n_classes)
-        self.test_metrics = _Evaluator(task, n_classes)
-        self.test_metrics_refit = _Evaluator(task, n_classes)
-
-    def _cross_validate(self, z: Tensor, y: Tensor) -> float:
-        from reglight.linear import enet_cv, logistic_cv
-
-        hp = self.hparams
-        zn = z.numpy()
-        if self.task == "regression":
-            result = enet_cv(
-                zn,
-                y.double().numpy(),
-                l1_ratio=hp["l1_ratio"],
-                n_alphas=hp["n_alphas"],
-                eps=hp["eps"],
-                cv=hp["cv_folds"],
-                rule=hp["alpha_rule"],
-            )
-            label = "MSE"
-        else:
-            result = logistic_cv(
-                zn,
-                y.long().numpy(),
-                l1_ratio=hp["l1_ratio"],
-                n_alphas=hp["n_alphas"],
-                eps=hp["eps"],
-                cv=hp["cv_folds"],
-                rule=hp["alpha_rule"],
-            )
-            label = "log-loss"
-        self.cv_curve = CVCurve(
-            np.asarray(result.alphas[0]),
-            np.asarray(result.mean[0]),
-            np.asarray(result.se[0]),
-            label,
+        self.val_metrics = metric_collection(task, n_classes, prefix="val/")
+        self.test_metrics = metric_collection(task, n_classes, prefix="test/")
+        self.test_metrics_refit = metric_collection(
+            task, n_classes, prefix="test/", postfix="_refit"
         )
-        alpha = float(result.alpha)
-        if self._trainer is not None:  # every process trains with rank 0's choice
-            alpha = float(self.trainer.strategy.broadcast(alpha, src=0))
-        return alpha
 
     def set_alpha(self, alpha: float) -> None:
-        """Set ``α`` (scikit-learn's scaling); the penalty hook's strength follows.
+        """Set `alpha`; the penalty hook's `ElasticNet(alpha, l1_ratio)` follows.
 
         Args:
-            alpha: The new ``α >= 0``.
+            alpha: The new `alpha >= 0`.
         """
         self.alpha_ = check_nonnegative("alpha", alpha)
-        strength, _ = penalty_strength(self.alpha_, self.hparams["l1_ratio"])
-        self.penalty_hook.penalty.strength = strength
-
-    def _datamodule(self) -> Any:
-        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        self.penalty_hook.penalty.alpha = self.alpha_
 
     # --------------------------------------------------------------------------------- forward
 
     def standardize(self, x: Tensor) -> Tensor:
-        """``(x - x_mean) / x_scale`` with the training split's statistics.
+        """`(x - x_mean) / x_scale` with the training split's statistics.
 
         Args:
-            x: ``(n, p)`` raw features.
+            x: `(n, p)` raw features.
 
         Returns:
             The standardized features (computed in the statistics' dtype, float64 by default),
@@ -462,11 +371,12 @@ class SparseLinearModel(pl.LightningModule):
     def _squeeze(self, out: Tensor) -> Tensor:
         return out.squeeze(-1) if out.shape[-1] == 1 and self.task != "multiclass" else out
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
-        """Predictions (regression) or logits: ``(n,)``, or ``(n, K)`` for the multinomial model.
+        """Predictions (regression) or logits: `(n,)`, or `(n, K)` for the multinomial model.
 
         Args:
-            x: ``(n, p)`` raw (unstandardized) features.
+            x: `(n, p)` raw (unstandardized) features.
 
         Returns:
             The model output.
@@ -474,10 +384,10 @@ class SparseLinearModel(pl.LightningModule):
         return self._squeeze(self._layer()(self.standardize(x)))
 
     def forward_refit(self, x: Tensor) -> Tensor:
-        """The output of the relaxed-lasso refit (same shapes as :meth:`forward`).
+        """The output of the relaxed-lasso refit (same shapes as `forward`).
 
         Args:
-            x: ``(n, p)`` raw features.
+            x: `(n, p)` raw features.
 
         Returns:
             The refit model's output.
@@ -487,6 +397,7 @@ class SparseLinearModel(pl.LightningModule):
 
     # -------------------------------------------------------------------------------- training
 
+    @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
         lr = self.hparams["lr"]
         if lr is None:
@@ -495,20 +406,18 @@ class SparseLinearModel(pl.LightningModule):
             lr = 1.0 / self.lipschitz
         return torch.optim.SGD(self._layer().parameters(), lr=lr)
 
+    @override
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The proximal [`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook] of the penalty (once per Trainer)."""
+        """The proximal [`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook] (once per Trainer)."""
         if any(cb is self.penalty_hook for cb in self.trainer.callbacks):  # type: ignore[attr-defined]
             return []
         return [self.penalty_hook]
-
-    def _reset_accumulation(self) -> None:
-        self._seen = 0
-        self._loss_sum: Tensor | float = 0.0
 
     def _params(self) -> list[Tensor]:
         layer = self._layer()
         return [layer.weight, layer.bias]
 
+    @override
     def on_train_start(self) -> None:
         if self.hparams["gradient"] == "full" and not math.isfinite(
             float(self.trainer.num_training_batches)
@@ -517,12 +426,10 @@ class SparseLinearModel(pl.LightningModule):
                 "gradient='full' needs a train dataloader with a length (it takes one step per "
                 "epoch); use gradient='stochastic' for iterable datasets"
             )
-        self._reset_accumulation()
-        self._fista_x = [p.detach().clone() for p in self._params()]
-        self._fista_y = None
-        self._fista_t = 1.0
+        self.solver.start(self._params())
         self.converged_epoch = None
 
+    @override
     def on_train_epoch_start(self) -> None:
         if self.hparams["gradient"] == "stochastic" and self.hparams["lr_decay"]:
             optimizer = cast(Any, self.optimizers()).optimizer
@@ -530,6 +437,8 @@ class SparseLinearModel(pl.LightningModule):
                 group.setdefault("initial_lr", group["lr"])
                 group["lr"] = group["initial_lr"] / math.sqrt(1.0 + self.current_epoch)
 
+    @override
+    @with_model_threads
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         optimizer = cast(Any, self.optimizers())
@@ -540,110 +449,93 @@ class SparseLinearModel(pl.LightningModule):
             optimizer.zero_grad()
             self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(x))
             return
-        if self._seen == 0 and self._fista_y is not None:
-            with torch.no_grad():  # the gradient of this epoch is taken at the extrapolated point
-                torch._foreach_copy_(self._params(), self._fista_y)
+        params = self._params()
+        self.solver.begin_batch(params)  # the epoch's gradient is taken at the extrapolated point
         loss_sum = data_loss(self(x), y, self.task, reduction="sum")
         self.manual_backward(loss_sum)
-        self._seen += len(x)
-        self._loss_sum = self._loss_sum + loss_sum.detach()
+        self.solver.accumulate(loss_sum.detach(), len(x))
         if batch_idx + 1 >= self.trainer.num_training_batches:
-            self._full_step(optimizer)
+            mean_loss = self.solver.mean_gradient_(params)
+            self.log("train/loss", mean_loss, on_step=False, on_epoch=True, sync_dist=True)
+            optimizer.step()  # SGD step, then the PenaltyHook's proximal step
+            optimizer.zero_grad()
+            if self.solver.update(params):
+                self.converged_epoch = self.current_epoch
+                self.trainer.should_stop = True
 
-    def _full_step(self, optimizer: Any) -> None:
-        """One (F)ISTA step with the gradient summed over the epoch."""
-        params = self._params()
-        grads = [p.grad for p in params if p.grad is not None]
-        torch._foreach_div_(grads, float(self._seen))
-        self.log(
-            "train/loss",
-            cast(Tensor, self._loss_sum) / self._seen,
-            on_step=False,
-            on_epoch=True,
-            sync_dist=True,
-        )
-        optimizer.step()  # SGD step, then the PenaltyHook's proximal step
-        optimizer.zero_grad()
-        self._reset_accumulation()
-        with torch.no_grad():
-            x_old = self._fista_x or [p.detach().clone() for p in params]
-            x_new = [p.detach().clone() for p in params]
-            if self.hparams["accelerated"]:
-                y_old = self._fista_y or x_old
-                # gradient-based restart: momentum is dropped when it points uphill
-                uphill = sum(
-                    float(((yo - xn) * (xn - xo)).sum()) for yo, xn, xo in zip(y_old, x_new, x_old)
-                )
-                t = 1.0 if uphill > 0 else self._fista_t
-                t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-                beta = (t - 1.0) / t_next
-                self._fista_y = [xn + beta * (xn - xo) for xn, xo in zip(x_new, x_old)]
-                self._fista_t = t_next
-            change = float((x_new[0] - x_old[0]).abs().max())
-            size = float(x_new[0].abs().max())
-            self._fista_x = x_new
-        tol = self.hparams["tol"]
-        if tol > 0 and change <= tol * size:
-            self.converged_epoch = self.current_epoch
-            self.trainer.should_stop = True
-
+    @override
+    @with_model_threads
     def on_fit_end(self) -> None:
         self.refit()
 
     # ------------------------------------------------------------------------------ evaluation
 
+    @override
+    @with_model_threads
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_metrics.update(self(x), y)
+        out = self(x)
+        self.val_metrics.update(out, metric_target(y, self.task, out))
 
+    @override
     def on_validation_epoch_end(self) -> None:
-        for name, value in self.val_metrics.compute().items():
-            self.log(f"val/{name}", value, prog_bar=name in ("r2", "acc"))
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
 
+    @override
+    @with_model_threads
     def on_test_start(self) -> None:
         if not self.refit_done:
             self.refit()
 
+    @override
+    @with_model_threads
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.test_metrics.update(self(x), y)
-        self.test_metrics_refit.update(self.forward_refit(x), y)
+        out, out_refit = self(x), self.forward_refit(x)
+        self.test_metrics.update(out, metric_target(y, self.task, out))
+        self.test_metrics_refit.update(out_refit, metric_target(y, self.task, out_refit))
 
+    @override
+    @with_model_threads
     def on_test_epoch_end(self) -> None:
-        lasso = self.test_metrics.compute()
-        refit = self.test_metrics_refit.compute()
-        self.test_results = {k: (lasso[k], refit[k]) for k in lasso}
-        for name, (a, b) in self.test_results.items():
-            self.log(f"test/{name}", a)
-            self.log(f"test/{name}_refit", b)
-        self.log("test/n_selected", float(len(self.selected_indices())))
-        self.log("test/alpha", float(self.alpha_ or 0.0))
+        lasso, refit = self.test_metrics.compute(), self.test_metrics_refit.compute()
+        self.test_metrics.reset()
+        self.test_metrics_refit.reset()
+        self.log_dict({**lasso, **refit})
+        self.log_dict(
+            {
+                "test/n_selected": float(len(self.selected_indices())),
+                "test/alpha": float(self.alpha_ or 0.0),
+            }
+        )
+        self.test_results = {k: (float(v), float(refit[f"{k}_refit"])) for k, v in lasso.items()}
         if self.trainer.is_global_zero:
             self._log_artifacts()
 
     # --------------------------------------------------------------------------- coefficients
 
     def coefficients(self, original_units: bool = False) -> tuple[Tensor, Tensor]:
-        r"""The fitted ``(W, b)`` as float64 CPU tensors of shapes ``(n_outputs, p)`` and ``(n_outputs,)``.
+        r"""The fitted `(W, b)` as float64 CPU tensors of shapes `(n_outputs, p)` and `(n_outputs,)`.
 
         Args:
             original_units: Express them for the raw features: $W/s$ and $b - (W/s)\mu$, so
-                that ``x @ W.T + b`` equals the model's output on raw ``x``.
+                that `x @ W.T + b` equals the model's output on raw `x`.
 
         Returns:
-            ``(W, b)``.
+            `(W, b)`.
         """
         layer = self._layer()
         return self._in_units(layer.weight, layer.bias, original_units)
 
     def refit_coefficients(self, original_units: bool = False) -> tuple[Tensor, Tensor]:
-        """The relaxed-lasso refit's ``(W, b)`` (zeros outside the selected features).
+        """The relaxed-lasso refit's `(W, b)` (zeros outside the selected features).
 
         Args:
-            original_units: As in :meth:`coefficients`.
+            original_units: As in `coefficients`.
 
         Returns:
-            ``(W, b)``.
+            `(W, b)`.
         """
         return self._in_units(self.refit_weight, self.refit_bias, original_units)
 
@@ -655,10 +547,23 @@ class SparseLinearModel(pl.LightningModule):
             b = b - w @ self.x_mean.detach().to("cpu", torch.float64)
         return w, b
 
+    def _standardized(self, x: Tensor) -> Tensor:
+        """Raw features standardized in float64 on the CPU (for the full-batch computations)."""
+        mean = self.x_mean.detach().to("cpu", torch.float64)
+        scale = self.x_scale.detach().to("cpu", torch.float64)
+        return (x.to("cpu", torch.float64) - mean) / scale
+
     def selected_indices(self) -> list[int]:
         """Indices of the features with a nonzero coefficient (for any output)."""
         w, _ = self.coefficients()
         return torch.nonzero((w != 0).any(0)).flatten().tolist()
+
+    def _features(self, selected_only: bool) -> list[SelectedFeature]:
+        w, _ = self.coefficients()
+        wo, _ = self.coefficients(original_units=True)
+        r, _ = self.refit_coefficients()
+        ro, _ = self.refit_coefficients(original_units=True)
+        return feature_rows(self.feature_names, w, wo, r, ro, selected_only=selected_only)
 
     def selected_features(self) -> list[SelectedFeature]:
         """The selected features, largest standardized coefficient first.
@@ -666,40 +571,23 @@ class SparseLinearModel(pl.LightningModule):
         Returns:
             A list of [`SelectedFeature`][reglight.recipes.lasso.SelectedFeature].
         """
-        w, _ = self.coefficients()
-        wo, _ = self.coefficients(original_units=True)
-        r, _ = self.refit_coefficients()
-        ro, _ = self.refit_coefficients(original_units=True)
-        idx = self.selected_indices()
-        idx.sort(key=lambda j: -float(w[:, j].abs().max()))
-        return [
-            SelectedFeature(
-                name=self.feature_names[j],
-                index=j,
-                coef=tuple(w[:, j].tolist()),
-                coef_original=tuple(wo[:, j].tolist()),
-                refit=tuple(r[:, j].tolist()),
-                refit_original=tuple(ro[:, j].tolist()),
-            )
-            for j in idx
-        ]
+        return self._features(selected_only=True)
 
     @torch.no_grad()
     def objective(self, x: Tensor, y: Tensor) -> float:
         r"""The penalized objective $F(W, b)$ on raw data (standardized with the training statistics).
 
         Args:
-            x: ``(n, p)`` raw features.
-            y: ``(n,)`` targets or class codes.
+            x: `(n, p)` raw features.
+            y: `(n,)` targets or class codes.
 
         Returns:
             $F$ in float64.
         """
-        z = (x.to("cpu", torch.float64) - self.x_mean.cpu().double()) / self.x_scale.cpu().double()
         w, b = self.coefficients()
-        out = self._squeeze(z @ w.T + b)
-        loss = data_loss(out, y.cpu(), self.task)
-        return float(loss + penalty_value(w, float(self.alpha_ or 0.0), self.hparams["l1_ratio"]))
+        loss = data_loss(self._squeeze(self._standardized(x) @ w.T + b), y.cpu(), self.task)
+        penalty = ElasticNet(float(self.alpha_ or 0.0), self.hparams["l1_ratio"])
+        return float(loss + penalty.value([w]))
 
     # ---------------------------------------------------------------------------------- refit
 
@@ -716,28 +604,23 @@ class SparseLinearModel(pl.LightningModule):
         Every process computes the same refit from the whole training split (float64).
 
         Args:
-            dataset: ``(x, y)`` training pairs; default: ``trainer.datamodule.train_dataset``.
+            dataset: `(x, y)` training pairs; default: `trainer.datamodule.train_dataset`.
         """
         if dataset is None:
-            datamodule = self._datamodule()
-            dataset = getattr(datamodule, "train_dataset", None)
+            dataset = getattr(self._datamodule(), "train_dataset", None)
             if dataset is None:
                 rank_zero_warn("SparseLinearModel: no training data for the refit; skipped")
                 return
         x, y = dataset_tensors(dataset)
-        z = (x - self.x_mean.cpu().double()) / self.x_scale.cpu().double()
-        idx = torch.tensor(self.selected_indices(), dtype=torch.long)
-        zs = z[:, idx]
-        weight = torch.zeros(self.n_outputs, self.n_features, dtype=torch.float64)
-        if self.task == "regression":
-            w, b = refit_least_squares(zs, y, self._ridge())
-            weight[0, idx] = w
-            bias = b.reshape(1)
-        else:
-            w0, b0 = self.coefficients()
-            with torch.enable_grad():
-                w, bias = refit_logistic(zs, y, self.n_outputs, self._ridge(), (w0[:, idx], b0))
-            weight[:, idx] = w
+        weight, bias = relaxed_refit(
+            self._standardized(x),
+            y,
+            self.task,
+            self.selected_indices(),
+            self.n_outputs,
+            self._ridge(),
+            init=self.coefficients(),
+        )
         self.refit_weight.copy_(weight.to(self.refit_weight))
         self.refit_bias.copy_(bias.to(self.refit_bias))
         self.refit_done = True
@@ -748,105 +631,57 @@ class SparseLinearModel(pl.LightningModule):
         return list(self.class_names) if self.task == "multiclass" else [""]
 
     def coefficient_table(self, selected_only: bool = True) -> Any:
-        """The coefficients as a ``reglight.logging.Table`` (standardized, original units, refit).
+        """The coefficients as a `reglight.logging.Table` (standardized, original units, refit).
 
         Args:
             selected_only: Only the selected features (largest first); else every feature in order.
 
         Returns:
-            A ``reglight.logging.Table``.
+            A `reglight.logging.Table`.
         """
-        from reglight.logging import Table
-
-        columns = ["feature", "coef (std)", "coef (orig)", "refit (std)", "refit (orig)"]
-        multi = self.task == "multiclass"
-        if multi:
-            columns.insert(1, "class")
-        if selected_only:
-            items = self.selected_features()
-        else:
-            w, _ = self.coefficients()
-            wo, _ = self.coefficients(original_units=True)
-            r, _ = self.refit_coefficients()
-            ro, _ = self.refit_coefficients(original_units=True)
-            items = [
-                SelectedFeature(
-                    name,
-                    j,
-                    tuple(w[:, j].tolist()),
-                    tuple(wo[:, j].tolist()),
-                    tuple(r[:, j].tolist()),
-                    tuple(ro[:, j].tolist()),
-                )
-                for j, name in enumerate(self.feature_names)
-            ]
-        rows: list[list[Any]] = []
-        for f in items:
-            for k, label in enumerate(self._output_labels()):
-                cells = [f.coef[k], f.coef_original[k], f.refit[k], f.refit_original[k]]
-                rows.append([f.name, label, *cells] if multi else [f.name, *cells])
+        if not selected_only:
+            return coefficient_table(self._features(False), self._output_labels(), "Coefficients")
         n_sel = len(self.selected_indices())
         how = "" if self.hparams["alpha"] is not None else f", {self.hparams['alpha_rule']} CV rule"
         title = (
             f"Selected features: {n_sel} of {self.n_features} "
             f"(alpha={float(self.alpha_ or 0.0):.4g}{how}, l1_ratio={self.hparams['l1_ratio']:g})"
         )
-        return Table(title if selected_only else "Coefficients", columns, rows)
+        return coefficient_table(self._features(True), self._output_labels(), title)
 
     def report(self) -> list[Any]:
         """Printable tables: the selected features, the test metrics, support recovery (synthetic).
 
         Returns:
-            A list of ``reglight.logging.Table``.
+            A list of `reglight.logging.Table`.
         """
-        from reglight.logging import Table
-
         if self.linear is None:
             return []
         tables = [self.coefficient_table()]
         if self.test_results:
-            rows = [[f"test/{k}", a, b] for k, (a, b) in self.test_results.items()]
-            tables.append(Table("Test metrics", ["metric", "lasso", "relaxed refit"], rows))
+            tables.append(metrics_table(self.test_results))
         truth = getattr(self._datamodule(), "true_coef", None)
         if truth is not None and len(truth) == self.n_features:
-            true_set = {int(j) for j in np.flatnonzero(np.asarray(truth))}
-            chosen = set(self.selected_indices())
-            rows = [
-                ["informative features", len(true_set)],
-                ["selected", len(chosen)],
-                ["true positives", len(chosen & true_set)],
-                ["false positives", len(chosen - true_set)],
-                ["false negatives", len(true_set - chosen)],
-            ]
-            tables.append(Table("Support recovery (synthetic truth)", ["", "count"], rows))
+            tables.append(support_recovery_table(self.selected_indices(), truth))
         return tables
 
     def regularization_path(self) -> tuple[np.ndarray, np.ndarray]:
         """The path on the standardized training split, from the full-batch solvers of `reglight.linear`.
 
         Returns:
-            ``(alphas, coefs)`` with ``coefs`` of shape ``(n_features, n_alphas)`` (for the
+            `(alphas, coefs)` with `coefs` of shape `(n_features, n_alphas)` (for the
             multinomial model: each feature's Euclidean norm over the classes).
         """
-        from reglight.linear import enet_path, logistic_path
-
         hp = self.hparams
-        datamodule = self._datamodule()
-        x, y = dataset_tensors(datamodule.train_dataset)
-        z = ((x - self.x_mean.cpu().double()) / self.x_scale.cpu().double()).numpy()
-        if self.task == "regression":
-            yn = y.double().numpy()
-            alphas, coefs = enet_path(
-                z, yn - yn.mean(), l1_ratio=hp["l1_ratio"], n_alphas=hp["n_alphas"], eps=hp["eps"]
-            )
-        else:
-            alphas, coefs, _ = logistic_path(
-                z, y.long().numpy(), l1_ratio=hp["l1_ratio"], n_alphas=hp["n_alphas"], eps=hp["eps"]
-            )
-            coefs = np.asarray(coefs)
-            if coefs.ndim == 3:
-                coefs = np.linalg.norm(coefs, axis=0)
-        return np.asarray(alphas), np.asarray(coefs)
+        x, y = dataset_tensors(self._datamodule().train_dataset)
+        return regularization_path(
+            self._standardized(x).numpy(),
+            y.numpy(),
+            self.task,
+            l1_ratio=hp["l1_ratio"],
+            n_alphas=hp["n_alphas"],
+            eps=hp["eps"],
+        )
 
     def _log_artifacts(self) -> None:
         from reglight.logging import log_figure, log_table
@@ -870,6 +705,7 @@ class SparseLinearModel(pl.LightningModule):
 
     # -------------------------------------------------------------------------- checkpointing
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[_CHECKPOINT_KEY] = {
             "n_features": self.n_features,
@@ -882,6 +718,7 @@ class SparseLinearModel(pl.LightningModule):
             "refit_done": self.refit_done,
         }
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(_CHECKPOINT_KEY)
         if meta is None or self.linear is not None:

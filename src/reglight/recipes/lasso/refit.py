@@ -9,32 +9,34 @@ $$
 \frac{1}{n}\sum_{i=1}^n \ell(y_i, W_S z_{i,S} + b) + \frac{\gamma}{2}\lVert W_S\rVert_F^2
 $$
 
-with the recipe's loss $\ell$ and ``ridge`` $\gamma$: least squares has a closed form
+with the recipe's loss $\ell$ and `ridge` $\gamma$: least squares has a closed form
 (minimum-norm for rank-deficient $Z_S$ when $\gamma = 0$); the logistic and softmax losses are
 minimized with L-BFGS (a small $\gamma$ keeps separable classes finite).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["refit_least_squares", "refit_logistic"]
+__all__ = ["refit_least_squares", "refit_logistic", "relaxed_refit"]
 
 
 def refit_least_squares(z: Tensor, y: Tensor, ridge: float = 0.0) -> tuple[Tensor, Tensor]:
-    r"""Least squares (ridge when ``ridge > 0``) with an unpenalized intercept.
+    r"""Least squares (ridge when `ridge > 0`) with an unpenalized intercept.
 
     Minimizes $\frac{1}{2n}\lVert y - Zw - b\rVert^2 + \frac{\gamma}{2}\lVert w\rVert^2$.
 
     Args:
-        z: ``(n, k)`` features (the selected columns), any ``k >= 0``.
-        y: ``(n,)`` targets.
+        z: `(n, k)` features (the selected columns), any `k >= 0`.
+        y: `(n,)` targets.
         ridge: $\gamma \ge 0$.
 
     Returns:
-        ``(w, b)``: ``(k,)`` coefficients and a 0-d intercept, float64.
+        `(w, b)`: `(k,)` coefficients and a 0-d intercept, float64.
 
     Example:
         >>> z = torch.tensor([[0.0], [1.0], [2.0]])
@@ -65,21 +67,21 @@ def refit_logistic(
     init: tuple[Tensor, Tensor] | None = None,
     max_iter: int = 200,
 ) -> tuple[Tensor, Tensor]:
-    r"""Logistic (``n_outputs == 1``) or multinomial regression on ``z`` by L-BFGS, float64.
+    r"""Logistic (`n_outputs == 1`) or multinomial regression on `z` by L-BFGS, float64.
 
     Minimizes the mean logistic / softmax loss $+ \frac{\gamma}{2}\lVert W\rVert_F^2$ with an
     unpenalized intercept.
 
     Args:
-        z: ``(n, k)`` features.
-        y: ``(n,)`` class codes.
+        z: `(n, k)` features.
+        y: `(n,)` class codes.
         n_outputs: 1 for two classes (one logit), else the number of classes.
         ridge: $\gamma \ge 0$.
-        init: Starting ``(W, b)`` of shapes ``(n_outputs, k)`` and ``(n_outputs,)``.
+        init: Starting `(W, b)` of shapes `(n_outputs, k)` and `(n_outputs,)`.
         max_iter: L-BFGS iterations.
 
     Returns:
-        ``(W, b)`` of shapes ``(n_outputs, k)`` and ``(n_outputs,)``.
+        `(W, b)` of shapes `(n_outputs, k)` and `(n_outputs,)`.
     """
     z = z.to(torch.float64)
     k = z.shape[1]
@@ -116,3 +118,46 @@ def refit_logistic(
     with torch.enable_grad():
         optimizer.step(closure)
     return weight.detach(), bias.detach()
+
+
+def relaxed_refit(
+    z: Tensor,
+    y: Tensor,
+    task: str,
+    selected: Sequence[int],
+    n_outputs: int,
+    ridge: float,
+    init: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""The relaxed-lasso refit of the `selected` columns of `z`, as full-width coefficients.
+
+    Args:
+        z: `(n, p)` standardized training features.
+        y: `(n,)` targets or class codes.
+        task: `"regression"`, `"binary"` or `"multiclass"`.
+        selected: indices of the selected features.
+        n_outputs: rows of the coefficient matrix (1, or the number of classes).
+        ridge: $\gamma \ge 0$.
+        init: classification: the lasso's `(W, b)` over all `p` features, to start L-BFGS from.
+
+    Returns:
+        `(W, b)` in float64, `W` of shape `(n_outputs, p)` with zeros outside `selected`.
+
+    Example:
+        >>> z = torch.tensor([[0.0, 5.0], [1.0, -1.0], [2.0, 0.0]], dtype=torch.float64)
+        >>> w, b = relaxed_refit(z, torch.tensor([1.0, 3.0, 5.0]), "regression", [0], 1, 0.0)
+        >>> [round(v, 6) for v in w[0].tolist()], round(float(b[0]), 6)
+        ([2.0, 0.0], 1.0)
+    """
+    z = z.to(torch.float64)
+    idx = torch.as_tensor(list(selected), dtype=torch.long)
+    zs = z[:, idx]
+    weight = torch.zeros(n_outputs, z.shape[1], dtype=torch.float64)
+    if task == "regression":
+        w, b = refit_least_squares(zs, y, ridge)
+        weight[0, idx] = w
+        return weight, b.reshape(1)
+    start = None if init is None else (init[0][:, idx], init[1])
+    w, bias = refit_logistic(zs, y, n_outputs, ridge, start)
+    weight[:, idx] = w
+    return weight, bias

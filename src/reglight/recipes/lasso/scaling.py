@@ -2,7 +2,7 @@ r"""Training-split statistics: the data in memory, standardization, and the step
 
 Standardization (the lasso needs features on one scale, or the penalty favours large-unit
 features): $z = (x - \mu) / s$ with the training split's mean $\mu$ and population standard
-deviation $s$ (``ddof=0``, scikit-learn's ``StandardScaler``); constant columns keep $s = 1$.
+deviation $s$ (`ddof=0`, scikit-learn's `StandardScaler`); constant columns keep $s = 1$.
 
 Step size: the gradient of the data term is Lipschitz with constant
 
@@ -28,14 +28,14 @@ _LOSS_CURVATURE = {"regression": 1.0, "binary": 0.25, "multiclass": 0.5}
 
 
 def dataset_tensors(dataset: Dataset, batch_size: int = 4096) -> tuple[Tensor, Tensor]:
-    """All ``(x, y)`` pairs of a map-style dataset as two tensors (``x`` in float64).
+    """All `(x, y)` pairs of a map-style dataset as two tensors (`x` in float64).
 
     Args:
-        dataset: A dataset of ``(x, y)`` pairs (a ``TensorDataset`` is used as it is).
+        dataset: A dataset of `(x, y)` pairs (a `TensorDataset` is used as it is).
         batch_size: Rows read at a time otherwise.
 
     Returns:
-        ``(X, y)``: ``X`` float64 of shape ``(n, p)``; ``y`` as stored.
+        `(X, y)`: `X` float64 of shape `(n, p)`; `y` as stored.
     """
     if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
         x, y = dataset.tensors[0], dataset.tensors[1]
@@ -52,10 +52,10 @@ def standardization(x: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and population standard deviation of each column (1 for constant columns).
 
     Args:
-        x: ``(n, p)`` training features.
+        x: `(n, p)` training features.
 
     Returns:
-        ``(mean, scale)``, each ``(p,)`` in float64.
+        `(mean, scale)`, each `(p,)` in float64.
 
     Example:
         >>> mean, scale = standardization(torch.tensor([[1.0, 5.0], [3.0, 5.0]]))
@@ -70,14 +70,14 @@ def standardization(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def lipschitz_constant(z: Tensor, task: str) -> float:
-    r"""Lipschitz constant of the gradient of the mean loss over ``[b, W]`` (module docstring).
+    r"""Lipschitz constant of the gradient of the mean loss over `[b, W]` (module docstring).
 
     Args:
-        z: ``(n, p)`` standardized training features.
-        task: ``"regression"``, ``"binary"`` or ``"multiclass"``.
+        z: `(n, p)` standardized training features.
+        task: `"regression"`, `"binary"` or `"multiclass"`.
 
     Returns:
-        ``L``; ``1/L`` is the step size of (F)ISTA.
+        `L`; `1/L` is the step size of (F)ISTA.
 
     Example:
         >>> z = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # σ_max(Z)² / n = 2

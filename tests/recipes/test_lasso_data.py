@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
-from reglight.recipes.tabular import TabularDataModule, make_sparse_data, split_indices
+from reglight.recipes.lasso import TabularDataModule, make_sparse_data, split_indices
 
 
 def _split_rows(data: TabularDataModule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
