@@ -208,11 +208,11 @@ def time_updates(reps: int) -> dict[str, list[float]]:
         "L1 naive loss term": naive(naive_l1),
         "L1 hook gradient": lambda: l1.add_grad_(params),
         "L1 hook proximal": prox(l1),
-        "L1 hook gradient, fused": lambda: fused(params, grads, *l1.weights()),
+        "L1 hook gradient, fused": lambda: fused(params, grads, l1.alpha, l1.l1_ratio),
         "ElasticNet naive loss term": naive(naive_enet),
         "ElasticNet hook gradient": lambda: enet.add_grad_(params),
         "ElasticNet hook proximal": prox(enet),
-        "ElasticNet hook gradient, fused": lambda: fused(params, grads, *enet.weights()),
+        "ElasticNet hook gradient, fused": lambda: fused(params, grads, enet.alpha, enet.l1_ratio),
     }
     names = list(cases)
     times: dict[str, list[float]] = {name: [] for name in names}

@@ -12,11 +12,11 @@ import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from reglight.callbacks.schedules import DropoutRate
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from reglight.callbacks import EarlyStopping, RegularizationScheduler
-from reglight.callbacks.schedules import DropoutRate
 from reglight.schedules import Linear
 
 QUIET = dict(

@@ -270,17 +270,17 @@ def test_several_optimizers(method: str) -> None:
 
 
 class StrengthAt(pl.Callback):
-    """Sets the hook's strength at the end of one epoch (as a schedule would)."""
+    """Sets the penalty's alpha at the end of one epoch (as a schedule would)."""
 
     def __init__(self, hook: PenaltyHook, epoch: int, value: float) -> None:
         self.hook, self.epoch, self.value = hook, epoch, value
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
-            self.hook.penalty.strength = self.value
+            self.hook.penalty.alpha = self.value
 
 
-def test_strength_change_is_used_and_resume_restores_it(tmp_path: Any) -> None:
+def test_alpha_change_is_used_and_resume_restores_it(tmp_path: Any) -> None:
     def hook() -> PenaltyHook:
         return PenaltyHook(ElasticNet(0.01, 0.7), method="proximal")
 
@@ -289,7 +289,7 @@ def test_strength_change_is_used_and_resume_restores_it(tmp_path: Any) -> None:
     _trainer(max_epochs=3, callbacks=[full_hook, StrengthAt(full_hook, 0, 0.2)]).fit(
         full, _regression_data()
     )
-    assert full_hook.penalty.strength == 0.2
+    assert full_hook.penalty.alpha == 0.2
 
     first_hook = hook()
     first = Regressor()
@@ -303,10 +303,10 @@ def test_strength_change_is_used_and_resume_restores_it(tmp_path: Any) -> None:
     _trainer(max_epochs=3, callbacks=[resumed_hook]).fit(
         resumed, _regression_data(), ckpt_path=ckpt
     )
-    assert resumed_hook.penalty.strength == 0.2 and resumed_hook.penalty.l1_ratio == 0.7
+    assert resumed_hook.penalty.alpha == 0.2 and resumed_hook.penalty.l1_ratio == 0.7
     for p, q in zip(resumed.parameters(), full.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
-    # without the restored strength the result would differ
+    # without the restored alpha the result would differ
     unrestored = Regressor()
     _trainer(max_epochs=3, callbacks=[hook()]).fit(unrestored, _regression_data())
     assert not torch.allclose(unrestored.net[0].weight, full.net[0].weight)
@@ -333,7 +333,7 @@ def test_logging_at_log_interval_only(tmp_path: Any) -> None:
     metrics = trainer.callback_metrics
     w = model.net[0].weight.detach()
     torch.testing.assert_close(metrics["penalty/value"], hook.penalty.value([w]))
-    assert float(metrics["penalty/strength"]) == pytest.approx(0.3)
+    assert float(metrics["penalty/alpha"]) == pytest.approx(0.3)
     assert float(metrics["penalty/zero_fraction"]) == pytest.approx(float((w == 0).float().mean()))
     dead = float((w.norm(dim=1) == 0).float().mean())
     assert dead > 0  # some hidden units were switched off entirely
@@ -380,4 +380,4 @@ def test_two_hooks_have_distinct_state_keys() -> None:
     b = PenaltyHook(L1(0.2), include="net.2.weight", name="second")
     assert a.state_key != b.state_key
     b.load_state_dict(a.state_dict())
-    assert b.penalty.strength == 0.1
+    assert b.penalty.alpha == 0.1

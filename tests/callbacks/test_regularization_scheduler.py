@@ -17,8 +17,8 @@ from reglight.callbacks import (
     DropoutRate,
     DropPathRates,
     ModuleAttribute,
+    PenaltyAlpha,
     PenaltyHook,
-    PenaltyStrength,
     RegularizationScheduler,
     WeightDecay,
 )
@@ -64,7 +64,7 @@ class Recorder(LightningModule):
         return {
             "p": {n: m.p for n, m in self.tree.named_modules() if hasattr(m, "p")},
             "wd": [g["weight_decay"] for g in groups],
-            "strength": [h.penalty.strength for h in hooks],
+            "alpha": [h.penalty.alpha for h in hooks],
             "weight": self.tree.head.out.weight.detach().clone(),
         }
 
@@ -160,13 +160,13 @@ def test_timm_style_drop_prob_attribute() -> None:
 # ---------------------------------------------------------------- values per epoch
 def test_values_follow_schedules_each_epoch() -> None:
     model = Recorder()
-    hook = PenaltyHook(L2(strength=0.5))
+    hook = PenaltyHook(L2(alpha=0.5))
     sched = RegularizationScheduler(
         [
             DropoutRate(Linear(0.0, 0.3, duration=3)),
             DropPathRates(Linear(0.0, 0.2, duration=2)),
             WeightDecay(Cosine(1e-2, 1e-3, duration=3)),
-            PenaltyStrength(Step([0.0, 0.1], milestones=[2])),
+            PenaltyAlpha(Step([0.0, 0.1], milestones=[2])),
             ModuleAttribute(Linear(1.0, 3.0, duration=3), "block_size", include="DropBlock2d"),
         ]
     )
@@ -181,33 +181,33 @@ def test_values_follow_schedules_each_epoch() -> None:
             assert seen["p"][f"blocks.{i}"] == pytest.approx(p_max * (i + 1) / 4)
         wd = 1e-3 + 0.5 * (1e-2 - 1e-3) * (1 + math.cos(math.pi * min(e / 3, 1.0)))
         assert seen["wd"] == pytest.approx([wd, 0.0])  # the no-decay group stays at 0
-        assert seen["strength"] == [0.0 if e < 2 else 0.1]
+        assert seen["alpha"] == [0.0 if e < 2 else 0.1]
     assert model.tree.head.block.block_size == 3.0
     logged = trainer.callback_metrics
     assert logged["reg/dropout"].item() == pytest.approx(0.3)
     assert logged["reg/drop_path"].item() == pytest.approx(0.2)
-    assert logged["reg/penalty_strength"].item() == pytest.approx(0.1)
+    assert logged["reg/penalty_alpha"].item() == pytest.approx(0.1)
     assert sched.values["weight_decay"] == pytest.approx(1e-3)
 
 
 def test_penalty_hook_picks_up_the_scheduled_strength() -> None:
-    # the loss has zero gradient: only the L2 penalty moves the weights, and only once its strength is > 0
+    # the loss has zero gradient: only the L2 penalty moves the weights, and only once its alpha is > 0
     model = Recorder(zero_loss=True, weight_decay=0.0)
-    sched = RegularizationScheduler([PenaltyStrength(Step([0.0, 0.5], milestones=[1]))])
-    _fit(model, [PenaltyHook(L2(strength=1.0)), sched], max_epochs=2)
+    sched = RegularizationScheduler([PenaltyAlpha(Step([0.0, 0.5], milestones=[1]))])
+    _fit(model, [PenaltyHook(L2(alpha=1.0)), sched], max_epochs=2)
     w0, w1 = model.epochs[0]["weight"], model.epochs[1]["weight"]
-    assert torch.equal(w0, w1)  # strength 0 throughout epoch 0
+    assert torch.equal(w0, w1)  # alpha 0 throughout epoch 0
     assert model.tree.head.out.weight.norm() < 0.9 * w1.norm()  # epoch 1 shrinks the weights
 
 
 # ---------------------------------------------------------------- step interval and resume
 def _step_callbacks() -> list:
     return [
-        PenaltyHook(L2(strength=1.0)),
+        PenaltyHook(L2(alpha=1.0)),
         RegularizationScheduler(
             [
                 WeightDecay(Linear(0.0, 0.1, duration=10)),
-                PenaltyStrength(Linear(0.5, 0.0, duration=6)),
+                PenaltyAlpha(Linear(0.5, 0.0, duration=6)),
                 DropoutRate(Lambda(lambda t: 0.05 * (t % 3))),
             ],
             interval="step",
@@ -220,7 +220,7 @@ def test_step_interval_and_resume_continue_the_schedule(tmp_path: Path) -> None:
     _fit(full, _step_callbacks(), max_epochs=3)  # 4 batches per epoch: steps 0..11
     for step, seen in full.steps.items():
         assert seen["wd"][0] == pytest.approx(0.1 * min(step / 10, 1.0))
-        assert seen["strength"] == [pytest.approx(0.5 * (1 - min(step / 6, 1.0)))]
+        assert seen["alpha"] == [pytest.approx(0.5 * (1 - min(step / 6, 1.0)))]
         assert seen["p"]["head.drop"] == pytest.approx(0.05 * (step % 3))
     assert sorted(full.steps) == list(range(12))
 
@@ -233,7 +233,7 @@ def test_step_interval_and_resume_continue_the_schedule(tmp_path: Path) -> None:
     assert sorted(resumed.steps) == list(range(4, 12))
     for step in range(4, 12):
         a, b = resumed.steps[step], full.steps[step]
-        assert a["wd"] == pytest.approx(b["wd"]) and a["strength"] == pytest.approx(b["strength"])
+        assert a["wd"] == pytest.approx(b["wd"]) and a["alpha"] == pytest.approx(b["alpha"])
         assert a["p"] == pytest.approx(b["p"])
 
 
@@ -269,7 +269,7 @@ def test_glob_matching_nothing_is_an_error_listing_candidates() -> None:
 
 def test_missing_targets_are_errors() -> None:
     with pytest.raises(ValueError, match="no PenaltyHook"):
-        _fit(Recorder(), [RegularizationScheduler([PenaltyStrength(0.1)])], max_epochs=1)
+        _fit(Recorder(), [RegularizationScheduler([PenaltyAlpha(0.1)])], max_epochs=1)
     with pytest.raises(ValueError, match="found no module"):
         _fit(Recorder(), [RegularizationScheduler([ModuleAttribute(1.0, "r_max")])], max_epochs=1)
     with pytest.raises(ValueError, match="param_groups"):
@@ -310,7 +310,7 @@ def test_schedule_leaving_the_range_at_runtime() -> None:
         (lambda: RegularizationScheduler(["dropout"]), TypeError, "Knob"),
         (lambda: DropoutRate(0.1, include=[3]), TypeError, r"`include` entries .* got 3"),
         (lambda: DropoutRate(0.1, exclude=""), TypeError, "`exclude`"),
-        (lambda: PenaltyStrength(0.1, index=-1), ValueError, "index"),
+        (lambda: PenaltyAlpha(0.1, index=-1), ValueError, "index"),
         (lambda: ModuleAttribute(1.0, ""), ValueError, "attribute"),
     ],
 )

@@ -89,7 +89,7 @@ def test_penalty_hook_instead_of_weight_decay(tiny_root: Path, tmp_path: Path) -
             "--model.weight_decay=0",
             "--trainer.callbacks+=reglight.callbacks.PenaltyHook",
             "--trainer.callbacks.penalty=reglight.penalties.L2",
-            "--trainer.callbacks.penalty.strength=0.0005",
+            "--trainer.callbacks.penalty.alpha=0.001",
             "--trainer.log_every_n_steps=1",
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
             f"--trainer.logger.save_dir={logs}",

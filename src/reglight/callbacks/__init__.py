@@ -5,7 +5,7 @@
 - [`AugmentationScheduler`][reglight.callbacks.AugmentationScheduler]: schedules the strength of
   [`reglight.transforms.ScheduledTransform`][reglight.transforms.ScheduledTransform]s, in DataLoader workers too.
 - [`RegularizationScheduler`][reglight.callbacks.RegularizationScheduler] and its knobs: schedules dropout
-  rates, DropPath rates, penalty strength, weight decay or any module attribute.
+  rates, DropPath rates, penalty alpha, weight decay or any module attribute.
 """
 
 from reglight.callbacks.augmentation import AugmentationScheduler
@@ -16,7 +16,7 @@ from reglight.callbacks.regularization import (
     DropPathRates,
     Knob,
     ModuleAttribute,
-    PenaltyStrength,
+    PenaltyAlpha,
     RegularizationScheduler,
     WeightDecay,
 )
@@ -28,8 +28,8 @@ __all__ = [
     "EarlyStopping",
     "Knob",
     "ModuleAttribute",
+    "PenaltyAlpha",
     "PenaltyHook",
-    "PenaltyStrength",
     "RegularizationScheduler",
     "WeightDecay",
 ]

@@ -69,12 +69,12 @@ class PenaltyHook(Callback):
     class name / import path (`"Linear"`, `"torch.nn.Linear"`); see
     `reglight.penalties.selection`. Each optimizer step touches only the
     penalized parameters that belong to the optimizer being stepped, so several optimizers and parameter
-    groups (with their own learning rates) work. `penalty.strength` is read at every step, so a schedule
+    groups (with their own learning rates) work. `penalty.alpha` is read at every step, so a schedule
     may change it during training; it is saved in the callback's `state_dict` and restored when training
     resumes from a checkpoint.
 
     Logged every `log_every_n_steps` optimizer steps (computed only then, so no per-step host sync):
-    `{name}/value` ($R(\theta)$), `{name}/strength`, `{name}/zero_fraction` (exact zeros among penalized
+    `{name}/value` ($R(\theta)$), `{name}/alpha`, `{name}/zero_fraction` (exact zeros among penalized
     entries) and, for group penalties, `{name}/dead_group_fraction`.
 
     Under DDP every rank holds the same weights and averaged gradients, so every rank makes the same
@@ -107,9 +107,9 @@ class PenaltyHook(Callback):
     Examples:
         >>> from reglight.penalties import L1
         >>> hook = PenaltyHook(L1(1e-3), method="proximal", exclude="head.*")
-        >>> hook.penalty.strength = 5e-3  # e.g. from a schedule, between steps
+        >>> hook.penalty.alpha = 5e-3  # e.g. from a schedule, between steps
         >>> hook.state_dict()
-        {'penalty': {'strength': 0.005}}
+        {'penalty': {'alpha': 0.005}}
     """
 
     def __init__(
@@ -222,13 +222,13 @@ class PenaltyHook(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         """`method="gradient"`: add the penalty's gradient (unscaled, averaged, not yet clipped)."""
-        if self.method != "gradient" or self.penalty.strength == 0.0:
+        if self.method != "gradient" or self.penalty.alpha == 0.0:
             return
         params, grads = params_and_grads(self._params_of(optimizer), None)
         if not params:
             return
         if self._fused is not None and isinstance(self.penalty, _FUSABLE):
-            self._fused(params, grads, *self.penalty.weights())
+            self._fused(params, grads, self.penalty.alpha, self.penalty.l1_ratio)
         else:
             self.penalty.add_grad_(params, grads)
 
@@ -236,7 +236,7 @@ class PenaltyHook(Callback):
         self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         """`method="proximal"`: prox with the step the optimizer just took (a torch step post-hook)."""
-        if self.penalty.strength == 0.0:
+        if self.penalty.alpha == 0.0:
             return
         params, steps = optimizer_step_sizes(optimizer, self._params_of(optimizer), self.adaptive)
         if params:
@@ -262,7 +262,7 @@ class PenaltyHook(Callback):
         with torch.no_grad():
             metrics = {"value": self.penalty.value(self._params)}
             metrics.update(self.penalty.sparsity(self._params))
-        pl_module.log(f"{self.name}/strength", self.penalty.strength, on_step=True, on_epoch=False)
+        pl_module.log(f"{self.name}/alpha", self.penalty.alpha, on_step=True, on_epoch=False)
         for key, value in metrics.items():
             pl_module.log(f"{self.name}/{key}", value.detach(), on_step=True, on_epoch=False)
 
@@ -270,7 +270,7 @@ class PenaltyHook(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        """The penalty's hyperparameters (its current `strength` included)."""
+        """The penalty's hyperparameters (its current `alpha` included)."""
         return {"penalty": self.penalty.state_dict()}
 
     @override

@@ -1,4 +1,4 @@
-"""RegularizationScheduler: schedule dropout rates, DropPath rates, penalty strength and weight decay.
+"""RegularizationScheduler: schedule dropout rates, DropPath rates, penalty alpha and weight decay.
 
 One [`Knob`][reglight.callbacks.Knob] per scheduled hyperparameter; the schedule shapes live in
 [`reglight.schedules`][reglight.schedules]. Knobs that drive modules select them with the library's one
@@ -27,7 +27,7 @@ __all__ = [
     "DropoutRate",
     "Knob",
     "ModuleAttribute",
-    "PenaltyStrength",
+    "PenaltyAlpha",
     "RegularizationScheduler",
     "WeightDecay",
 ]
@@ -347,27 +347,27 @@ class DropPathRates(DropoutRate):
             setattr(module, self._attribute_of(module) or "p", rate)
 
 
-class PenaltyStrength(Knob):
-    r"""Schedule the `strength` of the penalty of [`PenaltyHook`][reglight.callbacks.PenaltyHook] callbacks.
+class PenaltyAlpha(Knob):
+    r"""Schedule the `alpha` of the penalty of [`PenaltyHook`][reglight.callbacks.PenaltyHook] callbacks.
 
-    The hooks are found among `trainer.callbacks` (any callback with a `penalty.strength`).
+    The hooks are found among `trainer.callbacks` (any callback with a `penalty.alpha`).
 
     Args:
-        schedule: the strength over training, $\ge 0$.
+        schedule: the penalty's `alpha` over training, $\ge 0$.
         index: which hook, counted among the penalty hooks in callback order; `None` drives all of them.
-        name: key under which the strength is logged.
+        name: key under which `alpha` is logged.
 
     Raises:
         ValueError: if `index` is negative or the schedule takes negative values.
 
     Examples:
-        >>> knob = PenaltyStrength(0.01, index=0)
+        >>> knob = PenaltyAlpha(0.01, index=0)
         >>> knob.value(3)
         0.01
     """
 
     def __init__(
-        self, schedule: ScheduleLike, index: int | None = None, name: str = "penalty_strength"
+        self, schedule: ScheduleLike, index: int | None = None, name: str = "penalty_alpha"
     ) -> None:
         super().__init__(schedule, name, low=0.0)
         if index is not None:
@@ -384,29 +384,29 @@ class PenaltyStrength(Knob):
             pl_module: the module being trained.
         """
         callbacks = list(getattr(trainer, "callbacks", []))
-        hooks = [cb for cb in callbacks if hasattr(getattr(cb, "penalty", None), "strength")]
+        hooks = [cb for cb in callbacks if hasattr(getattr(cb, "penalty", None), "alpha")]
         if not hooks:
             raise ValueError(
-                f"PenaltyStrength {self.name!r}: no PenaltyHook among the trainer's callbacks "
+                f"PenaltyAlpha {self.name!r}: no PenaltyHook among the trainer's callbacks "
                 f"({', '.join(type(cb).__name__ for cb in callbacks)})"
             )
         if self.index is not None:
             if self.index >= len(hooks):
                 raise ValueError(
-                    f"PenaltyStrength `index={self.index}` but the trainer has {len(hooks)} penalty hook(s)"
+                    f"PenaltyAlpha `index={self.index}` but the trainer has {len(hooks)} penalty hook(s)"
                 )
             hooks = [hooks[self.index]]
         self.hooks = hooks
 
     @override
     def apply(self, value: float) -> None:
-        """Set `hook.penalty.strength = value` on the selected hooks.
+        """Set `hook.penalty.alpha = value` on the selected hooks.
 
         Args:
-            value: the strength.
+            value: the new `alpha`.
         """
         for hook in self.hooks:
-            hook.penalty.strength = value
+            hook.penalty.alpha = value
 
 
 class WeightDecay(Knob):
@@ -500,8 +500,8 @@ class RegularizationScheduler(Callback):
     At the start of every epoch (`interval="epoch"`) or optimizer step (`interval="step"`), each knob's
     schedule is evaluated at the current epoch / global step and written to its target: dropout-family rates
     ([`DropoutRate`][reglight.callbacks.DropoutRate]), DropPath rates by depth
-    ([`DropPathRates`][reglight.callbacks.DropPathRates]), a `PenaltyHook`'s strength
-    ([`PenaltyStrength`][reglight.callbacks.PenaltyStrength]), the optimizer's weight decay
+    ([`DropPathRates`][reglight.callbacks.DropPathRates]), a `PenaltyHook`'s `alpha`
+    ([`PenaltyAlpha`][reglight.callbacks.PenaltyAlpha]), the optimizer's weight decay
     ([`WeightDecay`][reglight.callbacks.WeightDecay]) or any module attribute
     ([`ModuleAttribute`][reglight.callbacks.ModuleAttribute]). Values are logged as `prefix + knob.name`.
 

@@ -70,7 +70,7 @@ class SparseLinearModel(pl.LightningModule):
     of $W$ per class; both scikit-learn's `LogisticRegression(C=1/(nα), l1_ratio=ρ)`).
 
     **Training.** An SGD step on the data term followed by the penalty's proximal operator with
-    the same step ([`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook] in proximal mode,
+    the same step ([`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook] with `method="proximal"`,
     returned by `configure_callbacks` so a Trainer needs nothing else; its penalty is
     [`ElasticNet`][reglight.penalties.ElasticNet]`(alpha, l1_ratio)`, the same parametrization)
     is one ISTA step. With `gradient="full"` the gradients of the minibatches are summed over the
@@ -192,7 +192,7 @@ class SparseLinearModel(pl.LightningModule):
         self.automatic_optimization = False
         self.penalty_hook = PenaltyHook(
             ElasticNet(alpha or 0.0, l1_ratio),
-            mode="proximal",
+            method="proximal",
             include="linear.weight",
             name="penalty",
         )
