@@ -7,10 +7,12 @@ Subpackages:
   proximal operators (pure torch).
 - `reglight.linear`: full-batch sparse linear solvers (lasso / elastic-net paths,
   cross-validation, stability selection).
+- `reglight.transforms`: data transforms whose augmentation strength a callback schedules (no Lightning).
 - `reglight.schedules`: schedule shapes, pure functions of training progress.
 - `reglight.callbacks`: Lightning callbacks (penalty hook, early stopping, augmentation and
   regularization schedules).
 - `reglight.recipes`: ready LightningModules and DataModules run by `reglight run RECIPE`.
+- `reglight.ablation`: the runner behind `reglight ablate RECIPE` (variants declared in the recipe's YAML).
 
 The shared argument names (`alpha`, `l1_ratio`, `p`, `apply_prob`, `include` / `exclude`, ...) mean one
 thing everywhere; the glossary of the documentation lists them.

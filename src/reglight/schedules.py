@@ -3,7 +3,7 @@ r"""Schedule shapes: pure-python maps from training progress to a value.
 A schedule is a callable `t -> value` where $t \ge 0$ is the training progress, counted in epochs or in
 optimizer steps (the callback that uses it decides which, through its `interval` argument). The same objects
 drive [`AugmentationScheduler`][reglight.callbacks.AugmentationScheduler] (augmentation magnitude and
-application probability) and [`RegularizationScheduler`][reglight.callbacks.RegularizationScheduler]
+apply probability `apply_prob`) and [`RegularizationScheduler`][reglight.callbacks.RegularizationScheduler]
 (dropout rates, penalty strength `alpha`, weight decay, ...).
 
 Schedules hold plain floats only: they pickle, print, and give the same value for the same `t` on every
