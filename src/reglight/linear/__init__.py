@@ -12,6 +12,15 @@
   [`stability_selection`][reglight.linear.stability_selection].
 
 This package does not import Lightning.
+
+Example:
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_diabetes
+    >>> from reglight.linear import Lasso
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = Lasso(alpha=1.0).fit(X, y)
+    >>> np.flatnonzero(model.coef_).tolist()
+    [2, 3, 8]
 """
 
 from reglight.linear.cv import (
