@@ -2,7 +2,7 @@
 
 Every public function and estimator of `reglight.linear` converts its inputs once, with the helpers
 below, and hands tensors to the private solvers; results go back as NumPy arrays unless the input
-was a tensor ([`like_input`][reglight.linear._tensor.like_input]).
+was a tensor (`like_input`).
 """
 
 from __future__ import annotations

@@ -474,7 +474,7 @@ class _LinearClassifier(ClassifierMixin, BaseEstimator):
         return like_input(X, torch.softmax(s, 1))
 
     def predict_log_proba(self, X: Any) -> Any:
-        """Logarithms of [`predict_proba`][reglight.linear.LogisticElasticNet.predict_proba].
+        """Logarithms of the class probabilities of `predict_proba`.
 
         Args:
             X: Design matrix (n_samples, n_features).
