@@ -459,7 +459,8 @@ class ElasticNetCV(_CrossValidated, _LinearRegression):
 
     Fitted attributes: `alpha_`, `l1_ratio_`, `alpha_min_`, `alpha_1se_`, `alphas_` (grid of the
     chosen `l1_ratio`), `mse_path_` (n_alphas, n_folds), `cv_` (the
-    [`CVResult`][reglight.linear.CVResult]), `coef_`, `intercept_`, `n_features_in_`. The CV
+    [`CVResult`][reglight.linear.CVResult]), `coef_`, `intercept_`, `n_iter_` (of the refit),
+    `n_features_in_`. The CV
     summaries are NumPy arrays; `coef_`/`intercept_` follow the kind of the input, as in
     [`ElasticNet`][reglight.linear.ElasticNet].
 
