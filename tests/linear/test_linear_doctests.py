@@ -8,6 +8,11 @@ import importlib
 import pytest
 
 MODULES = [
+    "reglight.linear",
+    "reglight.linear._estimator",
+    "reglight.linear._oracle",
+    "reglight.linear._qp",
+    "reglight.linear._tensor",
     "reglight.linear.path",
     "reglight.linear.models",
     "reglight.linear.logistic",

@@ -87,4 +87,4 @@ def test_labels_tensors_and_errors() -> None:
     with pytest.raises(ValueError, match="two classes"):
         LogisticElasticNet(0.1).fit(X, np.zeros(len(y)))
     with pytest.raises(ValueError, match="alpha"):
-        LogisticElasticNet(alpha=-0.1)
+        LogisticElasticNet(alpha=-0.1).fit(X, y)

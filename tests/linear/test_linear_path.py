@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_diabetes
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import ElasticNet as SkElasticNet
 from sklearn.linear_model import Lasso as SkLasso
 from sklearn.linear_model import enet_path as sk_enet_path
@@ -199,8 +200,8 @@ def test_invalid_inputs(diabetes: tuple) -> None:
     with pytest.raises(TypeError, match="numeric"):
         lasso_path(np.array([["a", "b"]]), np.array([1.0]))
     with pytest.raises(ValueError, match="alpha"):
-        Lasso(alpha=-1.0)
-    with pytest.raises(RuntimeError, match="not fitted"):
+        Lasso(alpha=-1.0).fit(X, y)
+    with pytest.raises(NotFittedError, match="not fitted"):
         Lasso(0.1).predict(X)
 
 

@@ -11,7 +11,19 @@
   (minimum and one-standard-error rules), [`logistic_cv`][reglight.linear.logistic_cv],
   [`stability_selection`][reglight.linear.stability_selection].
 
-This package does not import Lightning.
+The estimators are scikit-learn estimators (`clone`, `Pipeline`, `GridSearchCV`); every public
+function and estimator converts its inputs once and answers in the kind of its `X` (NumPy in, NumPy out;
+tensors in, tensors out on the computation device). `n_threads` sets torch's intra-op threads for one
+call; `None` leaves them alone. This package does not import Lightning.
+
+Example:
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_diabetes
+    >>> from reglight.linear import Lasso
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> model = Lasso(alpha=1.0).fit(X, y)
+    >>> np.flatnonzero(model.coef_).tolist()
+    [2, 3, 8]
 """
 
 from reglight.linear.cv import (

@@ -1,10 +1,10 @@
-"""Access to the least-squares Hessian ``XᵀX/n`` for the path solvers, in two storage modes.
+"""Access to the least-squares Hessian `XᵀX/n` for the path solvers, in two storage modes.
 
-* `GramOracle` -- the whole Gram matrix, computed once (``n_samples > n_features``).
+* `GramOracle` -- the whole Gram matrix, computed once (`n_samples > n_features`).
 * `DesignOracle` -- Gram blocks computed lazily for the features that screening lets in and
-  cached (``n_features >= n_samples``); the KKT check multiplies by ``X`` directly.
+  cached (`n_features >= n_samples`); the KKT check multiplies by `X` directly.
 
-Both also return the correlations with the residual, ``Xᵀ(y - Xw)/n``, for every feature: the
+Both also return the correlations with the residual, `Xᵀ(y - Xw)/n`, for every feature: the
 quantity the strong rule and the KKT check need.
 """
 
@@ -16,10 +16,16 @@ __all__ = ["DesignOracle", "GramOracle", "HessianOracle", "gram"]
 
 
 def gram(X: torch.Tensor, block: int = 128) -> torch.Tensor:
-    """``XᵀX``, computing only the blocks on and above the diagonal (the rest by symmetry).
+    """`XᵀX`, computing only the blocks on and above the diagonal (the rest by symmetry).
 
-    torch has no ``syrk``; for ``p >= 2·block`` the column blocks ``X_iᵀ X_{i:}`` cost about
-    ``(1/2 + block/(2p))`` of a full product.
+    torch has no `syrk`; for `p >= 2·block` the column blocks `X_iᵀ X_{i:}` cost about
+    `(1/2 + block/(2p))` of a full product.
+
+    Example:
+        >>> import torch
+        >>> X = torch.randn(50, 300, dtype=torch.float64)
+        >>> torch.allclose(gram(X, block=64), X.T @ X)
+        True
     """
     p = X.shape[1]
     if p < 2 * block:
@@ -33,33 +39,33 @@ def gram(X: torch.Tensor, block: int = 128) -> torch.Tensor:
 
 
 class HessianOracle:
-    """Interface: ``c = Xᵀy/n``, ``block(W)`` = ``(XᵀX/n)[W][:, W]``, ``corr(A, w_A)``."""
+    """Interface: `c = Xᵀy/n`, `block(W)` = `(XᵀX/n)[W][:, W]`, `corr(A, w_A)`."""
 
     c: torch.Tensor
     n_features: int
 
     def block(self, W: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        """The Hessian block of the features ``W`` (a LongTensor of indices)."""
+        """The Hessian block of the features `W` (a LongTensor of indices)."""
         raise NotImplementedError
 
     def locate(
         self, W: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:  # pragma: no cover
-        """A matrix ``G`` and positions ``cols`` with ``G[cols][:, cols]`` the block of ``W``
-        (``cols=None``: ``G`` is the block itself), without copying the block."""
+        """A matrix `G` and positions `cols` with `G[cols][:, cols]` the block of `W`
+        (`cols=None`: `G` is the block itself), without copying the block."""
         raise NotImplementedError
 
     def corr(self, A: torch.Tensor, wA: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        """``Xᵀ(y - X_A w_A)/n`` for every feature."""
+        """`Xᵀ(y - X_A w_A)/n` for every feature."""
         raise NotImplementedError
 
     def hess_cols(self, A: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        """``(XᵀX/n)[:, A] @ Z`` for a (|A|, m) matrix ``Z``: a (n_features, m) matrix."""
+        """`(XᵀX/n)[:, A] @ Z` for a (|A|, m) matrix `Z`: a (n_features, m) matrix."""
         raise NotImplementedError
 
 
 class GramOracle(HessianOracle):
-    """The full Gram matrix ``H = XᵀX/n`` (or a user-supplied one)."""
+    """The full Gram matrix `H = XᵀX/n` (or a user-supplied one)."""
 
     def __init__(self, H: torch.Tensor, c: torch.Tensor) -> None:
         self.H = H
@@ -72,13 +78,13 @@ class GramOracle(HessianOracle):
         return cls(gram(X).div_(n), (X.T @ y) / n)
 
     def block(self, W: torch.Tensor) -> torch.Tensor:
-        """The block of ``W`` (sorted, as every index set here comes from ``nonzero``)."""
+        """The block of `W` (sorted, as every index set here comes from `nonzero`)."""
         if W.shape[0] == self.n_features:
             return self.H
         return self.H[W.unsqueeze(1), W]
 
     def locate(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(H, None)`` when ``W`` (sorted) is every feature, else ``(H, W)``."""
+        """`(H, None)` when `W` (sorted) is every feature, else `(H, W)`."""
         return self.H, (None if W.shape[0] == self.n_features else W)
 
     def corr(self, A: torch.Tensor, wA: torch.Tensor) -> torch.Tensor:
@@ -91,7 +97,15 @@ class GramOracle(HessianOracle):
 
 
 class DesignOracle(HessianOracle):
-    """Gram columns computed on demand from ``X`` and cached (capacity doubles as it fills)."""
+    """Gram columns computed on demand from `X` and cached (capacity doubles as it fills).
+
+    Example:
+        >>> import torch
+        >>> X, y = torch.randn(20, 8, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
+        >>> W = torch.tensor([1, 5])
+        >>> torch.allclose(DesignOracle(X, y).block(W), GramOracle.from_data(X, y).block(W))
+        True
+    """
 
     def __init__(self, X: torch.Tensor, y: torch.Tensor) -> None:
         self.X = X

@@ -1,23 +1,25 @@
-"""Exact active-set solver for an L1-penalized convex quadratic (the kernel of every solver here).
+r"""Exact active-set solver for an L1-penalized convex quadratic (the kernel of every solver here).
 
-Problem, for a symmetric positive semi-definite ``Q`` (k x k), ``b`` (k,), weights ``l1 >= 0`` and
-``l2 >= 0``::
+Problem, for a symmetric positive semi-definite `Q` (k x k), `b` (k,), weights `l1 >= 0` and
+`l2 >= 0`:
 
-    minimize_w  F(w) = 1/2 wᵀ Q w + 1/2 Σ_j l2_j w_j² - bᵀ w + Σ_j l1_j |w_j|
+$$
+\min_w\; F(w) = \tfrac12 w^\top Q w + \tfrac12 \sum_j l_{2,j} w_j^2 - b^\top w + \sum_j l_{1,j} |w_j|
+$$
 
-(``l1_j = l2_j = 0`` leaves coordinate ``j`` unpenalized, e.g. an intercept). ``Q`` may be given as
-a sub-block ``G[cols][:, cols]`` of a larger matrix ``G`` (a cached Gram matrix): only the blocks an
+(`l1_j = l2_j = 0` leaves coordinate `j` unpenalized, e.g. an intercept). `Q` may be given as
+a sub-block `G[cols][:, cols]` of a larger matrix `G` (a cached Gram matrix): only the blocks an
 iteration needs are gathered.
 
 Algorithm: the *feature-sign search* of Lee, Battle, Raina & Ng (2007, "Efficient sparse coding
-algorithms"), an active-set Newton method. Guess the active set ``A`` and the signs ``θ`` of the
-solution; on that orthant ``F`` is a quadratic whose minimizer solves ``(Q_AA + diag(l2_A)) x =
-b_A - l1_A θ_A`` exactly (Cholesky). Move from the current point towards ``x`` with a discrete line
+algorithms"), an active-set Newton method. Guess the active set `A` and the signs `θ` of the
+solution; on that orthant `F` is a quadratic whose minimizer solves `(Q_AA + diag(l2_A)) x =
+b_A - l1_A θ_A` exactly (Cholesky). Move from the current point towards `x` with a discrete line
 search on the true objective (the end point and every zero crossing on the segment are candidates),
 which drops coordinates that reach zero. Once the nonzero coefficients are optimal for their sign
-pattern, the zero coordinates violating ``|g_j| <= l1_j`` (``g`` the gradient of the smooth part)
-join, the worst first. Every iteration lowers ``F``; when no coordinate violates the optimality
-conditions ``w`` is optimal to machine precision, unlike coordinate descent, which stops at a
+pattern, the zero coordinates violating `|g_j| <= l1_j` (`g` the gradient of the smooth part)
+join, the worst first. Every iteration lowers `F`; when no coordinate violates the optimality
+conditions `w` is optimal to machine precision, unlike coordinate descent, which stops at a
 tolerance. Warm-started along a regularization path the active set rarely changes, so most problems
 take one linear solve.
 """
@@ -30,13 +32,18 @@ __all__ = ["solve_l1_qp", "spd_solve"]
 
 
 def spd_solve(A: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve ``A x = rhs`` for a symmetric positive semi-definite ``A`` by Cholesky.
+    """Solve `A x = rhs` for a symmetric positive semi-definite `A` by Cholesky.
 
-    A singular ``A`` (duplicate features, more active features than samples) gets a growing diagonal
-    jitter, starting at ``1e-12 * mean(diag(A))``; the caller's line search on the true objective
+    A singular `A` (duplicate features, more active features than samples) gets a growing diagonal
+    jitter, starting at `1e-12 * mean(diag(A))`; the caller's line search on the true objective
     keeps every step a descent step, so an approximate direction is harmless.
+
+    Example:
+        >>> import torch
+        >>> spd_solve(torch.tensor([[2.0, 0.0], [0.0, 4.0]]), torch.tensor([2.0, 2.0]))
+        tensor([1.0000, 0.5000])
     """
-    # ``torch.linalg.cholesky`` rather than ``cholesky_ex``: the latter is ~1000x slower on small
+    # `torch.linalg.cholesky` rather than `cholesky_ex`: the latter is ~1000x slower on small
     # matrices with several intra-op threads on a loaded CPU (measured with torch 2.x).
     try:
         L = torch.linalg.cholesky(A)
@@ -62,16 +69,16 @@ def _line_search(
     QA: torch.Tensor,
     l1A: torch.Tensor,
 ) -> tuple[float, torch.Tensor | None, float]:
-    """Feature-sign discrete line search on the segment ``w + t d``, ``t`` in (0, 1].
+    """Feature-sign discrete line search on the segment `w + t d`, `t` in (0, 1].
 
-    Candidates are the end point ``t = 1`` (the Newton point) and every ``t`` where a nonzero
+    Candidates are the end point `t = 1` (the Newton point) and every `t` where a nonzero
     coordinate crosses zero; the true objective is evaluated at all of them at once,
-    ``ΔF(t) = t gᵀd + t²/2 dᵀQd + Σ_i l1_i (|w_i + t d_i| - |w_i|)``, and the lowest wins.
+    `ΔF(t) = t gᵀd + t²/2 dᵀQd + Σ_i l1_i (|w_i + t d_i| - |w_i|)`, and the lowest wins.
     Landing on a crossing point zeroes that coordinate, so the active set shrinks.
 
     Returns:
-        ``t*``, the positions (in A) of the coordinates that are zero at ``t*`` (or ``None``) and
-        the objective change ``ΔF(t*)``.
+        `t*`, the positions (in A) of the coordinates that are zero at `t*` (or `None`) and
+        the objective change `ΔF(t*)`.
     """
     q1 = torch.dot(gA, d)
     q2 = torch.dot(d, QA @ d)
@@ -102,27 +109,40 @@ def solve_l1_qp(
     max_iter: int = 500,
     max_active: int | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """Minimize ``1/2 wᵀQw + 1/2 Σ l2_j w_j² - bᵀw + Σ_j l1_j |w_j|`` exactly, warm-started at ``w``.
+    """Minimize `1/2 wᵀQw + 1/2 Σ l2_j w_j² - bᵀw + Σ_j l1_j |w_j|` exactly, warm-started at `w`.
 
     Feature-sign search: Newton steps on the current sign pattern (with the discrete line search
     that drops coordinates reaching zero) until the nonzero coefficients are optimal for their
-    pattern; then the zero coordinates violating ``|g_j| <= l1_j`` join, the worst first and at
-    most ``max(10, nnz)`` at a time (the active set at most doubles per round).
+    pattern; then the zero coordinates violating `|g_j| <= l1_j` join, the worst first and at
+    most `max(10, nnz)` at a time (the active set at most doubles per round).
 
     Args:
-        G: Symmetric positive semi-definite matrix; ``Q = G`` or ``Q = G[cols][:, cols]``.
+        G: Symmetric positive semi-definite matrix; `Q = G` or `Q = G[cols][:, cols]`.
         b: Linear term (k,).
-        l1: Per-coordinate L1 weights (k,), ``>= 0``; zero leaves a coordinate unpenalized.
+        l1: Per-coordinate L1 weights (k,), `>= 0`; zero leaves a coordinate unpenalized.
         w: Starting point (k,); not modified.
         l2: Ridge weight, a float or per-coordinate weights (k,).
-        cols: Positions in ``G`` of the k coordinates, or ``None`` when ``Q = G``.
-        tol: Optimality tolerance on the subgradient conditions, relative to ``max|b|``.
+        cols: Positions in `G` of the k coordinates, or `None` when `Q = G`.
+        tol: Optimality tolerance on the subgradient conditions, relative to `max|b|`.
         max_iter: Maximum number of active-set (Newton) iterations.
-        max_active: Rank bound on the number of nonzeros worth adding (``n_samples`` for a lasso
-            with more features than samples); ``None`` for no bound.
+        max_active: Rank bound on the number of nonzeros worth adding (`n_samples` for a lasso
+            with more features than samples); `None` for no bound.
 
     Returns:
         The solution and the number of iterations used.
+
+    Example:
+        The lasso with an orthonormal design is soft thresholding, `w_j = sign(b_j)(|b_j| - l1_j)_+`:
+
+        >>> import torch
+        >>> w, _ = solve_l1_qp(
+        ...     torch.eye(3, dtype=torch.float64),
+        ...     torch.tensor([2.0, -0.5, -3.0], dtype=torch.float64),
+        ...     torch.ones(3, dtype=torch.float64),
+        ...     torch.zeros(3, dtype=torch.float64),
+        ... )
+        >>> w
+        tensor([ 1.,  0., -2.], dtype=torch.float64)
     """
     k = b.shape[0]
     l2v = l2 if isinstance(l2, torch.Tensor) else None

@@ -1,4 +1,9 @@
-"""Input conversion shared by the solvers: NumPy arrays or tensors in, the same kind out."""
+"""Conversion at the public boundary: arrays or tensors in, tensors inside, the input's kind out.
+
+Every public function and estimator of `reglight.linear` converts its inputs once, with the helpers
+below, and hands tensors to the private solvers; results go back as NumPy arrays unless the input
+was a tensor (`like_input`).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,36 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["as_matrix", "as_vector", "like_input", "resolve_dtype", "single_thread"]
+__all__ = [
+    "as_grid",
+    "as_matrix",
+    "as_vector",
+    "check_n_threads",
+    "like_input",
+    "num_threads",
+    "resolve_dtype",
+]
 
 ArrayLike = Any  # NumPy array, torch tensor, or a nested sequence of numbers
 
 
 def resolve_dtype(X: ArrayLike, dtype: torch.dtype | None) -> torch.dtype:
-    """The floating dtype the solvers compute in: ``dtype`` if given, else the input's own float
-    dtype (float32 stays float32, like scikit-learn), else float64."""
+    """The floating dtype the solvers compute in.
+
+    `dtype` if given, else the input's own float dtype (float32 stays float32, like
+    scikit-learn), else float64.
+
+    Raises:
+        TypeError: If `dtype` is not a floating dtype.
+
+    Example:
+        >>> import numpy as np
+        >>> resolve_dtype(np.zeros(2, dtype=np.float32), None), resolve_dtype([1, 2], None)
+        (torch.float32, torch.float64)
+    """
     if dtype is not None:
-        if not dtype.is_floating_point:
-            raise TypeError(f"`dtype` must be a floating dtype, got {dtype!r}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"`dtype` must be a floating torch dtype, got {dtype!r}")
         return dtype
     if isinstance(X, torch.Tensor) and X.dtype in (torch.float32, torch.float64):
         return X.dtype
@@ -32,7 +56,16 @@ def resolve_dtype(X: ArrayLike, dtype: torch.dtype | None) -> torch.dtype:
 def as_matrix(
     name: str, X: ArrayLike, dtype: torch.dtype, device: torch.device | str | None = None
 ) -> torch.Tensor:
-    """Return ``X`` as a 2-D floating tensor (no copy when it already is one of ``dtype``)."""
+    """Return `X` as a finite, non-empty 2-D floating tensor (no copy when it already is one).
+
+    Raises:
+        ValueError: For another shape, an empty matrix or a NaN / infinite entry.
+        TypeError: For non-numeric or complex input.
+
+    Example:
+        >>> as_matrix("X", [[1, 2], [3, 4]], torch.float64).dtype
+        torch.float64
+    """
     t = _to_tensor(name, X, dtype, device)
     if t.ndim != 2:
         raise ValueError(
@@ -57,7 +90,15 @@ def as_vector(
     dtype: torch.dtype,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Return ``y`` as a 1-D floating tensor of length ``n``."""
+    """Return `y` as a finite 1-D floating tensor of length `n` (a column (n, 1) is flattened).
+
+    Raises:
+        ValueError: For another shape or a NaN / infinite entry.
+
+    Example:
+        >>> as_vector("y", [[1.0], [2.0]], 2, torch.float64).shape
+        torch.Size([2])
+    """
     t = _to_tensor(name, y, dtype, device)
     if t.ndim == 2 and t.shape[1] == 1:
         t = t[:, 0]
@@ -67,11 +108,32 @@ def as_vector(
     return t
 
 
+def as_grid(alphas: ArrayLike, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Return an explicit grid of `α` as a decreasing tensor.
+
+    Raises:
+        ValueError: If `alphas` is empty or holds a negative or non-finite value.
+
+    Example:
+        >>> as_grid([0.1, 1.0], torch.float64, torch.device("cpu"))
+        tensor([1.0000, 0.1000], dtype=torch.float64)
+    """
+    if isinstance(alphas, torch.Tensor):
+        grid = alphas.detach().to(device=device, dtype=dtype).reshape(-1)
+    else:
+        grid = torch.as_tensor(np.asarray(alphas, dtype=np.float64).ravel(), dtype=dtype)
+    if grid.numel() == 0 or not bool(torch.isfinite(grid).all()) or bool((grid < 0).any()):
+        raise ValueError(
+            f"`alphas` must be a non-empty sequence of finite numbers >= 0, got {alphas!r}"
+        )
+    return grid.sort(descending=True).values.to(device)
+
+
 def _to_tensor(
     name: str, a: ArrayLike, dtype: torch.dtype, device: torch.device | str | None
 ) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
-        t = a
+        t = a.detach()
     else:
         try:
             arr = np.asarray(a)
@@ -88,26 +150,44 @@ def _to_tensor(
 
 
 def like_input(reference: ArrayLike, t: torch.Tensor) -> Any:
-    """Return ``t`` as a NumPy array when ``reference`` is not a tensor, else as the tensor."""
+    """Return `t` as a NumPy array when `reference` is not a tensor, else as the tensor.
+
+    Example:
+        >>> like_input([1.0], torch.ones(2))
+        array([1., 1.], dtype=float32)
+    """
     if isinstance(reference, torch.Tensor):
         return t
     return t.detach().cpu().numpy()
 
 
-@contextmanager
-def single_thread(device: torch.device) -> Iterator[None]:
-    """Run the enclosed CPU work with one intra-op thread, then restore the previous count.
+def check_n_threads(n_threads: Any) -> int | None:
+    """Return `n_threads` if it is `None` or an integer >= 1, else raise `ValueError`."""
+    if n_threads is None:
+        return None
+    if not isinstance(n_threads, int) or isinstance(n_threads, bool) or n_threads < 1:
+        raise ValueError(f"`n_threads` must be None or an integer >= 1, got {n_threads!r}")
+    return n_threads
 
-    The active-set solvers make many small LAPACK calls (Cholesky of the active block); with
-    several threads on a busy CPU, MKL's threaded ``potrf`` can take milliseconds for a 10 x 10
-    matrix (thread wake-ups), a thousand times its single-thread cost. Large products (Gram
-    matrix, ``Xᵀr``) are done outside this context.
+
+@contextmanager
+def num_threads(n_threads: int | None) -> Iterator[None]:
+    """Run the enclosed work with `n_threads` torch intra-op threads, then restore the count.
+
+    `None` leaves torch's setting alone. The setting is process-wide
+    (`torch.set_num_threads`): other threads of the process see it while the block runs.
+
+    Example:
+        >>> with num_threads(1):
+        ...     torch.get_num_threads()
+        1
     """
-    if device.type != "cpu":
+    n = check_n_threads(n_threads)
+    if n is None:
         yield
         return
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:

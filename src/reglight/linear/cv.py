@@ -1,33 +1,43 @@
-"""K-fold cross-validation of ``α`` for the elastic net and the penalized logistic model.
+"""K-fold cross-validation of `α` for the elastic net and the penalized logistic model.
 
-For every fold the model is fitted along one shared grid of ``α`` (computed on all the data, as
-scikit-learn's ``ElasticNetCV`` does) on the training part, and its held-out error is recorded:
+For every fold the model is fitted along one shared grid of `α` (computed on all the data, as
+scikit-learn's `ElasticNetCV` does) on the training part, and its held-out error is recorded:
 mean squared error for regression, mean log-loss (cross-entropy) for classification. Two rules
-pick ``α`` from the mean curve ``m(α)`` over the folds and its standard error
-``se(α) = sd_folds(α) / √K``:
+pick `α` from the mean curve `m(α)` over the folds and its standard error
+`se(α) = sd_folds(α) / √K`:
 
-* ``"min"``: ``α_min = argmin m(α)`` (scikit-learn's choice; same folds give the same ``α``);
-* ``"1se"``: the largest ``α`` with ``m(α) <= m(α_min) + se(α_min)``, the sparsest model within
+* `"min"`: `α_min = argmin m(α)` (scikit-learn's choice; same folds give the same `α`);
+* `"1se"`: the largest `α` with `m(α) <= m(α_min) + se(α_min)`, the sparsest model within
   one standard error of the best (Breiman et al. 1984; Hastie, Tibshirani & Friedman, *Elements of
   Statistical Learning*, §7.10).
 
-The final model is refitted on all the data at the chosen ``α``.
+The final model is refitted on all the data at the chosen `α`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from reglight._validation import check_choice, check_in_range, check_positive_int
+from reglight._validation import check_choice, check_in_range, check_positive, check_positive_int
 
-from .logistic import LogisticElasticNet, logistic_alpha_max, logistic_path
-from .models import ElasticNet
-from .path import _check_l1_ratio, alpha_grid, enet_path
+from ._estimator import classification_inputs, regression_inputs
+from ._tensor import as_grid, as_matrix, as_vector, num_threads, resolve_dtype
+from .logistic import (
+    _encode,
+    _intercept_only,
+    _LinearClassifier,
+    _logistic_alpha_max,
+    _logistic_enet,
+    _logistic_path,
+    _problem,
+)
+from .models import _elastic_net, _LinearRegression
+from .path import _alpha_max, _check_l1_ratio, _enet_path, _grid
 
 __all__ = [
     "CVResult",
@@ -46,25 +56,28 @@ Folds = Iterable[tuple[Any, Any]]
 def kfold_indices(
     n_samples: int, n_splits: int = 5, *, shuffle: bool = False, seed: int | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """K-fold split of ``range(n_samples)``; without shuffling, scikit-learn's ``KFold`` folds.
+    """K-fold split of `range(n_samples)`; without shuffling, scikit-learn's `KFold` folds.
 
-    The first ``n_samples % n_splits`` folds have one sample more than the others.
+    The first `n_samples % n_splits` folds have one sample more than the others.
 
     Args:
         n_samples: Number of samples.
-        n_splits: Number of folds ``K >= 2``.
+        n_splits: Number of folds `K >= 2`.
         shuffle: Permute the samples before splitting.
         seed: Seed of the permutation.
 
     Returns:
-        A list of ``(train_indices, test_indices)`` pairs.
+        A list of `(train_indices, test_indices)` pairs.
 
-    Examples:
+    Example:
         >>> [test.tolist() for _, test in kfold_indices(5, 2)]
         [[0, 1, 2], [3, 4]]
     """
     check_positive_int("n_splits", n_splits, minimum=2)
-    check_positive_int("n_samples", n_samples, minimum=n_splits)
+    if not isinstance(n_samples, int) or n_samples < n_splits:
+        raise ValueError(
+            f"`n_splits`={n_splits} folds need at least as many samples, got n_samples={n_samples}"
+        )
     order = np.arange(n_samples)
     if shuffle:
         order = np.random.default_rng(seed).permutation(n_samples)
@@ -80,14 +93,18 @@ def kfold_indices(
     return folds
 
 
-def _folds(cv: int | Folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _folds(cv: int | Folds, n: int, y: np.ndarray | None = None) -> list[tuple[Any, Any]]:
+    """Index pairs of `cv`: K contiguous folds for an int, stratified by `y` when it is given."""
     if isinstance(cv, int) and not isinstance(cv, bool):
-        return kfold_indices(n, cv)
+        return kfold_indices(n, cv) if y is None else _stratified(y, cv)
+    if hasattr(cv, "split"):  # a scikit-learn splitter (KFold, StratifiedKFold, ...)
+        cv = cv.split(np.zeros((n, 1)), y)
     try:
         folds = [(np.asarray(tr), np.asarray(te)) for tr, te in cv]  # type: ignore[union-attr]
     except TypeError as err:
         raise TypeError(
-            f"`cv` must be an int or an iterable of (train, test) index pairs, got {cv!r}"
+            "`cv` must be an int, a scikit-learn splitter or an iterable of (train, test) "
+            f"index pairs, got {cv!r}"
         ) from err
     if len(folds) < 2:
         raise ValueError(f"`cv` must give at least 2 folds, got {len(folds)}")
@@ -95,18 +112,18 @@ def _folds(cv: int | Folds, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def select_alpha(alphas: Any, mean: Any, se: Any, rule: str = "min") -> tuple[int, float]:
-    """Pick ``α`` from a cross-validation curve by the minimum or the one-standard-error rule.
+    """Pick `α` from a cross-validation curve by the minimum or the one-standard-error rule.
 
     Args:
         alphas: Decreasing grid (n_alphas,).
-        mean: Mean held-out error per ``α``.
-        se: Standard error of that mean per ``α``.
-        rule: ``"min"`` or ``"1se"``.
+        mean: Mean held-out error per `α`.
+        se: Standard error of that mean per `α`.
+        rule: `"min"` or `"1se"`.
 
     Returns:
-        ``(index, alpha)`` of the chosen grid point.
+        `(index, alpha)` of the chosen grid point.
 
-    Examples:
+    Example:
         >>> select_alpha([1.0, 0.5, 0.1], [3.0, 2.05, 2.0], [0.1, 0.1, 0.1], rule="1se")
         (1, 0.5)
     """
@@ -124,19 +141,19 @@ def select_alpha(alphas: Any, mean: Any, se: Any, rule: str = "min") -> tuple[in
 
 @dataclass
 class CVResult:
-    """Outcome of a cross-validation over ``α`` (and ``l1_ratio``).
+    """Outcome of a cross-validation over `α` (and `l1_ratio`).
 
     Attributes:
         alphas: Grid, (n_l1_ratios, n_alphas).
-        l1_ratios: The ``l1_ratio`` values tried.
-        errors: Held-out error per ``l1_ratio``, ``α`` and fold, (n_l1_ratios, n_alphas, n_folds).
+        l1_ratios: The `l1_ratio` values tried.
+        errors: Held-out error per `l1_ratio`, `α` and fold, (n_l1_ratios, n_alphas, n_folds).
         mean: Mean over folds, (n_l1_ratios, n_alphas).
         se: Standard error of the mean (fold standard deviation / √K), same shape.
-        l1_ratio: The chosen ``l1_ratio`` (smallest minimum error).
-        alpha_min: ``α`` of the minimum mean error (for the chosen ``l1_ratio``).
-        alpha_1se: Largest ``α`` within one standard error of that minimum.
-        alpha: The ``α`` of the requested rule.
-        rule: ``"min"`` or ``"1se"``.
+        l1_ratio: The chosen `l1_ratio` (smallest minimum error).
+        alpha_min: `α` of the minimum mean error (for the chosen `l1_ratio`).
+        alpha_1se: Largest `α` within one standard error of that minimum.
+        alpha: The `α` of the requested rule.
+        rule: `"min"` or `"1se"`.
     """
 
     alphas: np.ndarray
@@ -172,17 +189,24 @@ def _summarize(grids: np.ndarray, l1_ratios: np.ndarray, errors: np.ndarray, rul
     )
 
 
-def _as_numpy(a: Any) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
-
-
 def _ratios(l1_ratio: float | Sequence[float]) -> np.ndarray:
     values = [l1_ratio] if isinstance(l1_ratio, (int, float)) else list(l1_ratio)
     if not values:
         raise ValueError("`l1_ratio` must not be empty")
     return np.array([_check_l1_ratio(v) for v in values])
+
+
+def _check_cv_settings(n_alphas: int, eps: float, rule: str, tol: float) -> None:
+    check_positive_int("n_alphas", n_alphas)
+    check_in_range("eps", eps, 0.0, 1.0, low_inclusive=False)
+    check_choice("rule", rule, ("min", "1se"))
+    check_positive("tol", tol)
+
+
+def _fold_tensors(folds: list[tuple[Any, Any]], device: torch.device) -> list[tuple[Any, Any]]:
+    return [
+        (torch.as_tensor(tr, device=device), torch.as_tensor(te, device=device)) for tr, te in folds
+    ]
 
 
 def enet_cv(
@@ -196,28 +220,38 @@ def enet_cv(
     cv: int | Folds = 5,
     rule: str = "min",
     tol: float = 1e-10,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    n_threads: int | None = None,
 ) -> CVResult:
-    """Cross-validate ``α`` (and ``l1_ratio``) of the elastic net with an intercept.
+    r"""Cross-validate `α` (and `l1_ratio`) of the elastic net with an intercept.
 
-    The counterpart of scikit-learn's ``ElasticNetCV``: the grid comes from all the data
+    The counterpart of scikit-learn's `ElasticNetCV`: the grid comes from all the data
     (centred), each training fold is centred on its own means, the held-out error is the mean
-    squared error of ``X_test w + b``. With the same folds the chosen ``α_min`` is the same.
+    squared error of $X_{\text{test}} w + b$. With the same folds the chosen `α_min` is the same.
+    `X` and `y` are converted to tensors once; the folds are index tensors on the same device.
 
     Args:
-        X: Design matrix (n_samples, n_features).
+        X: Design matrix (n_samples, n_features), NumPy array or tensor.
         y: Targets (n_samples,).
-        l1_ratio: Mixing ``ρ`` in (0, 1], or several to choose from.
-        alphas: Explicit grid; ``None`` for ``n_alphas`` values from ``α_max`` down.
+        l1_ratio: Mixing `ρ` in (0, 1], or several to choose from.
+        alphas: Explicit grid; `None` for `n_alphas` values from `α_max` down.
         n_alphas: Size of the automatic grid.
-        eps: ``α_min / α_max`` of the automatic grid.
-        cv: Number of folds (contiguous, like ``KFold``) or an iterable of (train, test) indices.
-        rule: ``"min"`` or ``"1se"``: which ``α`` ends up in ``CVResult.alpha``.
+        eps: `α_min / α_max` of the automatic grid.
+        cv: Number of folds (contiguous, like `KFold`), a scikit-learn splitter, or an iterable
+            of (train, test) indices.
+        rule: `"min"` or `"1se"`: which `α` ends up in `CVResult.alpha`.
         tol: Solver tolerance (see [`enet_path`][reglight.linear.enet_path]).
+        dtype: Computation dtype; default: the input's float dtype.
+        device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
     Returns:
-        A [`CVResult`][reglight.linear.CVResult].
+        A [`CVResult`][reglight.linear.CVResult] (NumPy arrays).
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 5)); y = X[:, 0] + 0.1 * rng.standard_normal(60)
@@ -225,31 +259,49 @@ def enet_cv(
         >>> res.alpha_1se >= res.alpha_min
         True
     """
-    check_choice("rule", rule, ("min", "1se"))
-    Xn = _as_numpy(X).astype(np.float64, copy=False)
-    yn = _as_numpy(y).astype(np.float64, copy=False).ravel()
-    if Xn.ndim != 2 or yn.shape[0] != Xn.shape[0]:
-        raise ValueError(f"`X` (n, p) and `y` (n,) must agree, got {Xn.shape} and {yn.shape}")
-    folds = _folds(cv, Xn.shape[0])
     ratios = _ratios(l1_ratio)
+    _check_cv_settings(n_alphas, eps, rule, tol)
+    Xt = as_matrix("X", X, resolve_dtype(X, dtype), device)
+    yt = as_vector("y", y, Xt.shape[0], Xt.dtype, Xt.device)
+    with num_threads(n_threads):
+        return _enet_cv(Xt, yt, ratios, alphas, n_alphas, eps, cv, rule, tol)
+
+
+def _enet_cv(
+    Xt: torch.Tensor,
+    yt: torch.Tensor,
+    ratios: np.ndarray,
+    alphas: Any,
+    n_alphas: int,
+    eps: float,
+    cv: int | Folds,
+    rule: str,
+    tol: float,
+) -> CVResult:
+    """[`enet_cv`][reglight.linear.enet_cv] on validated tensors."""
+    folds = _fold_tensors(_folds(cv, Xt.shape[0]), Xt.device)
+    given = None if alphas is None else as_grid(alphas, Xt.dtype, Xt.device)
     grids = []
     errors = []
-    for rho in ratios:
-        if alphas is None:
-            grid = alpha_grid(Xn, yn, l1_ratio=rho, n_alphas=n_alphas, eps=eps, fit_intercept=True)
+    for rho in ratios.tolist():
+        if given is None:
+            grid = _grid(_alpha_max(Xt, yt, rho, True), n_alphas, eps, Xt.dtype, Xt.device)
         else:
-            grid = np.sort(np.asarray(alphas, dtype=np.float64).ravel())[::-1]
+            grid = given
         fold_err = []
         for train, test in folds:
-            Xtr, ytr = Xn[train], yn[train]
+            Xtr, ytr = Xt[train], yt[train]
             x_mean, y_mean = Xtr.mean(0), ytr.mean()
-            _, coefs = enet_path(Xtr - x_mean, ytr - y_mean, l1_ratio=rho, alphas=grid, tol=tol)
-            intercepts = y_mean - x_mean @ coefs
-            pred = Xn[test] @ coefs + intercepts
-            fold_err.append(((pred - yn[test, None]) ** 2).mean(0))
+            _, coefs = _enet_path(Xtr - x_mean, ytr - y_mean, rho, grid, tol=tol)
+            pred = Xt[test] @ coefs + (y_mean - x_mean @ coefs)
+            fold_err.append(((pred - yt[test].unsqueeze(1)) ** 2).mean(0))
         grids.append(grid)
-        errors.append(np.stack(fold_err, 1))
-    return _summarize(np.stack(grids), ratios, np.stack(errors), rule)
+        errors.append(torch.stack(fold_err, 1))
+    return _summarize(_host(torch.stack(grids)), ratios, _host(torch.stack(errors)), rule)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64)
 
 
 def logistic_cv(
@@ -263,69 +315,96 @@ def logistic_cv(
     cv: int | Folds = 5,
     rule: str = "min",
     tol: float = 1e-8,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    n_threads: int | None = None,
 ) -> CVResult:
-    """Cross-validate ``α`` of the penalized logistic model by held-out mean log-loss.
+    """Cross-validate `α` of the penalized logistic model by held-out mean log-loss.
 
     Args:
-        X: Design matrix (n_samples, n_features).
+        X: Design matrix (n_samples, n_features), NumPy array or tensor.
         y: Class labels (n_samples,).
-        l1_ratio: Mixing ``ρ`` in (0, 1], or several to choose from.
-        alphas: Explicit grid; ``None`` for ``n_alphas`` values from ``α_max`` down.
+        l1_ratio: Mixing `ρ` in (0, 1], or several to choose from.
+        alphas: Explicit grid; `None` for `n_alphas` values from `α_max` down.
         n_alphas: Size of the automatic grid.
-        eps: ``α_min / α_max`` of the automatic grid.
-        cv: Number of folds or an iterable of (train, test) indices. Integer folds are stratified
-            by class (each fold holds every class in proportion), as scikit-learn does for
-            classifiers.
-        rule: ``"min"`` or ``"1se"``.
+        eps: `α_min / α_max` of the automatic grid.
+        cv: Number of folds, a scikit-learn splitter or an iterable of (train, test) indices.
+            Integer folds are stratified by class (each fold holds every class in proportion),
+            as scikit-learn does for classifiers.
+        rule: `"min"` or `"1se"`.
         tol: Solver tolerance (gradient units).
+        dtype: Computation dtype; default: the input's float dtype.
+        device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
     Returns:
         A [`CVResult`][reglight.linear.CVResult] whose errors are log-losses.
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((80, 4)); y = (X[:, 0] + 0.5 * rng.standard_normal(80) > 0)
         >>> logistic_cv(X, y.astype(int), n_alphas=8, cv=4).alpha > 0
         True
     """
-    check_choice("rule", rule, ("min", "1se"))
-    Xn = _as_numpy(X).astype(np.float64, copy=False)
-    yn = _as_numpy(y).ravel()
-    classes, codes = np.unique(yn, return_inverse=True)
-    if isinstance(cv, int) and not isinstance(cv, bool):
-        folds = _stratified(codes, cv)
-    else:
-        folds = _folds(cv, Xn.shape[0])
     ratios = _ratios(l1_ratio)
+    _check_cv_settings(n_alphas, eps, rule, tol)
+    Xt = as_matrix("X", X, resolve_dtype(X, dtype), device)
+    classes, codes = _encode(y, Xt.shape[0])
+    with num_threads(n_threads):
+        return _logistic_cv(
+            Xt, codes, classes.shape[0], ratios, alphas, n_alphas, eps, cv, rule, tol
+        )
+
+
+def _logistic_cv(
+    Xt: torch.Tensor,
+    codes: np.ndarray,
+    n_classes: int,
+    ratios: np.ndarray,
+    alphas: Any,
+    n_alphas: int,
+    eps: float,
+    cv: int | Folds,
+    rule: str,
+    tol: float,
+) -> CVResult:
+    """[`logistic_cv`][reglight.linear.logistic_cv] on a validated tensor and class codes."""
+    folds = _folds(cv, Xt.shape[0], codes)
+    codes_t = torch.as_tensor(codes, device=Xt.device)
+    full = _problem(Xt, codes_t, n_classes)
+    b0 = _intercept_only(full, True)
+    given = None if alphas is None else as_grid(alphas, Xt.dtype, Xt.device)
     grids = []
     errors = []
-    for rho in ratios:
-        if alphas is None:
-            a_max = logistic_alpha_max(Xn, codes, rho)
-            grid = np.geomspace(a_max, a_max * eps, n_alphas)
+    for rho in ratios.tolist():
+        if given is None:
+            a_max = _logistic_alpha_max(full, b0, rho)
+            grid = _grid(a_max, n_alphas, eps, Xt.dtype, Xt.device)
         else:
-            grid = np.sort(np.asarray(alphas, dtype=np.float64).ravel())[::-1]
+            grid = given
         fold_err = []
         for train, test in folds:
-            _, coefs, intercepts = logistic_path(
-                Xn[train], codes[train], l1_ratio=rho, alphas=grid, tol=tol
+            if np.unique(codes[train]).shape[0] < n_classes:
+                raise ValueError(f"a training fold of `cv`={cv!r} misses a class; use fewer folds")
+            tr, te = (
+                torch.as_tensor(train, device=Xt.device),
+                torch.as_tensor(test, device=Xt.device),
             )
-            if coefs.ndim == 2:  # binary: (p, n_alphas)
-                eta = Xn[test] @ coefs + intercepts
-                logp1 = -np.logaddexp(0.0, -eta)
-                logp0 = -np.logaddexp(0.0, eta)
-                yt = codes[test, None]
-                fold_err.append(-(yt * logp1 + (1 - yt) * logp0).mean(0))
-            else:  # (K, p, n_alphas)
-                eta = np.einsum("ip,kpa->iak", Xn[test], coefs) + intercepts.T[None]
-                logp = eta - np.logaddexp.reduce(eta, axis=2, keepdims=True)
-                picked = np.take_along_axis(logp, codes[test][:, None, None], axis=2)[..., 0]
-                fold_err.append(-picked.mean(0))
+            prob = _problem(Xt[tr], codes_t[tr], n_classes)
+            _, coefs, intercepts = _logistic_path(prob, rho, grid, n_alphas, eps, True, tol, 100)
+            # scores (n_test, n_alphas, K); the binary model scores class 1 against a zero
+            eta = torch.einsum("ip,kpa->iak", Xt[te], coefs) + intercepts.T.unsqueeze(0)
+            if n_classes == 2:
+                eta = torch.cat([torch.zeros_like(eta), eta], 2)
+            logp = torch.log_softmax(eta, 2)
+            picked = logp.gather(2, codes_t[te].view(-1, 1, 1).expand(-1, eta.shape[1], 1))
+            fold_err.append(-picked[..., 0].mean(0))
         grids.append(grid)
-        errors.append(np.stack(fold_err, 1))
-    del classes
-    return _summarize(np.stack(grids), ratios, np.stack(errors), rule)
+        errors.append(torch.stack(fold_err, 1))
+    return _summarize(_host(torch.stack(grids)), ratios, _host(torch.stack(errors)), rule)
 
 
 def _stratified(codes: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -339,66 +418,67 @@ def _stratified(codes: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, np.n
     return [(all_idx[fold_of != k], all_idx[fold_of == k]) for k in range(n_splits)]
 
 
-class _CrossValidatedModel:
-    """What the CV estimators share: their validated settings and the cross-validation step."""
+class _CrossValidated:
+    """What the CV estimators share: the checks of their settings and the cross-validation step."""
 
-    def _set_params(
-        self,
-        l1_ratio: float | Sequence[float],
-        alphas: Any,
-        n_alphas: int,
-        eps: float,
-        cv: int | Folds,
-        rule: str,
-        tol: float,
-    ) -> None:
-        _ratios(l1_ratio)
-        self.l1_ratio = l1_ratio
-        self.alphas = alphas
-        self.n_alphas = check_positive_int("n_alphas", n_alphas)
-        self.eps = check_in_range("eps", eps, 0.0, 1.0, low_inclusive=False)
-        self.cv = cv
-        self.rule = check_choice("rule", rule, ("min", "1se"))
-        self.tol = tol
+    l1_ratio: float | Sequence[float]
+    alphas: Any
+    n_alphas: int
+    eps: float
+    cv: int | Folds
+    rule: str
+    tol: float
 
-    def _cross_validate(self, cv_function: Callable[..., CVResult], X: Any, y: Any) -> CVResult:
-        res = cv_function(
-            X,
-            y,
-            l1_ratio=self.l1_ratio,
-            alphas=self.alphas,
-            n_alphas=self.n_alphas,
-            eps=self.eps,
-            cv=self.cv,
-            rule=self.rule,
-            tol=self.tol,
-        )
+    def _ratios(self) -> np.ndarray:
+        return _ratios(self.l1_ratio)
+
+    def _record(self, res: CVResult) -> None:
         self.cv_ = res
         self.alpha_ = res.alpha
         self.l1_ratio_ = res.l1_ratio
         self.alpha_min_ = res.alpha_min
         self.alpha_1se_ = res.alpha_1se
-        return res
+        best = int(np.flatnonzero(res.l1_ratios == res.l1_ratio)[0])
+        self.alphas_ = res.alphas[best]
 
 
-class ElasticNetCV(_CrossValidatedModel):
-    """Elastic net with ``α`` (and ``l1_ratio``) chosen by K-fold cross-validation.
+class ElasticNetCV(_CrossValidated, _LinearRegression):
+    r"""Elastic net with `α` (and `l1_ratio`) chosen by K-fold cross-validation.
 
-    See [`enet_cv`][reglight.linear.enet_cv] for the procedure; the model is refitted on all the
-    data at the ``α`` of ``rule``. Fitted attributes: ``alpha_``, ``l1_ratio_``, ``alpha_min_``,
-    ``alpha_1se_``, ``alphas_``, ``mse_path_`` (n_alphas, n_folds) of the chosen ``l1_ratio``,
-    ``cv_`` (the [`CVResult`][reglight.linear.CVResult]), ``coef_``, ``intercept_``.
+    For each `α` of the grid and each `l1_ratio` it minimizes, on every training fold,
+
+    $$
+    \min_{w, b}\; \frac{1}{2n}\lVert y - Xw - b \rVert_2^2
+    + \alpha\Big(\rho\lVert w\rVert_1 + \frac{1-\rho}{2}\lVert w\rVert_2^2\Big),
+    \qquad \rho = \texttt{l1\_ratio},
+    $$
+
+    records the held-out mean squared error, picks `α` by `rule` (see
+    [`enet_cv`][reglight.linear.enet_cv]) and refits on all the data. A scikit-learn regressor;
+    `X` and `y` are converted to tensors once per `fit`.
+
+    Fitted attributes: `alpha_`, `l1_ratio_`, `alpha_min_`, `alpha_1se_`, `alphas_` (grid of the
+    chosen `l1_ratio`), `mse_path_` (n_alphas, n_folds), `cv_` (the
+    [`CVResult`][reglight.linear.CVResult]), `coef_`, `intercept_`, `n_iter_` (of the refit),
+    `n_features_in_`. The CV
+    summaries are NumPy arrays; `coef_`/`intercept_` follow the kind of the input, as in
+    [`ElasticNet`][reglight.linear.ElasticNet].
 
     Args:
-        l1_ratio: Mixing ``ρ`` in (0, 1], or several to choose from.
-        alphas: Explicit grid; ``None`` for ``n_alphas`` values from ``α_max`` down.
+        l1_ratio: Mixing $\rho$ in (0, 1], or several to choose from.
+        alphas: Explicit grid; `None` for `n_alphas` values from `α_max` down.
         n_alphas: Size of the automatic grid.
-        eps: ``α_min / α_max`` of the automatic grid.
-        cv: Number of folds or an iterable of (train, test) indices.
-        rule: ``"min"`` (scikit-learn's choice) or ``"1se"``.
+        eps: `α_min / α_max` of the automatic grid.
+        cv: Number of folds, a scikit-learn splitter or an iterable of (train, test) indices.
+        rule: `"min"` (scikit-learn's choice) or `"1se"`.
         tol: Solver tolerance.
+        dtype: Computation dtype; default: float32 for float32 input, float64 otherwise.
+        device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 5)); y = X[:, 0] + 0.1 * rng.standard_normal(60)
@@ -417,52 +497,73 @@ class ElasticNetCV(_CrossValidatedModel):
         cv: int | Folds = 5,
         rule: str = "min",
         tol: float = 1e-10,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        n_threads: int | None = None,
     ) -> None:
-        self._set_params(l1_ratio, alphas, n_alphas, eps, cv, rule, tol)
+        self.l1_ratio = l1_ratio
+        self.alphas = alphas
+        self.n_alphas = n_alphas
+        self.eps = eps
+        self.cv = cv
+        self.rule = rule
+        self.tol = tol
+        self.dtype = dtype
+        self.device = device
+        self.n_threads = n_threads
 
     def fit(self, X: Any, y: Any) -> ElasticNetCV:
-        """Cross-validate, then refit on all the data.
+        """Cross-validate, then refit on all the data at the chosen `α` and `l1_ratio`.
 
         Args:
-            X: Design matrix (n_samples, n_features).
+            X: Design matrix (n_samples, n_features): array-like or tensor.
             y: Targets (n_samples,).
 
         Returns:
             The fitted estimator.
+
+        Raises:
+            ValueError: For an invalid parameter or input.
         """
-        res = self._cross_validate(enet_cv, X, y)
-        best = int(np.flatnonzero(res.l1_ratios == res.l1_ratio)[0])
-        self.alphas_ = res.alphas[best]
-        self.mse_path_ = res.errors[best]
-        model = ElasticNet(self.alpha_, self.l1_ratio_, tol=self.tol).fit(X, y)
-        self.coef_, self.intercept_ = model.coef_, model.intercept_
-        self._model = model
+        ratios = self._ratios()
+        _check_cv_settings(self.n_alphas, self.eps, self.rule, self.tol)
+        Xt, yt = regression_inputs(self, X, y, self.dtype, self.device)
+        with num_threads(self.n_threads):
+            res = _enet_cv(
+                Xt, yt, ratios, self.alphas, self.n_alphas, self.eps, self.cv, self.rule, self.tol
+            )
+            self._record(res)
+            self.mse_path_ = res.errors[int(np.flatnonzero(res.l1_ratios == res.l1_ratio)[0])]
+            coef, intercept, self.n_iter_ = _elastic_net(
+                Xt, yt, self.alpha_, self.l1_ratio_, True, None, "auto", self.tol, 1000
+            )
+        self._set_fit(X, coef, intercept)
         return self
-
-    def predict(self, X: Any) -> Any:
-        """Predictions of the refitted model.
-
-        Args:
-            X: Design matrix (n_samples, n_features).
-
-        Returns:
-            Predictions (n_samples,).
-        """
-        return self._model.predict(X)
 
 
 class LassoCV(ElasticNetCV):
-    """Lasso with ``α`` chosen by K-fold cross-validation ([`ElasticNetCV`][reglight.linear.ElasticNetCV], ``l1_ratio=1``).
+    r"""Lasso with `α` chosen by K-fold cross-validation ([`ElasticNetCV`][reglight.linear.ElasticNetCV] with `l1_ratio=1`).
+
+    $$
+    \min_{w, b}\; \frac{1}{2n}\lVert y - Xw - b \rVert_2^2 + \alpha\lVert w\rVert_1
+    $$
+
+    Fitted attributes as for [`ElasticNetCV`][reglight.linear.ElasticNetCV].
 
     Args:
-        alphas: Explicit grid; ``None`` for ``n_alphas`` values from ``α_max`` down.
+        alphas: Explicit grid; `None` for `n_alphas` values from `α_max` down.
         n_alphas: Size of the automatic grid.
-        eps: ``α_min / α_max`` of the automatic grid.
-        cv: Number of folds or an iterable of (train, test) indices.
-        rule: ``"min"`` (scikit-learn's choice) or ``"1se"``.
+        eps: `α_min / α_max` of the automatic grid.
+        cv: Number of folds, a scikit-learn splitter or an iterable of (train, test) indices.
+        rule: `"min"` (scikit-learn's choice) or `"1se"`.
         tol: Solver tolerance.
+        dtype: Computation dtype; default: float32 for float32 input, float64 otherwise.
+        device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 5)); y = X[:, 0] + 0.1 * rng.standard_normal(60)
@@ -479,27 +580,58 @@ class LassoCV(ElasticNetCV):
         cv: int | Folds = 5,
         rule: str = "min",
         tol: float = 1e-10,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        n_threads: int | None = None,
     ) -> None:
-        super().__init__(1.0, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, rule=rule, tol=tol)
+        self.alphas = alphas
+        self.n_alphas = n_alphas
+        self.eps = eps
+        self.cv = cv
+        self.rule = rule
+        self.tol = tol
+        self.dtype = dtype
+        self.device = device
+        self.n_threads = n_threads
+
+    def _ratios(self) -> np.ndarray:
+        return np.array([1.0])
 
 
-class LogisticElasticNetCV(_CrossValidatedModel):
-    """Penalized logistic regression with ``α`` chosen by K-fold cross-validated log-loss.
+class LogisticElasticNetCV(_CrossValidated, _LinearClassifier):
+    r"""Penalized logistic regression with `α` chosen by K-fold cross-validated log-loss.
 
-    See [`logistic_cv`][reglight.linear.logistic_cv]; refitted on all the data at the chosen
-    ``α``. Fitted attributes: ``alpha_``, ``l1_ratio_``, ``alpha_min_``, ``alpha_1se_``, ``cv_``,
-    ``classes_``, ``coef_``, ``intercept_``.
+    For each `α` of the grid it fits, on every training fold, the model of
+    [`LogisticElasticNet`][reglight.linear.LogisticElasticNet],
+
+    $$
+    \min_{W, b}\; \frac{1}{n}\sum_{i=1}^n \ell(y_i, x_i^\top W + b)
+    + \alpha\Big(\rho\lVert W\rVert_1 + \frac{1-\rho}{2}\lVert W\rVert_F^2\Big),
+    $$
+
+    records the held-out mean log-loss, picks `α` by `rule` (see
+    [`logistic_cv`][reglight.linear.logistic_cv]) and refits on all the data. A scikit-learn
+    classifier; `X` is converted to a tensor once per `fit`.
+
+    Fitted attributes: `alpha_`, `l1_ratio_`, `alpha_min_`, `alpha_1se_`, `alphas_`, `cv_`,
+    `classes_`, `coef_`, `intercept_`, `n_iter_` (of the refit), `n_features_in_`.
 
     Args:
-        l1_ratio: Mixing ``ρ`` in (0, 1], or several to choose from.
-        alphas: Explicit grid; ``None`` for ``n_alphas`` values from ``α_max`` down.
+        l1_ratio: Mixing $\rho$ in (0, 1], or several to choose from.
+        alphas: Explicit grid; `None` for `n_alphas` values from `α_max` down.
         n_alphas: Size of the automatic grid.
-        eps: ``α_min / α_max`` of the automatic grid.
-        cv: Number of (stratified) folds or an iterable of (train, test) indices.
-        rule: ``"min"`` or ``"1se"``.
+        eps: `α_min / α_max` of the automatic grid.
+        cv: Number of (stratified) folds, a scikit-learn splitter or an iterable of (train, test)
+            indices.
+        rule: `"min"` or `"1se"`.
         tol: Solver tolerance.
+        dtype: Computation dtype; default: float32 for float32 input, float64 otherwise.
+        device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((80, 4)); y = (X[:, 0] > 0).astype(int)
@@ -517,43 +649,54 @@ class LogisticElasticNetCV(_CrossValidatedModel):
         cv: int | Folds = 5,
         rule: str = "min",
         tol: float = 1e-8,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        n_threads: int | None = None,
     ) -> None:
-        self._set_params(l1_ratio, alphas, n_alphas, eps, cv, rule, tol)
+        self.l1_ratio = l1_ratio
+        self.alphas = alphas
+        self.n_alphas = n_alphas
+        self.eps = eps
+        self.cv = cv
+        self.rule = rule
+        self.tol = tol
+        self.dtype = dtype
+        self.device = device
+        self.n_threads = n_threads
 
     def fit(self, X: Any, y: Any) -> LogisticElasticNetCV:
-        """Cross-validate, then refit on all the data.
+        """Cross-validate, then refit on all the data at the chosen `α` and `l1_ratio`.
 
         Args:
-            X: Design matrix (n_samples, n_features).
+            X: Design matrix (n_samples, n_features): array-like or tensor.
             y: Class labels (n_samples,).
 
         Returns:
             The fitted estimator.
+
+        Raises:
+            ValueError: For an invalid parameter or input.
         """
-        self._cross_validate(logistic_cv, X, y)
-        model = LogisticElasticNet(self.alpha_, self.l1_ratio_, tol=self.tol).fit(X, y)
-        self.classes_, self.coef_, self.intercept_ = model.classes_, model.coef_, model.intercept_
-        self._model = model
+        ratios = self._ratios()
+        _check_cv_settings(self.n_alphas, self.eps, self.rule, self.tol)
+        Xt, classes, codes = classification_inputs(self, X, y, self.dtype, self.device)
+        with num_threads(self.n_threads):
+            res = _logistic_cv(
+                Xt,
+                codes,
+                classes.shape[0],
+                ratios,
+                self.alphas,
+                self.n_alphas,
+                self.eps,
+                self.cv,
+                self.rule,
+                self.tol,
+            )
+            self._record(res)
+            prob = _problem(Xt, torch.as_tensor(codes, device=Xt.device), classes.shape[0])
+            W, b, self.n_iter_ = _logistic_enet(
+                prob, self.alpha_, self.l1_ratio_, True, self.tol, 100
+            )
+        self._set_fit(X, classes, W, b)
         return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Labels predicted by the refitted model.
-
-        Args:
-            X: Design matrix (n_samples, n_features).
-
-        Returns:
-            Labels (n_samples,).
-        """
-        return self._model.predict(X)
-
-    def predict_proba(self, X: Any) -> Any:
-        """Class probabilities of the refitted model.
-
-        Args:
-            X: Design matrix (n_samples, n_features).
-
-        Returns:
-            Probabilities (n_samples, n_classes).
-        """
-        return self._model.predict_proba(X)

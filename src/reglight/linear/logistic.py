@@ -1,17 +1,17 @@
 r"""Sparse logistic regression (binary and multinomial) with an L1 or elastic-net penalty.
 
-Objective, for ``n`` samples, labels ``y_i`` of ``K`` classes and ``ρ = l1_ratio``:
+Objective, for `n` samples, labels `y_i` of `K` classes and `ρ = l1_ratio`:
 
 $$
 \min_{W, b}\; \frac{1}{n}\sum_{i=1}^n \ell(y_i, x_i^\top W + b)
 + \alpha\rho\lVert W\rVert_1 + \frac{\alpha(1-\rho)}{2}\lVert W\rVert_F^2
 $$
 
-with the logistic loss ``ℓ = log(1 + e^η) - yη`` for two classes (one coefficient vector) and the
-multinomial (softmax cross-entropy) loss ``ℓ = logsumexp(η) - η_y`` for more; the intercept ``b``
-is not penalized. This is scikit-learn's ``LogisticRegression(l1_ratio=ρ, C=C)`` (``penalty="l1"``
-for ``ρ = 1``) with ``C = 1 / (n α)``: scikit-learn minimizes ``C Σ ℓ + penalty``, the same problem
-multiplied by ``C n``.
+with the logistic loss `ℓ = log(1 + e^η) - yη` for two classes (one coefficient vector) and the
+multinomial (softmax cross-entropy) loss `ℓ = logsumexp(η) - η_y` for more; the intercept `b`
+is not penalized. This is scikit-learn's `LogisticRegression(l1_ratio=ρ, C=C)` (`penalty="l1"`
+for `ρ = 1`) with `C = 1 / (n α)`: scikit-learn minimizes `C Σ ℓ + penalty`, the same problem
+multiplied by `C n`.
 
 Solver: proximal Newton (Lee, Sun & Saunders 2014; the approach of glmnet and newGLMNET): at the
 current point the loss is replaced by its second-order Taylor model, the penalized quadratic is
@@ -26,11 +26,25 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
 
-from reglight._validation import check_nonnegative, check_positive, check_positive_int
+from reglight._validation import (
+    check_in_range,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+)
 
+from ._estimator import (
+    classification_inputs,
+    coef_tensor,
+    fitted_dtype,
+    predict_input,
+    to_host,
+)
 from ._qp import solve_l1_qp
-from ._tensor import as_matrix, like_input, resolve_dtype, single_thread
+from ._tensor import as_grid, as_matrix, like_input, num_threads, resolve_dtype
 from .path import _check_l1_ratio, _grid
 
 __all__ = ["LogisticElasticNet", "logistic_alpha_max", "logistic_enet", "logistic_path"]
@@ -59,7 +73,7 @@ class _Logistic:
         return P - (self.Y.unsqueeze(1) if self.binary else self.Y)
 
     def hessian(self, Xt: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-        """Hessian w.r.t. the flattened (feature, class) coefficients of ``Xt`` (n, f)."""
+        """Hessian w.r.t. the flattened (feature, class) coefficients of `Xt` (n, f)."""
         f = Xt.shape[1]
         if self.binary:
             v = (P[:, 0] * (1.0 - P[:, 0])) / self.n
@@ -85,7 +99,7 @@ def _solve_working_set(
     tol: float,
     max_iter: int,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Proximal Newton on the features ``F`` (others fixed at zero)."""
+    """Proximal Newton on the features `F` (others fixed at zero)."""
     K = prob.K
     f = F.shape[0]
     Xt = prob.X[:, F]
@@ -156,9 +170,13 @@ def _fit(
     fit_intercept: bool,
     tol: float,
     max_iter: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Working-set loop: solve on a subset of features, add KKT violators, repeat."""
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Working-set loop: solve on a subset of features, add KKT violators, repeat.
+
+    Returns `(W, b, n_iter)`, `n_iter` the proximal Newton iterations over all working sets.
+    """
     p = prob.X.shape[1]
+    n_iter = 0
 
     def full_grad(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         eta = prob.X @ W + b
@@ -178,18 +196,20 @@ def _fit(
     while True:
         F = work.nonzero().squeeze(1)
         if F.numel() or fit_intercept:
-            W, b, _ = _solve_working_set(prob, F, W, b, lam1, lam2, fit_intercept, tol, max_iter)
+            W, b, k = _solve_working_set(prob, F, W, b, lam1, lam2, fit_intercept, tol, max_iter)
+            n_iter += k
         g = full_grad(W, b)
         viol = ~work & (g.abs().amax(1) > lam1 + tol)
         n_viol = int(viol.sum())
         if n_viol == 0:
-            return W, b
+            return W, b, n_iter
         m = min(n_viol, max(10, int(work.sum())))
         score = torch.where(viol, g.abs().amax(1), g.new_full((), float("-inf")))
         work[torch.topk(score, m).indices] = True
 
 
 def _encode(y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class labels and codes `0..K-1` of `y` (array or tensor) of length `n`."""
     arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -201,17 +221,21 @@ def _encode(y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     return classes, codes
 
 
-def _problem(
+def _problem(Xt: torch.Tensor, codes: torch.Tensor, n_classes: int) -> _Logistic:
+    """The loss on tensors: `codes` (n,) in `0..n_classes-1` on the device of `Xt`."""
+    if n_classes == 2:
+        return _Logistic(Xt, codes.to(Xt.dtype), binary=True)
+    Y = torch.nn.functional.one_hot(codes, n_classes).to(Xt.dtype)
+    return _Logistic(Xt, Y, binary=False)
+
+
+def _inputs(
     X: Any, y: Any, dtype: torch.dtype | None, device: torch.device | str | None
 ) -> tuple[_Logistic, np.ndarray]:
-    dt = resolve_dtype(X, dtype)
-    Xt = as_matrix("X", X, dt, device)
+    """Convert the public inputs once: the loss on tensors and the class labels."""
+    Xt = as_matrix("X", X, resolve_dtype(X, dtype), device)
     classes, codes = _encode(y, Xt.shape[0])
-    codes_t = torch.as_tensor(codes, device=Xt.device)
-    if classes.shape[0] == 2:
-        return _Logistic(Xt, codes_t.to(dt), binary=True), classes
-    Y = torch.nn.functional.one_hot(codes_t, classes.shape[0]).to(dt)
-    return _Logistic(Xt, Y, binary=False), classes
+    return _problem(Xt, torch.as_tensor(codes, device=Xt.device), classes.shape[0]), classes
 
 
 def _intercept_only(prob: _Logistic, fit_intercept: bool) -> torch.Tensor:
@@ -226,35 +250,38 @@ def _intercept_only(prob: _Logistic, fit_intercept: bool) -> torch.Tensor:
     return logp - logp.mean()
 
 
+def _logistic_alpha_max(prob: _Logistic, b: torch.Tensor, rho: float) -> float:
+    eta = prob.X.new_zeros(prob.n, prob.K) + b
+    g = (prob.X.T @ prob.residual(prob.probs(eta))) / prob.n
+    return float(g.abs().max()) / rho
+
+
 def logistic_alpha_max(
     X: Any, y: Any, l1_ratio: float = 1.0, *, fit_intercept: bool = True
 ) -> float:
-    """Smallest ``α`` at which every coefficient of the penalized logistic model is zero.
+    r"""Smallest `α` at which every coefficient of the penalized logistic model is zero.
 
-    ``α_max = max_{j,k} |x_jᵀ(p̂_k - y_k)| / (n ρ)`` with ``p̂`` the class frequencies (the
-    intercept-only fit), or ``1/2`` (binary) / ``1/K`` without intercept.
+    $\alpha_{\max} = \max_{j,k} |x_j^\top(\hat p_k - y_k)| / (n\rho)$ with $\hat p$ the class
+    frequencies (the intercept-only fit), or $1/2$ (binary) / $1/K$ without intercept.
 
     Args:
         X: Design matrix (n_samples, n_features).
         y: Class labels (n_samples,).
-        l1_ratio: Mixing ``ρ`` in (0, 1].
+        l1_ratio: Mixing $\rho$ in (0, 1].
         fit_intercept: Whether the model has an unpenalized intercept.
 
     Returns:
-        ``α_max``.
+        $\alpha_{\max}$.
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> X = np.array([[1.0], [-1.0], [1.0], [-1.0]])
         >>> logistic_alpha_max(X, np.array([1, 0, 1, 1]))
         0.25
     """
     rho = _check_l1_ratio(l1_ratio)
-    prob, _ = _problem(X, y, None, None)
-    b = _intercept_only(prob, fit_intercept)
-    eta = prob.X.new_zeros(prob.n, prob.K) + b
-    g = (prob.X.T @ prob.residual(prob.probs(eta))) / prob.n
-    return float(g.abs().max()) / rho
+    prob, _ = _inputs(X, y, None, None)
+    return _logistic_alpha_max(prob, _intercept_only(prob, fit_intercept), rho)
 
 
 def logistic_path(
@@ -270,29 +297,33 @@ def logistic_path(
     max_iter: int = 100,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    n_threads: int | None = None,
 ) -> tuple[Any, Any, Any]:
     """Regularization path of the penalized logistic model (see the module docstring).
 
-    Warm-started from ``α_max`` down to ``eps·α_max`` on a log grid (or the given ``alphas``).
+    Warm-started from `α_max` down to `eps·α_max` on a log grid (or the given `alphas`).
 
     Args:
         X: Design matrix (n_samples, n_features).
         y: Class labels (n_samples,); two classes give the binary model, more the multinomial.
-        l1_ratio: Mixing ``ρ`` in (0, 1].
-        alphas: Explicit grid (sorted decreasingly); ``None`` for the automatic one.
-        n_alphas: Number of ``α`` of the automatic grid.
-        eps: ``α_min / α_max`` of the automatic grid.
+        l1_ratio: Mixing `ρ` in (0, 1].
+        alphas: Explicit grid (sorted decreasingly); `None` for the automatic one.
+        n_alphas: Number of `α` of the automatic grid.
+        eps: `α_min / α_max` of the automatic grid.
         fit_intercept: Fit unpenalized intercepts.
         tol: Absolute tolerance on the optimality conditions (gradient units).
-        max_iter: Maximum proximal Newton iterations per ``α`` and working set.
+        max_iter: Maximum proximal Newton iterations per `α` and working set.
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
     Returns:
-        ``(alphas, coefs, intercepts)``: coefs of shape (n_features, n_alphas) for two classes,
+        `(alphas, coefs, intercepts)`: coefs of shape (n_features, n_alphas) for two classes,
         (n_classes, n_features, n_alphas) for more; intercepts (n_alphas,) or (n_classes, n_alphas).
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.2], [-1.0, 0.1], [0.8, -0.3], [-0.9, 0.4], [0.1, 0.0], [-0.2, 0.1]])
         >>> alphas, coefs, intercepts = logistic_path(X, np.array([1, 0, 1, 0, 0, 1]), n_alphas=3)
@@ -301,32 +332,43 @@ def logistic_path(
     """
     rho = _check_l1_ratio(l1_ratio)
     check_positive_int("n_alphas", n_alphas)
+    check_in_range("eps", eps, 0.0, 1.0, low_inclusive=False)
     check_positive("tol", tol)
     check_positive_int("max_iter", max_iter)
-    prob, _ = _problem(X, y, dtype, device)
-    dt, dev = prob.X.dtype, prob.X.device
-    with single_thread(dev):
-        b = _intercept_only(prob, fit_intercept)
-        if alphas is None:
-            eta = prob.X.new_zeros(prob.n, prob.K) + b
-            g = (prob.X.T @ prob.residual(prob.probs(eta))) / prob.n
-            grid = _grid(float(g.abs().max()) / rho, n_alphas, eps, dt, dev)
-        else:
-            grid = torch.as_tensor(
-                np.sort(np.asarray(alphas, dtype=np.float64).ravel())[::-1].copy()
-            )
-            grid = grid.to(dtype=dt, device=dev)
-        p = prob.X.shape[1]
-        W = prob.X.new_zeros(p, prob.K)
-        coefs = prob.X.new_zeros(prob.K, p, grid.shape[0])
-        intercepts = prob.X.new_zeros(prob.K, grid.shape[0])
-        for i, alpha in enumerate(grid.tolist()):
-            W, b = _fit(prob, alpha * rho, alpha * (1 - rho), W, b, fit_intercept, tol, max_iter)
-            coefs[:, :, i] = W.T
-            intercepts[:, i] = b
+    prob, _ = _inputs(X, y, dtype, device)
+    grid = None if alphas is None else as_grid(alphas, prob.X.dtype, prob.X.device)
+    with num_threads(n_threads):
+        grid, coefs, intercepts = _logistic_path(
+            prob, rho, grid, n_alphas, eps, fit_intercept, tol, max_iter
+        )
     if prob.binary:
         return like_input(X, grid), like_input(X, coefs[0]), like_input(X, intercepts[0])
     return like_input(X, grid), like_input(X, coefs), like_input(X, intercepts)
+
+
+def _logistic_path(
+    prob: _Logistic,
+    rho: float,
+    grid: torch.Tensor | None,
+    n_alphas: int,
+    eps: float,
+    fit_intercept: bool,
+    tol: float,
+    max_iter: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The path on tensors: `(grid, coefs (K, p, n_alphas), intercepts (K, n_alphas))`."""
+    b = _intercept_only(prob, fit_intercept)
+    if grid is None:
+        grid = _grid(_logistic_alpha_max(prob, b, rho), n_alphas, eps, prob.X.dtype, prob.X.device)
+    p = prob.X.shape[1]
+    W = prob.X.new_zeros(p, prob.K)
+    coefs = prob.X.new_zeros(prob.K, p, grid.shape[0])
+    intercepts = prob.X.new_zeros(prob.K, grid.shape[0])
+    for i, alpha in enumerate(grid.tolist()):
+        W, b, _ = _fit(prob, alpha * rho, alpha * (1 - rho), W, b, fit_intercept, tol, max_iter)
+        coefs[:, :, i] = W.T
+        intercepts[:, i] = b
+    return grid, coefs, intercepts
 
 
 def logistic_enet(
@@ -340,25 +382,29 @@ def logistic_enet(
     max_iter: int = 100,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    n_threads: int | None = None,
 ) -> tuple[Any, Any]:
     """Fit one penalized logistic model (see the module docstring for the objective).
 
     Args:
         X: Design matrix (n_samples, n_features).
         y: Class labels (n_samples,).
-        alpha: Regularization strength ``α >= 0`` (scikit-learn: ``C = 1/(n α)``).
-        l1_ratio: Mixing ``ρ`` in (0, 1].
+        alpha: Regularization strength `α >= 0` (scikit-learn: `C = 1/(n α)`).
+        l1_ratio: Mixing `ρ` in [0, 1].
         fit_intercept: Fit unpenalized intercepts.
         tol: Absolute tolerance on the optimality conditions (gradient units).
         max_iter: Maximum proximal Newton iterations per working set.
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
     Returns:
-        ``(coef, intercept)`` of shapes (1, n_features) and (1,) for two classes, (n_classes,
-        n_features) and (n_classes,) for more (scikit-learn's ``coef_``/``intercept_`` layout).
+        `(coef, intercept)` of shapes (1, n_features) and (1,) for two classes, (n_classes,
+        n_features) and (n_classes,) for more (scikit-learn's `coef_`/`intercept_` layout).
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.2], [-1.0, 0.1], [0.8, -0.3], [-0.9, 0.4], [0.1, 0.0], [-0.2, 0.1]])
         >>> coef, intercept = logistic_enet(X, np.array([1, 0, 1, 0, 0, 1]), alpha=0.05)
@@ -369,39 +415,143 @@ def logistic_enet(
     rho = _check_l1_ratio(l1_ratio, allow_zero=True)
     check_positive("tol", tol)
     check_positive_int("max_iter", max_iter)
-    prob, _ = _problem(X, y, dtype, device)
-    with single_thread(prob.X.device):
-        b = _intercept_only(prob, fit_intercept)
-        W = prob.X.new_zeros(prob.X.shape[1], prob.K)
-        W, b = _fit(prob, alpha * rho, alpha * (1 - rho), W, b, fit_intercept, tol, max_iter)
-    return like_input(X, W.T.contiguous()), like_input(X, b)
+    prob, _ = _inputs(X, y, dtype, device)
+    with num_threads(n_threads):
+        W, b, _ = _logistic_enet(prob, alpha, rho, fit_intercept, tol, max_iter)
+    return like_input(X, W), like_input(X, b)
 
 
-class LogisticElasticNet:
+def _logistic_enet(
+    prob: _Logistic, alpha: float, rho: float, fit_intercept: bool, tol: float, max_iter: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One fit on tensors: `(coef (K, p), intercept (K,), n_iter)`."""
+    b = _intercept_only(prob, fit_intercept)
+    W = prob.X.new_zeros(prob.X.shape[1], prob.K)
+    W, b, n_iter = _fit(prob, alpha * rho, alpha * (1 - rho), W, b, fit_intercept, tol, max_iter)
+    return W.T.contiguous(), b, n_iter
+
+
+class _LinearClassifier(ClassifierMixin, BaseEstimator):
+    """Scores, probabilities and labels of a fitted (multinomial) logistic model."""
+
+    classes_: np.ndarray
+    coef_: Any
+    intercept_: Any
+
+    def _set_fit(self, X: Any, classes: np.ndarray, W: torch.Tensor, b: torch.Tensor) -> None:
+        """Store the fit in the kind of the input `X` (tensors or NumPy arrays)."""
+        self.classes_ = classes
+        self.coef_, self.intercept_ = like_input(X, W), like_input(X, b)
+
+    def decision_function(self, X: Any) -> Any:
+        r"""Linear scores $XW^\top + b$: (n,) for two classes, (n, K) for more.
+
+        Args:
+            X: Design matrix (n_samples, n_features).
+
+        Returns:
+            The scores: a tensor on the device of `X` when `X` is a tensor, else a NumPy array.
+        """
+        check_is_fitted(self)
+        Xt = predict_input(self, X, fitted_dtype(self.coef_))
+        W = coef_tensor(self.coef_, Xt)
+        scores = Xt @ W.T + coef_tensor(self.intercept_, Xt)
+        return like_input(X, scores[:, 0] if W.shape[0] == 1 else scores)
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities (n_samples, n_classes), columns in the order of `classes_`.
+
+        Args:
+            X: Design matrix (n_samples, n_features).
+
+        Returns:
+            Probabilities, a tensor or a NumPy array like `X`.
+        """
+        s = torch.as_tensor(self.decision_function(X))
+        if s.ndim == 1:
+            p1 = torch.sigmoid(s)
+            return like_input(X, torch.stack([1 - p1, p1], 1))
+        return like_input(X, torch.softmax(s, 1))
+
+    def predict_log_proba(self, X: Any) -> Any:
+        """Logarithms of the class probabilities of `predict_proba`.
+
+        Args:
+            X: Design matrix (n_samples, n_features).
+
+        Returns:
+            Log-probabilities (n_samples, n_classes), a tensor or a NumPy array like `X`.
+        """
+        s = torch.as_tensor(self.decision_function(X))
+        if s.ndim == 1:
+            s = torch.stack([torch.zeros_like(s), s], 1)
+        return like_input(X, torch.log_softmax(s, 1))
+
+    def predict(self, X: Any) -> Any:
+        """Most probable class labels, values of `classes_`.
+
+        Args:
+            X: Design matrix (n_samples, n_features).
+
+        Returns:
+            Labels (n_samples,): a tensor on the device of `X` when `X` is a tensor and the labels
+            are numbers, else a NumPy array.
+        """
+        s = torch.as_tensor(self.decision_function(X))
+        codes = (s > 0).long() if s.ndim == 1 else s.argmax(1)
+        if isinstance(X, torch.Tensor) and self.classes_.dtype.kind in "biuf":
+            return torch.as_tensor(self.classes_, device=codes.device)[codes]
+        return self.classes_[codes.cpu().numpy()]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy of `predict(X)` against `y` (scikit-learn's `accuracy_score`).
+
+        Args:
+            X: Design matrix (n_samples, n_features).
+            y: True labels (n_samples,).
+            sample_weight: Weights of the samples in the score.
+
+        Returns:
+            The accuracy in [0, 1].
+        """
+        return float(super().score(to_host(X), to_host(y), to_host(sample_weight)))
+
+
+class LogisticElasticNet(_LinearClassifier):
     r"""Sparse logistic regression (binary or multinomial) with an L1 / elastic-net penalty.
 
     $$
-    \min_{W, b}\; \frac{1}{n}\sum_i \ell(y_i, x_i^\top W + b)
-    + \alpha\rho\lVert W\rVert_1 + \frac{\alpha(1-\rho)}{2}\lVert W\rVert_F^2
+    \min_{W, b}\; \frac{1}{n}\sum_{i=1}^n \ell(y_i, x_i^\top W + b)
+    + \alpha\Big(\rho\lVert W\rVert_1 + \frac{1-\rho}{2}\lVert W\rVert_F^2\Big),
+    \qquad \rho = \texttt{l1\_ratio}
     $$
 
-    Equivalent to scikit-learn's ``LogisticRegression(l1_ratio=ρ, C=1/(n α))`` (``penalty="l1"``
-    when ``ρ = 1``), solved to machine precision by proximal Newton. Fitted attributes:
-    ``classes_``, ``coef_`` ((1, p) for two classes, (K, p) for more), ``intercept_``.
+    with $\ell$ the logistic loss (two classes, one coefficient vector) or the softmax
+    cross-entropy (more classes); the intercepts are not penalized. The same problem as
+    scikit-learn's `LogisticRegression(C=1/(n α), l1_ratio=ρ)` (which minimizes $C\sum_i\ell$ plus
+    the penalty), solved to machine precision by proximal Newton, in torch on the CPU or a GPU.
+    A scikit-learn classifier: `clone`, `Pipeline` and `GridSearchCV` work; arguments are checked
+    by `fit`.
+
+    Fitted attributes: `classes_` (NumPy), `coef_` ((1, p) for two classes, (K, p) for more),
+    `intercept_` ((1,) or (K,)), `n_iter_` (proximal Newton iterations), `n_features_in_`.
+    `coef_`/`intercept_` are NumPy arrays for NumPy-like input, tensors on the computation
+    device for tensor input; `decision_function`, `predict_proba` and `predict` answer in the
+    kind of their own `X`.
 
     Args:
-        alpha: Regularization strength ``α >= 0``.
-        l1_ratio: Mixing ``ρ`` in [0, 1].
+        alpha: Regularization strength $\alpha \ge 0$.
+        l1_ratio: Mixing $\rho$ in [0, 1].
         fit_intercept: Fit unpenalized intercepts.
         tol: Absolute tolerance on the optimality conditions.
         max_iter: Maximum proximal Newton iterations per working set.
-        dtype: Computation dtype; default: the input's float dtype.
+        dtype: Computation dtype; default: float32 for float32 input, float64 otherwise.
         device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
-    Raises:
-        ValueError: For an invalid argument.
-
-    Examples:
+    Example:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.2], [-1.0, 0.1], [0.8, -0.3], [-0.9, 0.4], [0.1, 0.0], [-0.2, 0.1]])
         >>> model = LogisticElasticNet(alpha=0.05).fit(X, np.array(["b", "a", "b", "a", "a", "b"]))
@@ -419,88 +569,39 @@ class LogisticElasticNet:
         max_iter: int = 100,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        n_threads: int | None = None,
     ) -> None:
-        self.alpha = check_nonnegative("alpha", alpha)
-        self.l1_ratio = _check_l1_ratio(l1_ratio, allow_zero=True)
-        self.fit_intercept = bool(fit_intercept)
-        self.tol = check_positive("tol", tol)
-        self.max_iter = check_positive_int("max_iter", max_iter)
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
         self.dtype = dtype
         self.device = device
-        self.classes_: np.ndarray | None = None
-        self.coef_: Any = None
-        self.intercept_: Any = None
+        self.n_threads = n_threads
 
     def fit(self, X: Any, y: Any) -> LogisticElasticNet:
         """Fit the model.
 
         Args:
-            X: Design matrix (n_samples, n_features).
+            X: Design matrix (n_samples, n_features): array-like or tensor.
             y: Class labels (n_samples,).
 
         Returns:
             The fitted estimator.
+
+        Raises:
+            ValueError: For an invalid parameter, a continuous target or a single class.
         """
-        n = X.shape[0] if hasattr(X, "shape") else len(X)
-        self.classes_, _ = _encode(y, n)
-        self.coef_, self.intercept_ = logistic_enet(
-            X,
-            y,
-            self.alpha,
-            self.l1_ratio,
-            fit_intercept=self.fit_intercept,
-            tol=self.tol,
-            max_iter=self.max_iter,
-            dtype=self.dtype,
-            device=self.device,
-        )
+        alpha = check_nonnegative("alpha", self.alpha)
+        rho = _check_l1_ratio(self.l1_ratio, allow_zero=True)
+        tol = check_positive("tol", self.tol)
+        max_iter = check_positive_int("max_iter", self.max_iter)
+        Xt, classes, codes = classification_inputs(self, X, y, self.dtype, self.device)
+        prob = _problem(Xt, torch.as_tensor(codes, device=Xt.device), classes.shape[0])
+        with num_threads(self.n_threads):
+            W, b, self.n_iter_ = _logistic_enet(
+                prob, alpha, rho, bool(self.fit_intercept), tol, max_iter
+            )
+        self._set_fit(X, classes, W, b)
         return self
-
-    def decision_function(self, X: Any) -> Any:
-        """Linear scores ``XWᵀ + b``: (n,) for two classes, (n, K) for more.
-
-        Args:
-            X: Design matrix (n_samples, n_features).
-
-        Returns:
-            The scores, NumPy array or tensor like ``X``.
-        """
-        if self.coef_ is None:
-            raise RuntimeError("LogisticElasticNet is not fitted yet; call `fit` first")
-        W = torch.as_tensor(self.coef_)
-        Xt = as_matrix("X", X, W.dtype, W.device)
-        scores = Xt @ W.T + torch.as_tensor(self.intercept_, device=W.device)
-        return like_input(X, scores[:, 0] if W.shape[0] == 1 else scores)
-
-    def predict_proba(self, X: Any) -> Any:
-        """Class probabilities (n_samples, n_classes).
-
-        Args:
-            X: Design matrix (n_samples, n_features).
-
-        Returns:
-            Probabilities, NumPy array or tensor like ``X``.
-        """
-        s = torch.as_tensor(self.decision_function(X))
-        if s.ndim == 1:
-            p1 = torch.sigmoid(s)
-            return like_input(X, torch.stack([1 - p1, p1], 1))
-        return like_input(X, torch.softmax(s, 1))
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Most probable class labels (a NumPy array of the labels seen in ``fit``).
-
-        Args:
-            X: Design matrix (n_samples, n_features).
-
-        Returns:
-            Labels (n_samples,).
-        """
-        assert self.classes_ is not None or self.coef_ is None
-        proba = torch.as_tensor(self.predict_proba(X))
-        codes = proba.argmax(1).cpu().numpy()
-        assert self.classes_ is not None
-        return self.classes_[codes]
-
-    def __repr__(self) -> str:
-        return f"LogisticElasticNet(alpha={self.alpha!r}, l1_ratio={self.l1_ratio!r})"

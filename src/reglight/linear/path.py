@@ -1,33 +1,33 @@
 r"""Lasso and elastic-net regularization paths in scikit-learn's objective scaling.
 
-For each ``α`` of a decreasing grid the solvers minimize, with ``ρ = l1_ratio``,
+For each `α` of a decreasing grid the solvers minimize, with `ρ = l1_ratio`,
 
 $$
 \frac{1}{2n}\lVert y - Xw \rVert_2^2 + \alpha\rho\lVert w\rVert_1
 + \frac{\alpha(1-\rho)}{2}\lVert w\rVert_2^2,
 $$
 
-exactly the objective of `sklearn.linear_model.enet_path` (no intercept; centre ``X`` and
-``y`` first, or use [`ElasticNet`][reglight.linear.ElasticNet]), so that results compare one to one.
+exactly the objective of `sklearn.linear_model.enet_path` (no intercept; centre `X` and
+`y` first, or use [`ElasticNet`][reglight.linear.ElasticNet]), so that results compare one to one.
 
 How (one α after another, warm-started from the previous solution):
 
 1. **Strong rule** (Tibshirani et al. 2012, "Strong rules for discarding predictors in lasso-type
-   problems"): feature ``j`` is screened out at ``α_k`` when
-   ``|x_jᵀ r(α_{k-1})|/n < ρ(2α_k - α_{k-1})``; the working set is what survives plus every feature
+   problems"): feature `j` is screened out at `α_k` when
+   `|x_jᵀ r(α_{k-1})|/n < ρ(2α_k - α_{k-1})`; the working set is what survives plus every feature
    that was ever active.
 2. **Exact solve on the working set** by an active-set Newton method (feature-sign search,
    `reglight.linear._qp`): Cholesky solves on the active block of the Gram matrix instead of
    coordinate sweeps, so each solution is optimal to machine precision.
-3. **KKT check** on all features: a screened-out feature with ``|x_jᵀ r|/n > αρ`` joins the working
+3. **KKT check** on all features: a screened-out feature with `|x_jᵀ r|/n > αρ` joins the working
    set and step 2 repeats.
 4. **Path extension**: on a fixed active set and sign pattern the solution is an explicit function
-   of ``α``; the next grid points whose explicit solution passes the sign and KKT checks are
+   of `α`; the next grid points whose explicit solution passes the sign and KKT checks are
    accepted at once, so stretches of the path where the active set does not change cost one
    factorization in total. The first failing point proposes the next active set (sign changes
    leave, KKT violators enter), which is checked the same way before falling back to step 2.
 
-The Gram matrix ``XᵀX/n`` is computed once when ``n_samples > n_features`` (``precompute="auto"``,
+The Gram matrix `XᵀX/n` is computed once when `n_samples > n_features` (`precompute="auto"`,
 like scikit-learn); otherwise Gram blocks are computed only for the features screening lets in.
 Everything runs in torch on the device of the input (CPU or GPU).
 """
@@ -35,7 +35,6 @@ Everything runs in torch on the device of the input (CPU or GPU).
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -45,7 +44,7 @@ from reglight._validation import check_in_range, check_positive, check_positive_
 
 from ._oracle import DesignOracle, GramOracle, HessianOracle
 from ._qp import solve_l1_qp
-from ._tensor import as_matrix, as_vector, like_input, resolve_dtype, single_thread
+from ._tensor import as_grid, as_matrix, as_vector, like_input, num_threads, resolve_dtype
 
 __all__ = [
     "alpha_grid",
@@ -70,24 +69,28 @@ def alpha_grid(
     n_alphas: int = 100,
     eps: float = 1e-3,
     fit_intercept: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
 ) -> Any:
-    """The log-spaced grid of ``α`` from ``α_max`` down to ``eps·α_max`` (scikit-learn's grid).
+    r"""The log-spaced grid of `α` from `α_max` down to `eps·α_max` (scikit-learn's grid).
 
-    ``α_max = max_j |x_jᵀ y| / (n · l1_ratio)`` is the smallest ``α`` whose solution is all zeros
-    (with ``fit_intercept=True`` the columns of ``X`` and ``y`` are centred first).
+    $\alpha_{\max} = \max_j |x_j^\top y| / (n\rho)$ is the smallest `α` whose solution is all
+    zeros (with `fit_intercept=True`, of the centred problem).
 
     Args:
         X: Design matrix (n_samples, n_features), NumPy array or tensor.
         y: Targets (n_samples,).
-        l1_ratio: Elastic-net mixing ``ρ`` in (0, 1].
+        l1_ratio: Elastic-net mixing `ρ` in (0, 1].
         n_alphas: Number of grid points.
-        eps: Ratio ``α_min / α_max``.
-        fit_intercept: Centre ``X`` and ``y`` before computing ``α_max``.
+        eps: Ratio `α_min / α_max`.
+        fit_intercept: Centre `X` and `y` before computing `α_max`.
+        dtype: Computation dtype; default: the input's float dtype.
+        device: Computation device; default: the input's device.
 
     Returns:
-        The decreasing grid (n_alphas,), NumPy array or tensor like ``X``.
+        The decreasing grid (n_alphas,), NumPy array or tensor like `X`.
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.0], [0.0, 1.0]]); y = np.array([2.0, -1.0])
         >>> alpha_grid(X, y, n_alphas=3, eps=0.01)
@@ -96,27 +99,33 @@ def alpha_grid(
     rho = _check_l1_ratio(l1_ratio)
     check_positive_int("n_alphas", n_alphas)
     check_in_range("eps", eps, 0.0, 1.0, low_inclusive=False)
-    dtype = resolve_dtype(X, None)
-    Xt = as_matrix("X", X, dtype)
-    yt = as_vector("y", y, Xt.shape[0], dtype, Xt.device)
+    dt = resolve_dtype(X, dtype)
+    Xt = as_matrix("X", X, dt, device)
+    yt = as_vector("y", y, Xt.shape[0], dt, Xt.device)
+    a_max = _alpha_max(Xt, yt, rho, fit_intercept)
+    return like_input(X, _grid(a_max, n_alphas, eps, dt, Xt.device))
+
+
+def _alpha_max(Xt: torch.Tensor, yt: torch.Tensor, rho: float, fit_intercept: bool) -> float:
+    """`max_j |x_jᵀ y| / (n ρ)`; centred: `(X - x̄)ᵀ(y - ȳ) = Xᵀ(y - ȳ)`, so `X` is not copied."""
     if fit_intercept:
-        Xt = Xt - Xt.mean(0)
         yt = yt - yt.mean()
-    c = (Xt.T @ yt) / Xt.shape[0]
-    return like_input(X, _grid(float(c.abs().max()) / rho, n_alphas, eps, dtype, Xt.device))
+    return float(((Xt.T @ yt) / Xt.shape[0]).abs().max()) / rho
 
 
 def _grid(
     alpha_max: float, n_alphas: int, eps: float, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     if alpha_max <= np.finfo(np.float64).resolution:
-        return torch.full((n_alphas,), float(np.finfo(np.float64).resolution), dtype=dtype)
+        return torch.full(
+            (n_alphas,), float(np.finfo(np.float64).resolution), dtype=dtype, device=device
+        )
     grid = np.geomspace(alpha_max, alpha_max * eps, num=n_alphas)
     return torch.as_tensor(grid, dtype=dtype, device=device)
 
 
 def enet_objective(X: Any, y: Any, coef: Any, alpha: float, l1_ratio: float = 1.0) -> float:
-    r"""Value of the elastic-net objective (scikit-learn scaling) at ``coef``.
+    r"""Value of the elastic-net objective (scikit-learn scaling) at `coef`.
 
     $$
     \frac{1}{2n}\lVert y - Xw \rVert_2^2 + \alpha\rho\lVert w\rVert_1
@@ -127,13 +136,13 @@ def enet_objective(X: Any, y: Any, coef: Any, alpha: float, l1_ratio: float = 1.
         X: Design matrix (n_samples, n_features).
         y: Targets (n_samples,).
         coef: Coefficients (n_features,).
-        alpha: Regularization strength ``α >= 0``.
-        l1_ratio: Mixing ``ρ`` in [0, 1].
+        alpha: Regularization strength `α >= 0`.
+        l1_ratio: Mixing `ρ` in [0, 1].
 
     Returns:
         The objective value, as a Python float.
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> enet_objective(np.eye(2), np.array([1.0, 0.0]), np.array([0.5, 0.0]), alpha=0.5)
         0.3125
@@ -152,22 +161,22 @@ def enet_objective(X: Any, y: Any, coef: Any, alpha: float, l1_ratio: float = 1.
 
 
 def enet_dual_gap(X: Any, y: Any, coef: Any, alpha: float, l1_ratio: float = 1.0) -> float:
-    """Duality gap of ``coef`` for the elastic-net problem (scikit-learn scaling).
+    """Duality gap of `coef` for the elastic-net problem (scikit-learn scaling).
 
-    The dual point is the scaled residual ``θ = r / max(1, ‖Xᵀr - nβw‖_∞ / (nα ρ))`` of the
-    Gap-Safe rules (Ndiaye et al. 2017); the gap bounds the objective error of ``coef`` from above.
+    The dual point is the scaled residual `θ = r / max(1, ‖Xᵀr - nβw‖_∞ / (nα ρ))` of the
+    Gap-Safe rules (Ndiaye et al. 2017); the gap bounds the objective error of `coef` from above.
 
     Args:
         X: Design matrix (n_samples, n_features).
         y: Targets (n_samples,).
         coef: Coefficients (n_features,).
-        alpha: Regularization strength ``α > 0``.
-        l1_ratio: Mixing ``ρ`` in (0, 1].
+        alpha: Regularization strength `α > 0`.
+        l1_ratio: Mixing `ρ` in (0, 1].
 
     Returns:
-        The duality gap (``>= 0`` up to rounding), in the objective's units.
+        The duality gap (`>= 0` up to rounding), in the objective's units.
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> X = np.eye(2); y = np.array([1.0, 0.0])
         >>> round(enet_dual_gap(X, y, np.array([0.0, 0.0]), alpha=0.25), 6)
@@ -209,10 +218,11 @@ def enet_path(
     max_iter: int = 1000,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    n_threads: int | None = None,
 ) -> tuple[Any, Any]:
-    r"""Elastic-net regularization path (scikit-learn's ``enet_path``, solved exactly).
+    r"""Elastic-net regularization path (scikit-learn's `enet_path`, solved exactly).
 
-    Minimizes, for each ``α`` in ``alphas`` (in decreasing order), with ``ρ = l1_ratio``,
+    Minimizes, for each `α` in `alphas` (in decreasing order), with `ρ = l1_ratio`,
 
     $$
     \frac{1}{2n}\lVert y - Xw \rVert_2^2 + \alpha\rho\lVert w\rVert_1
@@ -220,33 +230,36 @@ def enet_path(
     $$
 
     with warm starts, sequential strong-rule screening and a KKT check on all features (see the
-    module docstring). No intercept is fitted: centre ``X`` and ``y`` beforehand (or use
+    module docstring). No intercept is fitted: centre `X` and `y` beforehand (or use
     [`ElasticNet`][reglight.linear.ElasticNet]).
 
     Args:
         X: Design matrix (n_samples, n_features), NumPy array or tensor (CPU or GPU).
         y: Targets (n_samples,).
-        l1_ratio: Mixing ``ρ`` in (0, 1]; 1 is the lasso.
-        eps: ``α_min / α_max`` of the automatic grid.
-        n_alphas: Number of ``α`` of the automatic grid.
-        alphas: Explicit grid (sorted decreasingly before use); ``None`` for the automatic log
-            grid from ``α_max = max|Xᵀy| / (n ρ)`` ([`alpha_grid`][reglight.linear.alpha_grid]).
-        precompute: ``"auto"`` (Gram matrix when ``n_samples > n_features``), ``True`` or
-            ``False``.
-        coef_init: Starting coefficients for the first ``α``.
+        l1_ratio: Mixing `ρ` in (0, 1]; 1 is the lasso.
+        eps: `α_min / α_max` of the automatic grid.
+        n_alphas: Number of `α` of the automatic grid.
+        alphas: Explicit grid (sorted decreasingly before use); `None` for the automatic log
+            grid from `α_max = max|Xᵀy| / (n ρ)` ([`alpha_grid`][reglight.linear.alpha_grid]).
+        precompute: `"auto"` (Gram matrix when `n_samples > n_features`), `True` or
+            `False`.
+        coef_init: Starting coefficients for the first `α`.
         tol: Relative tolerance on the optimality (KKT) conditions.
-        max_iter: Maximum active-set iterations per ``α``.
+        max_iter: Maximum active-set iterations per `α`.
         dtype: Computation dtype; default: the input's float dtype (float64 for non-floats).
         device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
     Returns:
-        ``(alphas, coefs)`` with ``coefs`` of shape (n_features, n_alphas); NumPy arrays when ``X``
-        is one, tensors (on ``device``) otherwise.
+        `(alphas, coefs)` with `coefs` of shape (n_features, n_alphas); NumPy arrays when `X`
+        is one, tensors (on `device`) otherwise.
 
     Raises:
         ValueError: For invalid arguments or shapes.
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((50, 4)); y = X @ np.array([1.0, 0.0, -2.0, 0.0])
@@ -261,41 +274,66 @@ def enet_path(
     check_positive_int("n_alphas", n_alphas)
     check_positive("tol", tol)
     check_positive_int("max_iter", max_iter)
-    if precompute not in ("auto", True, False):
-        raise ValueError(f"`precompute` must be 'auto', True or False, got {precompute!r}")
+    _check_precompute(precompute)
     dt = resolve_dtype(X, dtype)
     Xt = as_matrix("X", X, dt, device)
     n, p = Xt.shape
     yt = as_vector("y", y, n, dt, Xt.device)
-    use_gram = n > p if precompute == "auto" else bool(precompute)
-    # Small products are faster on one thread (no thread wake-ups); large ones use them all.
-    threads = nullcontext() if n * p * min(n, p) > 50_000_000 else single_thread(Xt.device)
-    with threads:
-        oracle: HessianOracle = GramOracle.from_data(Xt, yt) if use_gram else DesignOracle(Xt, yt)
-    alpha_max = float(oracle.c.abs().max()) / rho
-    if alphas is None:
-        grid = _grid(alpha_max, n_alphas, eps, dt, Xt.device)
-    else:
-        grid = torch.as_tensor(np.asarray(alphas, dtype=np.float64).ravel(), dtype=dt)
-        if grid.numel() == 0 or not bool(torch.isfinite(grid).all()) or bool((grid < 0).any()):
-            raise ValueError("`alphas` must be a non-empty sequence of finite numbers >= 0")
-        grid = grid.sort(descending=True).values.to(Xt.device)
-    w0 = None
-    if coef_init is not None:
-        w0 = as_vector("coef_init", coef_init, p, dt, Xt.device)
-    max_active = n if (rho == 1.0 and not use_gram) else None
-    with single_thread(Xt.device):
-        coefs = solve_path(
-            oracle,
-            grid,
+    grid = None if alphas is None else as_grid(alphas, dt, Xt.device)
+    w0 = None if coef_init is None else as_vector("coef_init", coef_init, p, dt, Xt.device)
+    with num_threads(n_threads):
+        grid, coefs = _enet_path(
+            Xt,
+            yt,
             rho,
+            grid,
+            n_alphas=n_alphas,
+            eps=eps,
+            precompute=precompute,
             w0=w0,
-            alpha_max=alpha_max,
             tol=tol,
             max_iter=max_iter,
-            max_active=max_active,
         )
     return like_input(X, grid), like_input(X, coefs)
+
+
+def _check_precompute(precompute: Any) -> None:
+    """Raise `ValueError` unless `precompute` is `"auto"`, `True` or `False`."""
+    if not (precompute == "auto" or precompute is True or precompute is False):
+        raise ValueError(f"`precompute` must be 'auto', True or False, got {precompute!r}")
+
+
+def _enet_path(
+    Xt: torch.Tensor,
+    yt: torch.Tensor,
+    rho: float,
+    grid: torch.Tensor | None,
+    *,
+    n_alphas: int = 100,
+    eps: float = 1e-3,
+    precompute: bool | str = "auto",
+    w0: torch.Tensor | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 1000,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The path on tensors already converted and validated: `(grid, coefs (p, n_alphas))`."""
+    n, p = Xt.shape
+    use_gram = n > p if precompute == "auto" else bool(precompute)
+    oracle: HessianOracle = GramOracle.from_data(Xt, yt) if use_gram else DesignOracle(Xt, yt)
+    alpha_max = float(oracle.c.abs().max()) / rho
+    if grid is None:
+        grid = _grid(alpha_max, n_alphas, eps, Xt.dtype, Xt.device)
+    coefs, _ = solve_path(
+        oracle,
+        grid,
+        rho,
+        w0=w0,
+        alpha_max=alpha_max,
+        tol=tol,
+        max_iter=max_iter,
+        max_active=n if (rho == 1.0 and not use_gram) else None,
+    )
+    return grid, coefs
 
 
 def lasso_path(
@@ -311,8 +349,9 @@ def lasso_path(
     max_iter: int = 1000,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    n_threads: int | None = None,
 ) -> tuple[Any, Any]:
-    r"""Lasso regularization path: [`enet_path`][reglight.linear.enet_path] with ``l1_ratio=1``.
+    r"""Lasso regularization path: [`enet_path`][reglight.linear.enet_path] with `l1_ratio=1`.
 
     $$
     \frac{1}{2n}\lVert y - Xw \rVert_2^2 + \alpha\lVert w\rVert_1
@@ -321,20 +360,23 @@ def lasso_path(
     Args:
         X: Design matrix (n_samples, n_features), NumPy array or tensor (CPU or GPU).
         y: Targets (n_samples,).
-        eps: ``α_min / α_max`` of the automatic grid.
-        n_alphas: Number of ``α`` of the automatic grid.
-        alphas: Explicit grid; ``None`` for the automatic log grid from ``α_max = max|Xᵀy|/n``.
-        precompute: ``"auto"``, ``True`` or ``False`` (see [`enet_path`][reglight.linear.enet_path]).
-        coef_init: Starting coefficients for the first ``α``.
+        eps: `α_min / α_max` of the automatic grid.
+        n_alphas: Number of `α` of the automatic grid.
+        alphas: Explicit grid; `None` for the automatic log grid from `α_max = max|Xᵀy|/n`.
+        precompute: `"auto"`, `True` or `False` (see [`enet_path`][reglight.linear.enet_path]).
+        coef_init: Starting coefficients for the first `α`.
         tol: Relative tolerance on the optimality (KKT) conditions.
-        max_iter: Maximum active-set iterations per ``α``.
+        max_iter: Maximum active-set iterations per `α`.
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
+        n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
+            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
+            the fastest for small problems on a busy CPU.
 
     Returns:
-        ``(alphas, coefs)`` with ``coefs`` of shape (n_features, n_alphas).
+        `(alphas, coefs)` with `coefs` of shape (n_features, n_alphas).
 
-    Examples:
+    Example:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.0], [0.0, 1.0]]); y = np.array([2.0, -1.0])
         >>> alphas, coefs = lasso_path(X, y, alphas=[0.5])
@@ -354,6 +396,7 @@ def lasso_path(
         max_iter=max_iter,
         dtype=dtype,
         device=device,
+        n_threads=n_threads,
     )
 
 
@@ -369,21 +412,21 @@ def _extend(
     kkt_tol: float,
     gram: bool,
 ) -> tuple[int, torch.Tensor | None, torch.Tensor | None, Proposal | None]:
-    """Carry an active set ``A`` with signs ``θ`` along the next ``α`` of the grid, all at once.
+    """Carry an active set `A` with signs `θ` along the next `α` of the grid, all at once.
 
-    On a fixed active set with fixed signs the solution is explicit in ``α``:
-    ``w_A(α) = (H_AA + α(1-ρ)I)⁻¹ (c_A - αρθ)`` -- affine in ``α`` for the lasso (one Cholesky),
-    a rational function for the elastic net (one eigendecomposition of ``H_AA``). Every grid point
+    On a fixed active set with fixed signs the solution is explicit in `α`:
+    `w_A(α) = (H_AA + α(1-ρ)I)⁻¹ (c_A - αρθ)` -- affine in `α` for the lasso (one Cholesky),
+    a rational function for the elastic net (one eigendecomposition of `H_AA`). Every grid point
     whose explicit solution keeps the signs and satisfies the KKT conditions of the inactive
-    features, ``|c_j - H_jA w_A(α)| <= αρ``, is solved exactly without iterating: the discrete
+    features, `|c_j - H_jA w_A(α)| <= αρ`, is solved exactly without iterating: the discrete
     counterpart of the homotopy/LARS path (Osborne et al. 2000; Efron et al. 2004).
 
     Returns:
-        The number ``m`` of leading grid points solved, their active coefficients (|A|, m), the
+        The number `m` of leading grid points solved, their active coefficients (|A|, m), the
         residual correlations at the last of them and, when the grid continues past them, a
-        proposal ``(A', θ')`` for the first failing point: the coefficients that changed sign
+        proposal `(A', θ')` for the first failing point: the coefficients that changed sign
         leave, the features that violate their KKT condition enter with the sign of their
-        correlation (``None`` if there is nothing to propose).
+        correlation (`None` if there is nothing to propose).
     """
     k = A.shape[0]
     if k == 0:
@@ -436,24 +479,26 @@ def solve_path(
     tol: float = 1e-10,
     max_iter: int = 1000,
     max_active: int | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, int]:
     """Solve the elastic-net problems of a decreasing grid with screening and a KKT check.
 
     Args:
-        oracle: Access to ``XᵀX/n`` and the residual correlations.
+        oracle: Access to `XᵀX/n` and the residual correlations.
         alphas: Decreasing grid (n_alphas,).
-        l1_ratio: Mixing ``ρ`` in (0, 1].
-        w0: Warm start for the first ``α`` (zeros when ``None``).
-        alpha_max: ``max|Xᵀy|/(nρ)``; the "previous α" of the first strong rule.
+        l1_ratio: Mixing `ρ` in (0, 1].
+        w0: Warm start for the first `α` (zeros when `None`).
+        alpha_max: `max|Xᵀy|/(nρ)`; the "previous α" of the first strong rule.
         tol: Relative KKT tolerance.
-        max_iter: Active-set iterations per ``α``.
-        max_active: Bound on the useful number of nonzeros (``n_samples`` for a lasso with
-            ``n_features >= n_samples``).
+        max_iter: Active-set iterations per `α`.
+        max_active: Bound on the useful number of nonzeros (`n_samples` for a lasso with
+            `n_features >= n_samples`).
 
     Returns:
-        The coefficients (n_features, n_alphas).
+        `(coefs, n_iter)`: the coefficients (n_features, n_alphas) and the number of iterations,
+        active-set iterations plus one per optimality check on all features.
     """
     c = oracle.c
+    n_iter = 0
     p = oracle.n_features
     rho = l1_ratio
     gram = isinstance(oracle, GramOracle)
@@ -489,7 +534,7 @@ def solve_path(
             else:
                 G, cols = oracle.locate(W)
                 l1 = torch.full((W.shape[0],), lam1, dtype=c.dtype, device=c.device)
-                wW, _ = solve_l1_qp(
+                wW, k = solve_l1_qp(
                     G,
                     c[W],
                     l1,
@@ -500,10 +545,12 @@ def solve_path(
                     max_iter=max_iter,
                     max_active=max_active,
                 )
+                n_iter += k
                 w.zero_()
                 w[W] = wW
                 A = W[wW != 0]
                 corr = oracle.corr(A, w[A])
+            n_iter += 1
             violators = ~work & (corr.abs() > lam1 + kkt_tol)
             if not bool(violators.any()):
                 break
@@ -554,4 +601,4 @@ def solve_path(
             skip = backoff
     if not math.isfinite(float(out.abs().sum())):  # pragma: no cover - defensive
         raise FloatingPointError("the path solver produced non-finite coefficients")
-    return out
+    return out, n_iter
