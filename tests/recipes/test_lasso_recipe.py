@@ -352,7 +352,7 @@ def test_arguments_are_validated() -> None:
         ({"cv_folds": 1}, "cv_folds"),
         ({"gradient": "newton"}, "gradient"),
         ({"lr": 0.0}, "lr"),
-        ({"num_threads": 0}, "num_threads"),
+        ({"n_threads": 0}, "n_threads"),
     ]:
         with pytest.raises(ValueError, match=f"`{name}`"):
             SparseLinearModel(**kwargs)
@@ -409,13 +409,13 @@ class _ThreadProbe(SparseLinearModel):
         return super().forward(x)
 
 
-@pytest.mark.parametrize("num_threads", [1, None])
-def test_thread_count_is_scoped_to_the_models_own_computations(num_threads: int | None) -> None:
+@pytest.mark.parametrize("n_threads", [1, None])
+def test_thread_count_is_scoped_to_the_models_own_computations(n_threads: int | None) -> None:
     threads = torch.get_num_threads()
     outside = 2 if threads != 2 else 3
     torch.set_num_threads(outside)
     try:
-        model = _ThreadProbe(alpha=1.0, path_figure=False, num_threads=num_threads)
+        model = _ThreadProbe(alpha=1.0, path_figure=False, n_threads=n_threads)
         model.seen = []
         data = TabularDataModule("diabetes", batch_size=None)
         trainer = _trainer(max_epochs=3)
@@ -423,7 +423,7 @@ def test_thread_count_is_scoped_to_the_models_own_computations(num_threads: int 
         assert torch.get_num_threads() == outside  # restored after every step
         trainer.test(model, datamodule=data, verbose=False)
         assert torch.get_num_threads() == outside
-        assert model.seen == [num_threads or outside] * 4  # three training steps, one test step
+        assert model.seen == [n_threads or outside] * 4  # three training steps, one test step
     finally:
         torch.set_num_threads(threads)
 

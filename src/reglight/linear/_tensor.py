@@ -8,8 +8,6 @@ was a tensor (`like_input`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -19,9 +17,7 @@ __all__ = [
     "as_grid",
     "as_matrix",
     "as_vector",
-    "check_n_threads",
     "like_input",
-    "num_threads",
     "resolve_dtype",
 ]
 
@@ -159,36 +155,3 @@ def like_input(reference: ArrayLike, t: torch.Tensor) -> Any:
     if isinstance(reference, torch.Tensor):
         return t
     return t.detach().cpu().numpy()
-
-
-def check_n_threads(n_threads: Any) -> int | None:
-    """Return `n_threads` if it is `None` or an integer >= 1, else raise `ValueError`."""
-    if n_threads is None:
-        return None
-    if not isinstance(n_threads, int) or isinstance(n_threads, bool) or n_threads < 1:
-        raise ValueError(f"`n_threads` must be None or an integer >= 1, got {n_threads!r}")
-    return n_threads
-
-
-@contextmanager
-def num_threads(n_threads: int | None) -> Iterator[None]:
-    """Run the enclosed work with `n_threads` torch intra-op threads, then restore the count.
-
-    `None` leaves torch's setting alone. The setting is process-wide
-    (`torch.set_num_threads`): other threads of the process see it while the block runs.
-
-    Example:
-        >>> with num_threads(1):
-        ...     torch.get_num_threads()
-        1
-    """
-    n = check_n_threads(n_threads)
-    if n is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)

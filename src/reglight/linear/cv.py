@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from reglight._threads import torch_threads
 from reglight._validation import check_choice, check_in_range, check_positive, check_positive_int
 
 from ._estimator import classification_inputs, regression_inputs
-from ._tensor import as_grid, as_matrix, as_vector, num_threads, resolve_dtype
+from ._tensor import as_grid, as_matrix, as_vector, resolve_dtype
 from .logistic import (
     _encode,
     _intercept_only,
@@ -263,7 +264,7 @@ def enet_cv(
     _check_cv_settings(n_alphas, eps, rule, tol)
     Xt = as_matrix("X", X, resolve_dtype(X, dtype), device)
     yt = as_vector("y", y, Xt.shape[0], Xt.dtype, Xt.device)
-    with num_threads(n_threads):
+    with torch_threads(n_threads):
         return _enet_cv(Xt, yt, ratios, alphas, n_alphas, eps, cv, rule, tol)
 
 
@@ -353,7 +354,7 @@ def logistic_cv(
     _check_cv_settings(n_alphas, eps, rule, tol)
     Xt = as_matrix("X", X, resolve_dtype(X, dtype), device)
     classes, codes = _encode(y, Xt.shape[0])
-    with num_threads(n_threads):
+    with torch_threads(n_threads):
         return _logistic_cv(
             Xt, codes, classes.shape[0], ratios, alphas, n_alphas, eps, cv, rule, tol
         )
@@ -528,7 +529,7 @@ class ElasticNetCV(_CrossValidated, _LinearRegression):
         ratios = self._ratios()
         _check_cv_settings(self.n_alphas, self.eps, self.rule, self.tol)
         Xt, yt = regression_inputs(self, X, y, self.dtype, self.device)
-        with num_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             res = _enet_cv(
                 Xt, yt, ratios, self.alphas, self.n_alphas, self.eps, self.cv, self.rule, self.tol
             )
@@ -680,7 +681,7 @@ class LogisticElasticNetCV(_CrossValidated, _LinearClassifier):
         ratios = self._ratios()
         _check_cv_settings(self.n_alphas, self.eps, self.rule, self.tol)
         Xt, classes, codes = classification_inputs(self, X, y, self.dtype, self.device)
-        with num_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             res = _logistic_cv(
                 Xt,
                 codes,

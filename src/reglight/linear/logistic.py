@@ -29,6 +29,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from reglight._threads import torch_threads
 from reglight._validation import (
     check_in_range,
     check_nonnegative,
@@ -44,7 +45,7 @@ from ._estimator import (
     to_host,
 )
 from ._qp import solve_l1_qp
-from ._tensor import as_grid, as_matrix, like_input, num_threads, resolve_dtype
+from ._tensor import as_grid, as_matrix, like_input, resolve_dtype
 from .path import _check_l1_ratio, _grid
 
 __all__ = ["LogisticElasticNet", "logistic_alpha_max", "logistic_enet", "logistic_path"]
@@ -337,7 +338,7 @@ def logistic_path(
     check_positive_int("max_iter", max_iter)
     prob, _ = _inputs(X, y, dtype, device)
     grid = None if alphas is None else as_grid(alphas, prob.X.dtype, prob.X.device)
-    with num_threads(n_threads):
+    with torch_threads(n_threads):
         grid, coefs, intercepts = _logistic_path(
             prob, rho, grid, n_alphas, eps, fit_intercept, tol, max_iter
         )
@@ -416,7 +417,7 @@ def logistic_enet(
     check_positive("tol", tol)
     check_positive_int("max_iter", max_iter)
     prob, _ = _inputs(X, y, dtype, device)
-    with num_threads(n_threads):
+    with torch_threads(n_threads):
         W, b, _ = _logistic_enet(prob, alpha, rho, fit_intercept, tol, max_iter)
     return like_input(X, W), like_input(X, b)
 
@@ -599,7 +600,7 @@ class LogisticElasticNet(_LinearClassifier):
         max_iter = check_positive_int("max_iter", self.max_iter)
         Xt, classes, codes = classification_inputs(self, X, y, self.dtype, self.device)
         prob = _problem(Xt, torch.as_tensor(codes, device=Xt.device), classes.shape[0])
-        with num_threads(self.n_threads):
+        with torch_threads(self.n_threads):
             W, b, self.n_iter_ = _logistic_enet(
                 prob, alpha, rho, bool(self.fit_intercept), tol, max_iter
             )

@@ -40,11 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from reglight._threads import torch_threads
 from reglight._validation import check_in_range, check_positive, check_positive_int
 
 from ._oracle import DesignOracle, GramOracle, HessianOracle
 from ._qp import solve_l1_qp
-from ._tensor import as_grid, as_matrix, as_vector, like_input, num_threads, resolve_dtype
+from ._tensor import as_grid, as_matrix, as_vector, like_input, resolve_dtype
 
 __all__ = [
     "alpha_grid",
@@ -281,7 +282,7 @@ def enet_path(
     yt = as_vector("y", y, n, dt, Xt.device)
     grid = None if alphas is None else as_grid(alphas, dt, Xt.device)
     w0 = None if coef_init is None else as_vector("coef_init", coef_init, p, dt, Xt.device)
-    with num_threads(n_threads):
+    with torch_threads(n_threads):
         grid, coefs = _enet_path(
             Xt,
             yt,

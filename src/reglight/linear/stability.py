@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from reglight._threads import torch_threads
 from reglight._validation import (
     check_choice,
     check_in_range,
     check_positive_int,
 )
 
-from ._tensor import as_grid, as_matrix, as_vector, num_threads, resolve_dtype
+from ._tensor import as_grid, as_matrix, as_vector, resolve_dtype
 from .logistic import (
     _encode,
     _intercept_only,
@@ -174,7 +175,7 @@ def stability_selection(
     rng = np.random.default_rng(seed)
     counts = np.zeros((p, grid.shape[0]))
     union_sizes = np.zeros(n_subsamples)
-    with num_threads(n_threads):
+    with torch_threads(n_threads):
         for s in range(n_subsamples):
             idx = torch.as_tensor(rng.choice(n, size=m, replace=False), device=Xt.device)
             Xs, ys = Xt[idx], yt[idx]

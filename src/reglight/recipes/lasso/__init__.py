@@ -48,7 +48,7 @@ from reglight.recipes.lasso.scaling import dataset_tensors, lipschitz_constant, 
 from reglight.recipes.lasso.solver import FullBatchProximalGradient
 from reglight.recipes.lasso.synthetic import SparseData, make_sparse_data
 from reglight.recipes.lasso.tables import TabularData, load_builtin, load_table
-from reglight.recipes.lasso.threads import torch_threads
+from reglight.recipes.lasso.threads import with_model_threads
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -75,5 +75,5 @@ __all__ = [
     "relaxed_refit",
     "split_indices",
     "standardization",
-    "torch_threads",
+    "with_model_threads",
 ]

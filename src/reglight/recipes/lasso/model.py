@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from typing_extensions import override
 
+from reglight._threads import check_n_threads
 from reglight._validation import (
     check_choice,
     check_in_range,
@@ -102,7 +103,7 @@ class SparseLinearModel(pl.LightningModule):
     **Threads.** torch's thread count is process-wide, so the model sets it only inside its own
     computations (each training, validation and test step, the set-up with the cross-validation,
     the refit and the end-of-test report) and restores it after each
-    ([`torch_threads`][reglight.recipes.lasso.threads.torch_threads]); nothing outside sees it.
+    (`torch_threads`); nothing outside sees it.
 
     Args:
         alpha: scikit-learn's `alpha` (>= 0) on the standardized features; `None` to choose it
@@ -125,7 +126,7 @@ class SparseLinearModel(pl.LightningModule):
         refit_l2: Ridge strength $\gamma$ of the refit; `None` for 0 (regression) or `1e-3`
             (classification, which keeps separable classes finite).
         path_figure: Compute and log the regularization path at the end of testing.
-        num_threads: torch's intra-op threads inside the model's computations (restored after
+        n_threads: torch's intra-op threads inside the model's computations (restored after
             each); `None` leaves them alone. One thread suits small tables, where synchronizing
             threads costs more than the arithmetic of a step.
 
@@ -169,7 +170,7 @@ class SparseLinearModel(pl.LightningModule):
         tol: float = 1e-6,
         refit_l2: float | None = None,
         path_figure: bool = True,
-        num_threads: int | None = 1,
+        n_threads: int | None = 1,
     ) -> None:
         super().__init__()
         if alpha is not None:
@@ -186,8 +187,7 @@ class SparseLinearModel(pl.LightningModule):
         check_nonnegative("tol", tol)
         if refit_l2 is not None:
             check_nonnegative("refit_l2", refit_l2)
-        if num_threads is not None:
-            check_positive_int("num_threads", num_threads)
+        check_n_threads(n_threads)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.penalty_hook = PenaltyHook(
