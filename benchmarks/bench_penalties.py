@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from _report import Report, add_json_argument
 from reglight.callbacks import PenaltyHook
 from reglight.penalties import L1, ElasticNet, FusedElasticNetGrad, Penalty, select_parameters
 
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         help="intra-op threads (default: torch's); 1 is steadier on an oversubscribed machine",
     )
     parser.add_argument("--rounds", type=int, default=None, help="training rounds (default 40)")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -242,12 +244,28 @@ def main(argv: list[str] | None = None) -> None:
     if args.rounds:
         rounds, reps = args.rounds, max(5, args.rounds * 3 // 4)
     warnings.filterwarnings("ignore")
+    report = Report(
+        "bench_penalties",
+        {
+            **vars(args),
+            "training_rounds": rounds,
+            "update_reps": reps,
+            "batch": BATCH,
+            "lambda": LAMBDA,
+            "l1_ratio": L1_RATIO,
+            "lr": LR,
+            "dtype": "float32",
+        },
+    )
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU float32, batch {BATCH}"
     )
     print(f"{rounds} rounds of one step per variant, interleaved step by step; medians\n")
-    print("| model | variant | step (ms) | overhead vs none | overhead / floor overhead |")
-    print("|---|---|---:|---:|---:|")
+    table = report.table(
+        "",
+        ["model", "variant", "step (ms)", "overhead vs none", "overhead / floor overhead"],
+        "--rrr",
+    )
     for label, build, shape in (
         ("MLP 4x2048", mlp, (1, 28, 28)),
         ("CNN 28x28", cnn, (1, 28, 28)),
@@ -257,19 +275,45 @@ def main(argv: list[str] | None = None) -> None:
         for name, t in med.items():
             over = (t - base) / base
             rel = "" if name == "none" else f"{(t - base) / floor:.2f}x" if floor > 0 else "n/a"
-            print(f"| {label} | {name} | {t * 1e3:.1f} | {over:+.1%} | {rel} |")
+            table.row(
+                [label, name, f"{t * 1e3:.1f}", f"{over:+.1%}", rel],
+                labels={"model": label, "variant": name},
+                medians={"step_ms": t * 1e3},
+                ratios={"step / none step": t / base},
+                extra={
+                    "overhead_vs_none": over,
+                    "overhead / floor overhead": (t - base) / floor
+                    if name != "none" and floor > 0
+                    else None,
+                },
+            )
 
     upd = time_updates(reps)
     med = {name: statistics.median(t) for name, t in upd.items()}
     low = {name: min(t) for name, t in upd.items()}
-    print("\nThe penalty update alone, on the MLP's 14.2 M weights:\n")
-    print("| variant | median (ms) | / floor | min (ms) | / floor |")
-    print("|---|---:|---:|---:|---:|")
+    table = report.table(
+        "The penalty update alone, on the MLP's 14.2 M weights:",
+        ["variant", "median (ms)", "/ floor", "min (ms)", "/ floor"],
+        "-rrrr",
+    )
     for name in upd:
-        print(
-            f"| {name} | {med[name] * 1e3:.2f} | {med[name] / med[FLOOR]:.2f}x "
-            f"| {low[name] * 1e3:.2f} | {low[name] / low[FLOOR]:.2f}x |"
+        table.row(
+            [
+                name,
+                f"{med[name] * 1e3:.2f}",
+                f"{med[name] / med[FLOOR]:.2f}x",
+                f"{low[name] * 1e3:.2f}",
+                f"{low[name] / low[FLOOR]:.2f}x",
+            ],
+            labels={"variant": name},
+            medians={"update_ms": med[name] * 1e3},
+            ratios={
+                "median / floor": med[name] / med[FLOOR],
+                "min / floor": low[name] / low[FLOOR],
+            },
+            extra={"min_ms": low[name] * 1e3},
         )
+    report.write(args.json)
 
 
 if __name__ == "__main__":
