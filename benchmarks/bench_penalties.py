@@ -12,7 +12,7 @@ Variants (each with its own copy of the model and optimizer):
   term) added to the loss, differentiated by autograd;
 - ``floor``: ``grad.add_(param.sign(), alpha=λ)`` over the penalized tensors before the optimizer step:
   one read-modify-write pass, the memory-bound floor of a penalty;
-- ``hook gradient`` / ``hook proximal``: a :class:`reglight.callbacks.PenaltyHook` in either mode (and
+- ``hook gradient`` / ``hook proximal``: a `reglight.callbacks.PenaltyHook` in either mode (and
   gradient mode with ``fused=True``: one ``torch.compile``'d pass per tensor, compiled in the warm-up). The
   hook object is driven the way a ``Trainer`` drives it: ``on_fit_start`` (selects the parameters and,
   in proximal mode, registers its optimizer step post-hook), ``on_before_optimizer_step`` before every
