@@ -32,15 +32,23 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import enet_path as sk_enet_path
 from threadpoolctl import threadpool_limits
 
+from _report import Report, Table, add_json_argument
 from reglight.linear import enet_dual_gap, enet_objective, enet_path
 
 N_ALPHAS = 100
 EPS = 1e-3
+# scikit-learn 1.7 takes the grid size as `alphas=<int>` and deprecates `n_alphas`
+SK_GRID = (
+    {"alphas": N_ALPHAS}
+    if tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 7)
+    else {"n_alphas": N_ALPHAS}
+)
 
 
 def standardize(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +81,7 @@ def problems(quick: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def run_sklearn(X: np.ndarray, y: np.ndarray, l1_ratio: float) -> object:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sk_enet_path(X, y, l1_ratio=l1_ratio, alphas=N_ALPHAS, eps=EPS)
+        return sk_enet_path(X, y, l1_ratio=l1_ratio, eps=EPS, **SK_GRID)
 
 
 def run_reglight(X: np.ndarray, y: np.ndarray, l1_ratio: float) -> object:
@@ -92,8 +100,8 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def run(rounds: int, quick: bool) -> list[list[str]]:
-    rows = []
+def run(rounds: int, quick: bool) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
     cuda = torch.cuda.is_available()
     for name, (X, y) in problems(quick).items():
         X_f, X_c = np.asfortranarray(X), np.ascontiguousarray(X)
@@ -131,21 +139,21 @@ def run(rounds: int, quick: bool) -> list[list[str]]:
                 for i, a in enumerate(alphas)
             )
             a_min = float(alphas[-1])
-            t_sk = statistics.median(times["sklearn"])
-            t_ours = statistics.median(times["reglight"])
-            row = [
-                name,
-                path,
-                f"{t_sk * 1e3:.1f}",
-                f"{t_ours * 1e3:.1f}",
-                f"{t_ours / t_sk:.2f}",
-                f"{enet_dual_gap(X, y, sk_coefs[:, -1], a_min, l1_ratio):.1e}",
-                f"{enet_dual_gap(X, y, coefs[:, -1], a_min, l1_ratio):.1e}",
-                f"{rel:+.1e}",
-            ]
-            if cuda:
-                row.append(f"{statistics.median(times['reglight cuda']) * 1e3:.1f}")
-            rows.append(row)
+            medians = {
+                f"{k.replace(' ', '_')}_ms": statistics.median(t) * 1e3 for k, t in times.items()
+            }
+            rows.append(
+                {
+                    "problem": name,
+                    "path": path,
+                    "l1_ratio": l1_ratio,
+                    "shape": list(X.shape),
+                    "medians": medians,
+                    "sklearn_gap": enet_dual_gap(X, y, sk_coefs[:, -1], a_min, l1_ratio),
+                    "reglight_gap": enet_dual_gap(X, y, coefs[:, -1], a_min, l1_ratio),
+                    "max_rel_objective_diff": rel,
+                }
+            )
             print("  done:", name, path, flush=True)
     return rows
 
@@ -157,10 +165,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch and BLAS threads (default: unchanged)"
     )
+    add_json_argument(parser)
     args = parser.parse_args(argv)
     rounds = 1 if args.quick else args.rounds
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    report = Report(
+        "bench_lasso_path",
+        {
+            **vars(args),
+            "timed_rounds": rounds,
+            "n_alphas": N_ALPHAS,
+            "eps": EPS,
+            "dtype": "float64",
+        },
+    )
+    cuda = torch.cuda.is_available()
+    report.devices = ["cpu", "cuda"] if cuda else ["cpu"]
     with threadpool_limits(limits=args.threads):
         rows = run(rounds, args.quick)
     header = [
@@ -173,16 +194,38 @@ def main(argv: list[str] | None = None) -> None:
         "reglight gap at α_min",
         "max rel. objective diff",
     ]
-    if torch.cuda.is_available():
+    if cuda:
         header.append("reglight cuda (ms)")
-    print(
-        f"\n{N_ALPHAS} alphas, eps={EPS}, float64, torch threads={torch.get_num_threads()}, "
-        f"median of {rounds} round(s)\n"
+    table: Table = report.table(
+        f"{N_ALPHAS} alphas, eps={EPS}, float64, torch threads={torch.get_num_threads()}, "
+        f"median of {rounds} round(s)",
+        header,
     )
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join(row) + " |")
+        med: dict[str, float] = row["medians"]  # type: ignore[assignment]
+        t_sk, t_ours = med["sklearn_ms"], med["reglight_ms"]
+        cells = [
+            row["problem"],
+            row["path"],
+            f"{t_sk:.1f}",
+            f"{t_ours:.1f}",
+            f"{t_ours / t_sk:.2f}",
+            f"{row['sklearn_gap']:.1e}",
+            f"{row['reglight_gap']:.1e}",
+            f"{row['max_rel_objective_diff']:+.1e}",
+        ]
+        ratios = {"reglight/sklearn": t_ours / t_sk}
+        if cuda:
+            cells.append(f"{med['reglight_cuda_ms']:.1f}")
+            ratios["reglight cuda/sklearn"] = med["reglight_cuda_ms"] / t_sk
+        table.row(
+            cells,
+            labels={k: row[k] for k in ("problem", "path", "l1_ratio", "shape")},
+            medians=med,
+            ratios=ratios,
+            extra={k: row[k] for k in ("sklearn_gap", "reglight_gap", "max_rel_objective_diff")},
+        )
+    report.write(args.json)
 
 
 if __name__ == "__main__":

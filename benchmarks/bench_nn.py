@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from _report import Report, add_json_argument
 from reglight import nn as rnn
 
 
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         help="wall time, or the process's CPU time (robust on a loaded machine with --threads 1; CPU only)",
     )
     parser.add_argument("--only", default=None, help="run the cases whose name contains this text")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -164,6 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         devices = [torch.device(args.device)]
 
+    report = Report(
+        "bench_nn",
+        {
+            **vars(args),
+            "shape": list(shape),
+            "repeats": repeats,
+            "warmup": warmup,
+            "dtype": "float32",
+        },
+    )
+    report.devices = [str(d) for d in devices]
     torch.manual_seed(0)
     for device in devices:
         clock = args.clock if device.type == "cpu" else "wall"
@@ -172,22 +185,33 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda"
             else f"CPU, {torch.get_num_threads()} threads"
         )
-        print(
-            f"\nforward + backward, {'x'.join(map(str, shape))} float32, {name}, {clock} clock, "
-            f"median of {repeats}\n"
+        table = report.table(
+            f"forward + backward, {'x'.join(map(str, shape))} float32, {name}, {clock} clock, "
+            f"median of {repeats}",
+            ["module", "anchor", "ours (ms)", "anchor (ms)", "ratio", "ratio of minima"],
+            "--rrrr",
         )
-        print("| module | anchor | ours (ms) | anchor (ms) | ratio | ratio of minima |")
-        print("|---|---|---:|---:|---:|---:|")
         for case in cases(shape[0]):
             if args.only and args.only not in case.module + case.anchor:
                 continue
             ours_ms, other_ms = bench(case, shape, device, repeats, warmup, clock)
             ours_med, other_med = statistics.median(ours_ms), statistics.median(other_ms)
-            print(
-                f"| {case.module} | {case.anchor} | {ours_med:.1f} | {other_med:.1f} "
-                f"| {ours_med / other_med:.2f} | {min(ours_ms) / min(other_ms):.2f} |",
-                flush=True,
+            ratio, ratio_min = ours_med / other_med, min(ours_ms) / min(other_ms)
+            table.row(
+                [
+                    case.module,
+                    case.anchor,
+                    f"{ours_med:.1f}",
+                    f"{other_med:.1f}",
+                    f"{ratio:.2f}",
+                    f"{ratio_min:.2f}",
+                ],
+                labels={"module": case.module, "anchor": case.anchor, "device": str(device)},
+                medians={"ours_ms": ours_med, "anchor_ms": other_med},
+                ratios={"ours/anchor": ratio, "ours/anchor of minima": ratio_min},
+                extra={"clock": clock, "ours_ms": ours_ms, "anchor_ms": other_ms},
             )
+    report.write(args.json)
     return 0
 
 

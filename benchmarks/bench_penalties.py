@@ -12,10 +12,10 @@ Variants (each with its own copy of the model and optimizer):
   term) added to the loss, differentiated by autograd;
 - ``floor``: ``grad.add_(param.sign(), alpha=λ)`` over the penalized tensors before the optimizer step:
   one read-modify-write pass, the memory-bound floor of a penalty;
-- ``hook gradient`` / ``hook proximal``: a :class:`reglight.callbacks.PenaltyHook` in either mode (and
-  gradient mode with ``fused=True``: one ``torch.compile``'d pass per tensor, compiled in the warm-up). The
+- ``hook gradient`` / ``hook proximal``: a `reglight.callbacks.PenaltyHook` with either method (and
+  `method="gradient"` with ``fused=True``: one ``torch.compile``'d pass per tensor, compiled in the warm-up). The
   hook object is driven the way a ``Trainer`` drives it: ``on_fit_start`` (selects the parameters and,
-  in proximal mode, registers its optimizer step post-hook), ``on_before_optimizer_step`` before every
+  with `method="proximal"`, registers its optimizer step post-hook), ``on_before_optimizer_step`` before every
   step, and the prox runs inside ``optimizer.step()``.
 
 A step is ``zero_grad`` + forward + backward + penalty + ``optimizer.step()``, timed with
@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from _report import Report, add_json_argument
 from reglight.callbacks import PenaltyHook
 from reglight.penalties import L1, ElasticNet, FusedElasticNetGrad, Penalty, select_parameters
 
@@ -89,7 +90,7 @@ def naive_l1(params: list[Tensor]) -> Tensor:
 def naive_enet(params: list[Tensor]) -> Tensor:
     l1 = sum(p.abs().sum() for p in params)
     l2 = sum((p * p).sum() for p in params)
-    return LAMBDA * (L1_RATIO * l1 + (1 - L1_RATIO) * l2)  # type: ignore[return-value]
+    return LAMBDA * (L1_RATIO * l1 + (1 - L1_RATIO) / 2 * l2)  # type: ignore[return-value]
 
 
 class Floor:
@@ -150,12 +151,12 @@ def variants(build: Callable[[], nn.Module]) -> dict[str, Variant]:
         FLOOR: Variant(net(), floor=True),
         "L1 naive loss term": Variant(net(), naive=naive_l1),
         "L1 hook gradient": Variant(net(), hook=PenaltyHook(L1(LAMBDA))),
-        "L1 hook proximal": Variant(net(), hook=PenaltyHook(L1(LAMBDA), "proximal")),
+        "L1 hook proximal": Variant(net(), hook=PenaltyHook(L1(LAMBDA), method="proximal")),
         "L1 hook gradient, fused": Variant(net(), hook=PenaltyHook(L1(LAMBDA), fused=True)),
         "ElasticNet naive loss term": Variant(net(), naive=naive_enet),
         "ElasticNet hook gradient": Variant(net(), hook=PenaltyHook(ElasticNet(LAMBDA, L1_RATIO))),
         "ElasticNet hook proximal": Variant(
-            net(), hook=PenaltyHook(ElasticNet(LAMBDA, L1_RATIO), "proximal")
+            net(), hook=PenaltyHook(ElasticNet(LAMBDA, L1_RATIO), method="proximal")
         ),
         "ElasticNet hook gradient, fused": Variant(
             net(), hook=PenaltyHook(ElasticNet(LAMBDA, L1_RATIO), fused=True)
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         help="intra-op threads (default: torch's); 1 is steadier on an oversubscribed machine",
     )
     parser.add_argument("--rounds", type=int, default=None, help="training rounds (default 40)")
+    add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -242,12 +244,28 @@ def main(argv: list[str] | None = None) -> None:
     if args.rounds:
         rounds, reps = args.rounds, max(5, args.rounds * 3 // 4)
     warnings.filterwarnings("ignore")
+    report = Report(
+        "bench_penalties",
+        {
+            **vars(args),
+            "training_rounds": rounds,
+            "update_reps": reps,
+            "batch": BATCH,
+            "lambda": LAMBDA,
+            "l1_ratio": L1_RATIO,
+            "lr": LR,
+            "dtype": "float32",
+        },
+    )
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU float32, batch {BATCH}"
     )
     print(f"{rounds} rounds of one step per variant, interleaved step by step; medians\n")
-    print("| model | variant | step (ms) | overhead vs none | overhead / floor overhead |")
-    print("|---|---|---:|---:|---:|")
+    table = report.table(
+        "",
+        ["model", "variant", "step (ms)", "overhead vs none", "overhead / floor overhead"],
+        "--rrr",
+    )
     for label, build, shape in (
         ("MLP 4x2048", mlp, (1, 28, 28)),
         ("CNN 28x28", cnn, (1, 28, 28)),
@@ -257,19 +275,45 @@ def main(argv: list[str] | None = None) -> None:
         for name, t in med.items():
             over = (t - base) / base
             rel = "" if name == "none" else f"{(t - base) / floor:.2f}x" if floor > 0 else "n/a"
-            print(f"| {label} | {name} | {t * 1e3:.1f} | {over:+.1%} | {rel} |")
+            table.row(
+                [label, name, f"{t * 1e3:.1f}", f"{over:+.1%}", rel],
+                labels={"model": label, "variant": name},
+                medians={"step_ms": t * 1e3},
+                ratios={"step / none step": t / base},
+                extra={
+                    "overhead_vs_none": over,
+                    "overhead / floor overhead": (t - base) / floor
+                    if name != "none" and floor > 0
+                    else None,
+                },
+            )
 
     upd = time_updates(reps)
     med = {name: statistics.median(t) for name, t in upd.items()}
     low = {name: min(t) for name, t in upd.items()}
-    print("\nThe penalty update alone, on the MLP's 14.2 M weights:\n")
-    print("| variant | median (ms) | / floor | min (ms) | / floor |")
-    print("|---|---:|---:|---:|---:|")
+    table = report.table(
+        "The penalty update alone, on the MLP's 14.2 M weights:",
+        ["variant", "median (ms)", "/ floor", "min (ms)", "/ floor"],
+        "-rrrr",
+    )
     for name in upd:
-        print(
-            f"| {name} | {med[name] * 1e3:.2f} | {med[name] / med[FLOOR]:.2f}x "
-            f"| {low[name] * 1e3:.2f} | {low[name] / low[FLOOR]:.2f}x |"
+        table.row(
+            [
+                name,
+                f"{med[name] * 1e3:.2f}",
+                f"{med[name] / med[FLOOR]:.2f}x",
+                f"{low[name] * 1e3:.2f}",
+                f"{low[name] / low[FLOOR]:.2f}x",
+            ],
+            labels={"variant": name},
+            medians={"update_ms": med[name] * 1e3},
+            ratios={
+                "median / floor": med[name] / med[FLOOR],
+                "min / floor": low[name] / low[FLOOR],
+            },
+            extra={"min_ms": low[name] * 1e3},
         )
+    report.write(args.json)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from _report import Report, add_json_argument
+
 # `python benchmarks/medmnist.py` puts this folder first on sys.path, where this file would shadow the
 # `medmnist` package that the recipe imports: drop it.
 _HERE = Path(__file__).resolve().parent
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=str, default=None, help="folder of the .npz files")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--quick", action="store_true", help="2 seeds, BreastMNIST only")
+    add_json_argument(parser)
     opts, extra = parser.parse_known_args(argv)
     if opts.root:
         os.environ["REGLIGHT_DATA"] = opts.root
@@ -88,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(opts.threads)
     recipe = find_recipe("medical_cnn")
-    lines = [
-        "| dataset | run | test AUC | test ACC | epochs | time / run (s) |",
-        "|---|---|---|---|---|---|",
-    ]
+    report = Report(
+        "medmnist",
+        {**vars(opts), "seeds": seeds, "datasets": datasets, "recipe_overrides": extra},
+    )
     label = "reglight medical_cnn" + (f" ({' '.join(extra)})" if extra else "")
+    all_results = {}
     for flag in datasets:
         overrides = [f"--data.flag={flag}", *extra]  # anything else is a recipe override
         results = []
@@ -106,23 +110,64 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        all_results[flag] = results
+    table = report.table(
+        f"medical_cnn on MedMNIST v2 (28×28), torch threads: {opts.threads}",
+        ["dataset", "run", "test AUC", "test ACC", "epochs", "time / run (s)"],
+    )
+    for flag, results in all_results.items():
         name = NAMES.get(flag, flag)
         for seed, r in zip(seeds, results):
-            lines.append(
-                f"| {name} | {label}, seed {seed} | {r['test/auc']:.3f} | {r['test/acc']:.3f} "
-                f"| {r['epochs']:.0f} | {r['seconds']:.0f} |"
+            table.row(
+                [
+                    name,
+                    f"{label}, seed {seed}",
+                    f"{r['test/auc']:.3f}",
+                    f"{r['test/acc']:.3f}",
+                    f"{r['epochs']:.0f}",
+                    f"{r['seconds']:.0f}",
+                ],
+                labels={"dataset": flag, "run": label, "seed": seed},
+                medians={"seconds": r["seconds"]},
+                extra={k: float(v) for k, v in r.items() if isinstance(v, (int, float))},
             )
         aucs = [r["test/auc"] for r in results]
         accs = [r["test/acc"] for r in results]
         secs = [r["seconds"] for r in results]
-        lines.append(
-            f"| {name} | **{label}, mean ± std ({len(seeds)} seeds)** | **{_fmt(aucs)}** "
-            f"| **{_fmt(accs)}** | {_fmt([r['epochs'] for r in results], 0)} | {statistics.median(secs):.0f} |"
+        # ratios to MedMNIST v2's ResNet-18 at 28×28, the published row of the same input size
+        ref = {model: (auc, acc) for model, auc, acc in PUBLISHED.get(flag, [])}
+        ref_auc, ref_acc = ref.get("ResNet-18 (28)", (float("nan"), float("nan")))
+        table.row(
+            [
+                name,
+                f"**{label}, mean ± std ({len(seeds)} seeds)**",
+                f"**{_fmt(aucs)}**",
+                f"**{_fmt(accs)}**",
+                _fmt([r["epochs"] for r in results], 0),
+                f"{statistics.median(secs):.0f}",
+            ],
+            labels={"dataset": flag, "run": label, "seeds": seeds},
+            medians={"seconds": statistics.median(secs), "test_auc": statistics.median(aucs)},
+            ratios={
+                "mean AUC / ResNet-18 (28) AUC": statistics.fmean(aucs) / ref_auc,
+                "mean ACC / ResNet-18 (28) ACC": statistics.fmean(accs) / ref_acc,
+            }
+            if flag in PUBLISHED
+            else {},
+            extra={
+                "test_auc_mean": statistics.fmean(aucs),
+                "test_acc_mean": statistics.fmean(accs),
+                "test_auc_std": statistics.stdev(aucs) if len(aucs) > 1 else 0.0,
+                "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            },
         )
         for model, auc, acc in PUBLISHED.get(flag, []):
-            lines.append(f"| {name} | MedMNIST v2: {model} | {auc:.3f} | {acc:.3f} | | |")
-    print(f"\nmedical_cnn on MedMNIST v2 (28×28), torch threads: {opts.threads}\n")
-    print("\n".join(lines))
+            table.row(
+                [name, f"MedMNIST v2: {model}", f"{auc:.3f}", f"{acc:.3f}", "", ""],
+                labels={"dataset": flag, "run": f"MedMNIST v2: {model}", "published": True},
+                extra={"test_auc": auc, "test_acc": acc},
+            )
+    report.write(opts.json)
     return 0
 
 

@@ -277,7 +277,7 @@ def logistic_alpha_max(
     Example:
         >>> import numpy as np
         >>> X = np.array([[1.0], [-1.0], [1.0], [-1.0]])
-        >>> logistic_alpha_max(X, np.array([1, 0, 1, 1]))
+        >>> round(logistic_alpha_max(X, np.array([1, 0, 1, 1])), 12)
         0.25
     """
     rho = _check_l1_ratio(l1_ratio)

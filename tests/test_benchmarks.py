@@ -1,0 +1,184 @@
+"""The benchmark scripts run with their smallest settings and write well-formed JSON reports.
+
+Each script runs as a subprocess, as a user runs it (``python benchmarks/NAME.py ... --json PATH``);
+these tests check the report's structure and that every ratio is a positive finite number, not the
+timings themselves. ``gpu_check.py --device cpu`` must pass every check that can run on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH = REPO_ROOT / "benchmarks"
+TOP_KEYS = {
+    "benchmark",
+    "created",
+    "command",
+    "git_commit",
+    "settings",
+    "machine",
+    "versions",
+    "tables",
+}
+ROW_KEYS = {"cells", "labels", "medians", "ratios", "extra"}
+
+
+def run_script(name: str, *args: str, tmp_path: Path, timeout: float = 240) -> dict[str, Any]:
+    """Run ``benchmarks/<name>.py`` with `args` and ``--json``; return the parsed report."""
+    out = tmp_path / f"{name}.json"
+    env = dict(os.environ)
+    # this checkout's sources first, whichever reglight the interpreter has installed
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env.setdefault("MPLBACKEND", "Agg")
+    done = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), *args, "--json", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"{name} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    report = json.loads(out.read_text())
+    check_structure(report, name, done.stdout)
+    return report
+
+
+def check_structure(report: dict[str, Any], name: str, stdout: str) -> None:
+    assert set(report) == TOP_KEYS
+    assert report["benchmark"] == name
+    machine = report["machine"]
+    assert machine["cpu_count"] >= 1
+    assert machine["torch_threads"] >= 1
+    assert machine["devices"]
+    assert report["versions"]["torch"] == metadata.version("torch")
+    assert report["versions"]["python"] == platform.python_version()
+    assert isinstance(report["settings"], dict) and "json" in report["settings"]
+    assert report["tables"]
+    for table in report["tables"]:
+        assert table["columns"] and table["rows"]
+        for row in table["rows"]:
+            assert set(row) == ROW_KEYS
+            assert len(row["cells"]) == len(table["columns"])
+            # the markdown table on stdout is the one in the JSON file
+            assert "| " + " | ".join(row["cells"]) + " |" in stdout
+            for key, value in {**row["medians"], **row["ratios"]}.items():
+                assert isinstance(value, (int, float)), (key, value)
+                assert math.isfinite(value) and value > 0, (key, value)
+
+
+def ratios(report: dict[str, Any]) -> list[float]:
+    return [v for t in report["tables"] for r in t["rows"] for v in r["ratios"].values()]
+
+
+def test_bench_lasso_path_quick(tmp_path: Path) -> None:
+    report = run_script("bench_lasso_path", "--quick", "--threads", "1", tmp_path=tmp_path)
+    (table,) = report["tables"]
+    assert len(table["rows"]) == 6  # 3 problems x (lasso, elastic net)
+    assert len(ratios(report)) >= 6
+    for row in table["rows"]:
+        # the solutions agree: reglight's objective is never worse than scikit-learn's by more
+        # than rounding, and its duality gap at the smallest alpha is tiny
+        assert row["extra"]["max_rel_objective_diff"] < 1e-6
+        assert 0 <= row["extra"]["reglight_gap"] < 1e-6
+
+
+@pytest.mark.slow
+def test_bench_nn_quick(tmp_path: Path) -> None:
+    report = run_script(
+        "bench_nn", "--quick", "--repeats", "2", "--threads", "1", "--device", "cpu",
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    (table,) = report["tables"]
+    assert len(table["rows"]) == 9
+    assert len(ratios(report)) == 18
+
+
+@pytest.mark.slow
+def test_bench_penalties_quick(tmp_path: Path) -> None:
+    report = run_script(
+        "bench_penalties", "--quick", "--rounds", "1", "--threads", "1", tmp_path=tmp_path
+    )
+    training, update = report["tables"]
+    assert len(training["rows"]) == 2 * 10  # two models x ten variants
+    assert len(update["rows"]) == 9
+    baseline = [r for r in training["rows"] if r["labels"]["variant"] == "none"]
+    assert [r["ratios"]["step / none step"] for r in baseline] == [1.0, 1.0]
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_medmnist_one_epoch(tmp_path: Path, data_dir: Path) -> None:
+    report = run_script(
+        "medmnist", "--datasets", "breastmnist", "--seeds", "1", "--threads", "1",
+        "--root", str(data_dir), "--trainer.max_epochs=1", tmp_path=tmp_path,
+    )  # fmt: skip
+    (table,) = report["tables"]
+    mean_row = [r for r in table["rows"] if r["ratios"]]
+    assert len(mean_row) == 1 and len(ratios(report)) == 2
+    assert 0 < mean_row[0]["extra"]["test_auc_mean"] <= 1
+
+
+def _gpu_check(tmp_path: Path, *args: str) -> dict[str, str]:
+    report = run_script("gpu_check", "--device", "cpu", "--threads", "1", *args, tmp_path=tmp_path)
+    (table,) = report["tables"]
+    status = {r["labels"]["check"]: r["extra"]["status"] for r in table["rows"]}
+    assert "FAIL" not in status.values(), status
+    return status
+
+
+def test_gpu_check_on_cpu_passes(tmp_path: Path) -> None:
+    status = _gpu_check(tmp_path, "--no-ddp")
+    assert set(status) == {
+        "ghost_bn_backward",
+        "ghost_bn_fused",
+        "penalty_hook_gradient",
+        "penalty_hook_fused",
+        "penalty_hook_proximal",
+        "trainer_bf16_mixed",
+        "trainer_fp16_mixed",
+        "enet_path",
+        "logistic_path",
+        "ddp_gloo",
+    }
+    assert status["trainer_fp16_mixed"] == "skip"  # GradScaler: CUDA only
+    assert status["ddp_gloo"] == "skip"
+    for name in ("ghost_bn_backward", "penalty_hook_gradient", "penalty_hook_proximal",
+                 "trainer_bf16_mixed", "enet_path", "logistic_path"):  # fmt: skip
+        assert status[name] == "pass", name
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_gpu_check_ddp_on_cpu_with_gloo(tmp_path: Path) -> None:
+    assert _gpu_check(tmp_path, "--only", "ddp") == {"ddp_gloo": "pass"}
+
+
+def test_gpu_check_exits_nonzero_when_a_check_fails(tmp_path: Path) -> None:
+    """A failing check turns into exit code 1 (here: a CUDA run asked for on a machine without one)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--device", "cuda"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "FAIL" in done.stdout
