@@ -223,7 +223,7 @@ def enet_cv(
     tol: float = 1e-10,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    n_threads: int | None = None,
+    n_threads: int | None = 1,
 ) -> CVResult:
     r"""Cross-validate `α` (and `l1_ratio`) of the elastic net with an intercept.
 
@@ -246,8 +246,8 @@ def enet_cv(
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Returns:
         A [`CVResult`][reglight.linear.CVResult] (NumPy arrays).
@@ -318,7 +318,7 @@ def logistic_cv(
     tol: float = 1e-8,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    n_threads: int | None = None,
+    n_threads: int | None = 1,
 ) -> CVResult:
     """Cross-validate `α` of the penalized logistic model by held-out mean log-loss.
 
@@ -337,8 +337,8 @@ def logistic_cv(
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Returns:
         A [`CVResult`][reglight.linear.CVResult] whose errors are log-losses.
@@ -476,8 +476,8 @@ class ElasticNetCV(_CrossValidated, _LinearRegression):
         dtype: Computation dtype; default: float32 for float32 input, float64 otherwise.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Example:
         >>> import numpy as np
@@ -500,7 +500,7 @@ class ElasticNetCV(_CrossValidated, _LinearRegression):
         tol: float = 1e-10,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-        n_threads: int | None = None,
+        n_threads: int | None = 1,
     ) -> None:
         self.l1_ratio = l1_ratio
         self.alphas = alphas
@@ -561,8 +561,8 @@ class LassoCV(ElasticNetCV):
         dtype: Computation dtype; default: float32 for float32 input, float64 otherwise.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Example:
         >>> import numpy as np
@@ -583,7 +583,7 @@ class LassoCV(ElasticNetCV):
         tol: float = 1e-10,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-        n_threads: int | None = None,
+        n_threads: int | None = 1,
     ) -> None:
         self.alphas = alphas
         self.n_alphas = n_alphas
@@ -629,8 +629,8 @@ class LogisticElasticNetCV(_CrossValidated, _LinearClassifier):
         dtype: Computation dtype; default: float32 for float32 input, float64 otherwise.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Example:
         >>> import numpy as np
@@ -652,7 +652,7 @@ class LogisticElasticNetCV(_CrossValidated, _LinearClassifier):
         tol: float = 1e-8,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-        n_threads: int | None = None,
+        n_threads: int | None = 1,
     ) -> None:
         self.l1_ratio = l1_ratio
         self.alphas = alphas

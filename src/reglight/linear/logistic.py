@@ -298,7 +298,7 @@ def logistic_path(
     max_iter: int = 100,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    n_threads: int | None = None,
+    n_threads: int | None = 1,
 ) -> tuple[Any, Any, Any]:
     """Regularization path of the penalized logistic model (see the module docstring).
 
@@ -317,8 +317,8 @@ def logistic_path(
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Returns:
         `(alphas, coefs, intercepts)`: coefs of shape (n_features, n_alphas) for two classes,
@@ -383,7 +383,7 @@ def logistic_enet(
     max_iter: int = 100,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    n_threads: int | None = None,
+    n_threads: int | None = 1,
 ) -> tuple[Any, Any]:
     """Fit one penalized logistic model (see the module docstring for the objective).
 
@@ -398,8 +398,8 @@ def logistic_enet(
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Returns:
         `(coef, intercept)` of shapes (1, n_features) and (1,) for two classes, (n_classes,
@@ -549,8 +549,8 @@ class LogisticElasticNet(_LinearClassifier):
         dtype: Computation dtype; default: float32 for float32 input, float64 otherwise.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Example:
         >>> import numpy as np
@@ -570,7 +570,7 @@ class LogisticElasticNet(_LinearClassifier):
         max_iter: int = 100,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-        n_threads: int | None = None,
+        n_threads: int | None = 1,
     ) -> None:
         self.alpha = alpha
         self.l1_ratio = l1_ratio

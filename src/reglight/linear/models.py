@@ -33,7 +33,7 @@ def elastic_net(
     max_iter: int = 1000,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    n_threads: int | None = None,
+    n_threads: int | None = 1,
 ) -> tuple[Any, Any]:
     r"""Fit one elastic-net model exactly (scikit-learn's `ElasticNet` objective).
 
@@ -59,8 +59,8 @@ def elastic_net(
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Returns:
         `(coef, intercept)`: coefficients (n_features,) and the intercept (a float, or a 0-d
@@ -215,8 +215,8 @@ class ElasticNet(_LinearRegression):
         device: Computation device (`"cpu"`, `"cuda"`, a `torch.device`); default: the input's
             device (the CPU for NumPy input).
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Example:
         >>> import numpy as np
@@ -241,7 +241,7 @@ class ElasticNet(_LinearRegression):
         warm_start: bool = False,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-        n_threads: int | None = None,
+        n_threads: int | None = 1,
     ) -> None:
         self.alpha = alpha
         self.l1_ratio = l1_ratio
@@ -308,8 +308,8 @@ class Lasso(ElasticNet):
         dtype: Computation dtype; default: float32 for float32 input, float64 otherwise.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Example:
         >>> import numpy as np
@@ -329,7 +329,7 @@ class Lasso(ElasticNet):
         warm_start: bool = False,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
-        n_threads: int | None = None,
+        n_threads: int | None = 1,
     ) -> None:
         self.alpha = alpha
         self.fit_intercept = fit_intercept

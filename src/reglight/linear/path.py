@@ -219,7 +219,7 @@ def enet_path(
     max_iter: int = 1000,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    n_threads: int | None = None,
+    n_threads: int | None = 1,
 ) -> tuple[Any, Any]:
     r"""Elastic-net regularization path (scikit-learn's `enet_path`, solved exactly).
 
@@ -250,8 +250,8 @@ def enet_path(
         dtype: Computation dtype; default: the input's float dtype (float64 for non-floats).
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Returns:
         `(alphas, coefs)` with `coefs` of shape (n_features, n_alphas); NumPy arrays when `X`
@@ -350,7 +350,7 @@ def lasso_path(
     max_iter: int = 1000,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    n_threads: int | None = None,
+    n_threads: int | None = 1,
 ) -> tuple[Any, Any]:
     r"""Lasso regularization path: [`enet_path`][reglight.linear.enet_path] with `l1_ratio=1`.
 
@@ -371,8 +371,8 @@ def lasso_path(
         dtype: Computation dtype; default: the input's float dtype.
         device: Computation device; default: the input's device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Returns:
         `(alphas, coefs)` with `coefs` of shape (n_features, n_alphas).

@@ -92,7 +92,7 @@ def stability_selection(
     seed: int | None = 0,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
-    n_threads: int | None = None,
+    n_threads: int | None = 1,
 ) -> StabilityResult:
     """Stability selection with the lasso / elastic net or the penalized logistic model.
 
@@ -124,8 +124,8 @@ def stability_selection(
         device: Computation device; default: the input's device. `X` and `y` are converted once
             and every subsample is an index into them on that device.
         n_threads: torch intra-op threads while the call runs (`torch.set_num_threads`,
-            process-wide, restored afterwards); `None` leaves torch's setting alone. `1` is
-            the fastest for small problems on a busy CPU.
+            process-wide, restored afterwards); `None` leaves torch's setting alone. The
+            default, one thread, is the fastest on the small operations these solvers run.
 
     Returns:
         A [`StabilityResult`][reglight.linear.StabilityResult].
