@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -163,7 +166,12 @@ def test_up_stops_at_hand_computed_epoch() -> None:
     # the rise at epoch 4 is not at the end of a strip and does not count
     model = Scripted(val=val)
     stop = EarlyStopping(
-        "val/loss", criterion="up", strip_length=2, strips=2, log_gap=False, restore_best_weights=True
+        "val/loss",
+        criterion="up",
+        strip_length=2,
+        strips=2,
+        log_gap=False,
+        restore_best_weights=True,
     )
     _fit(model, [stop], max_epochs=10)
     assert stop.stopped_epoch == 7 and stop.stopped_by == "up"
@@ -178,6 +186,32 @@ def test_logs_generalization_gap() -> None:
     trainer = _fit(model, [stop], max_epochs=3)
     assert trainer.callback_metrics["gap"].item() == pytest.approx(0.95 - 0.3)
     assert trainer.logged_metrics["gap"].item() == pytest.approx(0.95 - 0.3)
+
+
+def test_gap_default_key_is_a_slash_key() -> None:
+    val, train = [1.0, 0.9], [0.8, 0.5]
+    stop = EarlyStopping("val/loss")
+    assert (stop.train_monitor, stop.gap_name, stop.restore_best_weights) == (
+        "train/loss",
+        "val/gap",
+        False,
+    )
+    trainer = _fit(Scripted(val=val, train=train), [stop], max_epochs=2)
+    assert trainer.callback_metrics["val/gap"].item() == pytest.approx(0.9 - 0.5)
+
+
+def test_verbose_restore_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    stop = EarlyStopping("val/loss", restore_best_weights=True, verbose=True, log_gap=False)
+    with caplog.at_level(logging.INFO, logger="reglight.callbacks.early_stopping"):
+        _fit(Scripted(val=[1.0, 0.5, 0.7]), [stop], max_epochs=3)
+    assert "Restored the weights of epoch 1." in caplog.messages
+
+
+def test_nothing_to_restore_warns() -> None:
+    stop = EarlyStopping("val/loss", restore_best_weights=True, check_finite=False, log_gap=False)
+    with pytest.warns(RuntimeWarning, match="no best weights to restore"):
+        _fit(Scripted(val=[math.nan] * 2), [stop], max_epochs=2)
+    assert not stop.restored and stop.best_epoch is None
 
 
 # ---------------------------------------------------------------- errors
@@ -215,8 +249,9 @@ def test_missing_train_metric_for_gap_warns() -> None:
     ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as error:
         EarlyStopping("val/loss", **kwargs)
+    assert isinstance(error.value, MisconfigurationException)  # what Lightning's callers catch
 
 
 # ---------------------------------------------------------------- resume

@@ -32,7 +32,7 @@ BEST_WEIGHTS_KEY = "reglight_early_stopping_best_weights"
 
 
 class MisconfigurationError(MisconfigurationException, ValueError):
-    """An invalid argument of [EarlyStopping][reglight.callbacks.EarlyStopping].
+    """An invalid argument of [`EarlyStopping`][reglight.callbacks.EarlyStopping].
 
     It is both Lightning's `MisconfigurationException` (what Lightning's `EarlyStopping` raises for a bad
     `mode`) and a `ValueError`, so code written against either class catches it.
@@ -52,7 +52,7 @@ class EarlyStopping(_LightningEarlyStopping):
 
     With the default arguments it behaves as Lightning's class: the same arguments, checks, stopping reasons,
     messages, `state_dict` and DDP reduction of the stop decision (any rank that wants to stop stops all).
-    A wrong `mode` raises [MisconfigurationError][reglight.callbacks.early_stopping.MisconfigurationError],
+    A wrong `mode` raises `MisconfigurationError`,
     which is both Lightning's `MisconfigurationException` and a `ValueError`.
 
     **Restoring the best weights** (`restore_best_weights=True`, off by default as in Keras). Each time the
