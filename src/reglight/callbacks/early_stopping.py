@@ -52,8 +52,8 @@ class EarlyStopping(_LightningEarlyStopping):
 
     With the default arguments it behaves as Lightning's class: the same arguments, checks, stopping reasons,
     messages, `state_dict` and DDP reduction of the stop decision (any rank that wants to stop stops all).
-    A wrong `mode` raises `MisconfigurationError`,
-    which is both Lightning's `MisconfigurationException` and a `ValueError`.
+    A bad argument raises `MisconfigurationError`, both Lightning's `MisconfigurationException` and a
+    `ValueError`.
 
     **Restoring the best weights** (`restore_best_weights=True`, off by default as in Keras). Each time the
     monitored metric improves, a CPU copy of the module's `state_dict` is kept; it is loaded back in
@@ -61,7 +61,8 @@ class EarlyStopping(_LightningEarlyStopping):
     Under DDP, rank 0's copy (the weights of rank 0's best check) is broadcast at the end, so every rank ends
     with identical weights and buffers, and `best_epoch` is rank 0's on every rank. The copy is written to
     checkpoints under the top-level key `BEST_WEIGHTS_KEY` (one entry per callback, keyed by its `state_key`),
-    so a resumed run restores the same weights; the callback's own `state_dict` holds only numbers.
+    so a resumed run restores the same weights; the callback's own `state_dict` holds only numbers. With
+    several restoring callbacks, each loads its copy in callback order: the last one's weights remain.
 
     **Stopping rules** (`criterion`), after Prechelt (1998), "Early Stopping — But When?". With the
     validation error $E_{va}(t)$ at check $t$, $E_{opt}(t) = \min_{t' \le t} E_{va}(t')$ and the training
@@ -78,9 +79,10 @@ class EarlyStopping(_LightningEarlyStopping):
 
     A "check" is one run of the early-stopping logic (once per epoch by default, as in Lightning): Prechelt's
     epochs are checks. The Prechelt rules need an error (lower is better, `mode="min"`); they replace the
-    patience rule (`patience` is then ignored), while `stopping_threshold`, `divergence_threshold` and
+    patience rule (`patience` is then ignored: the `patience` attribute holds `sys.maxsize`), while `stopping_threshold`, `divergence_threshold` and
     `check_finite` still apply. When one of them stops training, `stopping_reason` is `PATIENCE_EXHAUSTED`
-    (Lightning's enum is closed) and `stopped_by` names the rule.
+    (Lightning's enum is closed) and `stopped_by` names the rule. A Prechelt rule appends its name to
+    `state_key`, so it can be checkpointed next to a patience rule on the same metric.
 
     **Generalization gap.** In each epoch in which validation ran, $E_{va} - E_{tr}$ (`monitor` minus
     `train_monitor`) is logged as `gap_name`.
