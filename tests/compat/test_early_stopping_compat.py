@@ -362,7 +362,9 @@ def test_state_dict_is_lightnings_plus_numbers() -> None:
     )
     state, ref_state = ours.state_dict(), ref.state_dict()
     assert ref_state.keys() <= state.keys()
-    ref_state["stopping_reason_message"] = ref_state["stopping_reason_message"].replace("ref/x", "val/x")
+    ref_state["stopping_reason_message"] = ref_state["stopping_reason_message"].replace(
+        "ref/x", "val/x"
+    )
     assert {k: state[k] for k in ref_state} == ref_state
     assert all(_small(v) for v in state.values()), state
     assert state == ours.state_dict()  # comparable, as Lightning's
