@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import subprocess
 import sys
@@ -12,11 +14,11 @@ import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from reglight.callbacks.schedules import DropoutRate
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from reglight.callbacks import EarlyStopping, RegularizationScheduler
+from reglight.callbacks import DropoutRate, EarlyStopping, RegularizationScheduler
 from reglight.schedules import Linear
 
 QUIET = dict(
@@ -53,12 +55,12 @@ class Scripted(LightningModule):
         loss = nn.functional.mse_loss(self.net(x), y)
         if self.train_losses is not None:
             self.log(
-                "train_loss", self.train_losses[self.current_epoch], on_epoch=True, on_step=False
+                "train/loss", self.train_losses[self.current_epoch], on_epoch=True, on_step=False
             )
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.log("val_loss", self.val[self.current_epoch])
+        self.log("val/loss", self.val[self.current_epoch])
 
     def on_validation_epoch_end(self) -> None:
         self.snapshots[self.current_epoch] = {
@@ -98,7 +100,7 @@ def _assert_not_weights(model: nn.Module, other: dict[str, torch.Tensor]) -> Non
 # ---------------------------------------------------------------- restore the best weights
 def test_restores_best_weights_after_early_stop() -> None:
     model = Scripted(val=[1.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1])
-    stop = EarlyStopping("val_loss", patience=2, log_gap=False)
+    stop = EarlyStopping("val/loss", patience=2, log_gap=False, restore_best_weights=True)
     trainer = _fit(model, [stop], max_epochs=8)
     # Lightning's rule: epochs 2 and 3 do not improve on 0.5 -> stop after epoch 3
     assert stop.stopped_epoch == 3 and trainer.current_epoch == 4
@@ -109,7 +111,7 @@ def test_restores_best_weights_after_early_stop() -> None:
 
 def test_restores_best_weights_without_early_stop() -> None:
     model = Scripted(val=[1.0, 0.4, 0.6, 0.5, 0.7])
-    stop = EarlyStopping("val_loss", patience=10, log_gap=False)
+    stop = EarlyStopping("val/loss", patience=10, log_gap=False, restore_best_weights=True)
     _fit(model, [stop], max_epochs=5)
     assert stop.stopped_epoch == 0 and stop.best_epoch == 1 and stop.restored
     _assert_weights(model, model.snapshots[1])
@@ -118,7 +120,7 @@ def test_restores_best_weights_without_early_stop() -> None:
 
 def test_restore_can_be_disabled() -> None:
     model = Scripted(val=[1.0, 0.4, 0.6])
-    stop = EarlyStopping("val_loss", patience=10, restore_best_weights=False, log_gap=False)
+    stop = EarlyStopping("val/loss", patience=10, log_gap=False)  # the default: no restore
     _fit(model, [stop], max_epochs=3)
     assert not stop.restored
     _assert_weights(model, model.snapshots[2])
@@ -129,7 +131,9 @@ def test_gl_stops_at_hand_computed_epoch() -> None:
     val = [1.0, 0.8, 0.7, 0.72, 0.75, 0.69, 0.6, 0.5]
     # E_opt = 0.7 from epoch 2; GL(3) = 100 (0.72/0.7 - 1) = 2.86 <= 5; GL(4) = 100 (0.75/0.7 - 1) = 7.14 > 5
     model = Scripted(val=val)
-    stop = EarlyStopping("val_loss", criterion="gl", alpha=5.0, log_gap=False)
+    stop = EarlyStopping(
+        "val/loss", criterion="gl", alpha=5.0, log_gap=False, restore_best_weights=True
+    )
     _fit(model, [stop], max_epochs=8)
     assert stop.stopped_epoch == 4 and stop.stopped_by == "gl"
     assert stop.generalization_loss == pytest.approx(100 * (0.75 / 0.7 - 1))
@@ -145,7 +149,9 @@ def test_pq_stops_at_hand_computed_epoch() -> None:
     # epoch 4: GL = 5.9 but no end of strip
     # epoch 5: P = 1000 (0.7675/0.765 - 1) = 3.268, GL = 100 (0.87/0.85 - 1) = 2.353, PQ = 0.72 > 0.5
     model = Scripted(val=val, train=train)
-    stop = EarlyStopping("val_loss", criterion="pq", alpha=0.5, strip_length=2)
+    stop = EarlyStopping(
+        "val/loss", criterion="pq", alpha=0.5, strip_length=2, restore_best_weights=True
+    )
     _fit(model, [stop], max_epochs=8)
     assert stop.stopped_epoch == 5 and stop.stopped_by == "pq"
     assert stop.training_progress == pytest.approx(1000 * (0.7675 / 0.765 - 1))
@@ -158,7 +164,14 @@ def test_up_stops_at_hand_computed_epoch() -> None:
     # strip ends (k=2): epochs 1, 3, 5, 7 -> 0.8, 0.7 (down), 0.74 (up 1), 0.76 (up 2) -> stop at 7 with s=2;
     # the rise at epoch 4 is not at the end of a strip and does not count
     model = Scripted(val=val)
-    stop = EarlyStopping("val_loss", criterion="up", strip_length=2, strips=2, log_gap=False)
+    stop = EarlyStopping(
+        "val/loss",
+        criterion="up",
+        strip_length=2,
+        strips=2,
+        log_gap=False,
+        restore_best_weights=True,
+    )
     _fit(model, [stop], max_epochs=10)
     assert stop.stopped_epoch == 7 and stop.stopped_by == "up"
     assert stop.best_epoch == 3  # 0.7 again at epoch 6 is no improvement
@@ -168,30 +181,56 @@ def test_up_stops_at_hand_computed_epoch() -> None:
 def test_logs_generalization_gap() -> None:
     val, train = [1.0, 0.9, 0.95], [0.8, 0.5, 0.3]
     model = Scripted(val=val, train=train)
-    stop = EarlyStopping("val_loss", patience=5, gap_name="gap")
+    stop = EarlyStopping("val/loss", patience=5, gap_name="gap")
     trainer = _fit(model, [stop], max_epochs=3)
     assert trainer.callback_metrics["gap"].item() == pytest.approx(0.95 - 0.3)
     assert trainer.logged_metrics["gap"].item() == pytest.approx(0.95 - 0.3)
 
 
+def test_gap_default_key_is_a_slash_key() -> None:
+    val, train = [1.0, 0.9], [0.8, 0.5]
+    stop = EarlyStopping("val/loss")
+    assert (stop.train_monitor, stop.gap_name, stop.restore_best_weights) == (
+        "train/loss",
+        "val/gap",
+        False,
+    )
+    trainer = _fit(Scripted(val=val, train=train), [stop], max_epochs=2)
+    assert trainer.callback_metrics["val/gap"].item() == pytest.approx(0.9 - 0.5)
+
+
+def test_verbose_restore_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    stop = EarlyStopping("val/loss", restore_best_weights=True, verbose=True, log_gap=False)
+    with caplog.at_level(logging.INFO, logger="reglight.callbacks.early_stopping"):
+        _fit(Scripted(val=[1.0, 0.5, 0.7]), [stop], max_epochs=3)
+    assert "Restored the weights of epoch 1." in caplog.messages
+
+
+def test_nothing_to_restore_warns() -> None:
+    stop = EarlyStopping("val/loss", restore_best_weights=True, check_finite=False, log_gap=False)
+    with pytest.warns(RuntimeWarning, match="no best weights to restore"):
+        _fit(Scripted(val=[math.nan] * 2), [stop], max_epochs=2)
+    assert not stop.restored and stop.best_epoch is None
+
+
 # ---------------------------------------------------------------- errors
 def test_missing_monitor_lists_logged_metrics() -> None:
     model = Scripted(val=[1.0] * 3, train=[1.0] * 3)
-    with pytest.raises(RuntimeError, match=r"`val_acc`.*not available.*`val_loss`.*`train_loss`"):
+    with pytest.raises(RuntimeError, match=r"`val_acc`.*not available.*`val/loss`.*`train/loss`"):
         _fit(model, [EarlyStopping("val_acc")], max_epochs=2)
 
 
 def test_missing_train_metric_for_pq_is_explained() -> None:
     model = Scripted(val=[1.0] * 3)
-    stop = EarlyStopping("val_loss", criterion="pq", alpha=1.0, train_monitor="tr_loss")
+    stop = EarlyStopping("val/loss", criterion="pq", alpha=1.0, train_monitor="tr_loss")
     with pytest.raises(RuntimeError, match=r"needs the training loss.*'tr_loss'.*on_epoch=True"):
         _fit(model, [stop], max_epochs=2)
 
 
 def test_missing_train_metric_for_gap_warns() -> None:
     model = Scripted(val=[1.0] * 2)
-    with pytest.warns(RuntimeWarning, match="generalization gap.*`train_loss` is not logged"):
-        _fit(model, [EarlyStopping("val_loss")], max_epochs=2)
+    with pytest.warns(RuntimeWarning, match="generalization gap.*`train/loss` is not logged"):
+        _fit(model, [EarlyStopping("val/loss")], max_epochs=2)
 
 
 @pytest.mark.parametrize(
@@ -209,8 +248,9 @@ def test_missing_train_metric_for_gap_warns() -> None:
     ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        EarlyStopping("val_loss", **kwargs)
+    with pytest.raises(ValueError, match=match) as error:
+        EarlyStopping("val/loss", **kwargs)
+    assert isinstance(error.value, MisconfigurationException)  # what Lightning's callers catch
 
 
 # ---------------------------------------------------------------- resume
@@ -219,7 +259,14 @@ def test_resume_stops_at_same_epoch_with_same_weights_and_schedule(tmp_path: Pat
 
     def callbacks() -> list:
         return [
-            EarlyStopping("val_loss", criterion="up", strip_length=2, strips=2, log_gap=False),
+            EarlyStopping(
+                "val/loss",
+                criterion="up",
+                strip_length=2,
+                strips=2,
+                log_gap=False,
+                restore_best_weights=True,
+            ),
             RegularizationScheduler([DropoutRate(Linear(0.0, 0.5, duration=5))]),
         ]
 
@@ -259,9 +306,9 @@ DDP_SCRIPT = textwrap.dedent(
     from torch.utils.data import DataLoader, Dataset, TensorDataset
     from lightning.pytorch import LightningModule, Trainer
     from reglight.callbacks import (
-        AugmentationScheduler, EarlyStopping, RegularizationScheduler, ScheduledTransform,
+        AugmentationScheduler, DropoutRate, EarlyStopping, RegularizationScheduler,
     )
-    from reglight.callbacks.schedules import DropoutRate
+    from reglight.transforms import ScheduledTransform
     from reglight.schedules import Linear
 
     VAL = {0: [1.0, 0.8, 0.9, 0.95, 1.0, 1.1], 1: [1.0, 0.9, 0.7, 0.95, 1.0, 1.1]}
@@ -301,7 +348,7 @@ DDP_SCRIPT = textwrap.dedent(
             return nn.functional.mse_loss(self.net(x), y)
         def validation_step(self, batch, i):
             # deliberately not synced: rank 1 sees its best at epoch 2, rank 0 at epoch 1
-            self.log("val_loss", VAL[self.global_rank][self.current_epoch])
+            self.log("val/loss", VAL[self.global_rank][self.current_epoch])
         def on_validation_epoch_end(self):
             self.snaps[self.current_epoch] = {k: v.clone() for k, v in self.state_dict().items()}
         def configure_optimizers(self):
@@ -311,7 +358,7 @@ DDP_SCRIPT = textwrap.dedent(
         out = sys.argv[1]
         torch.manual_seed(0)
         model = M()
-        stop = EarlyStopping("val_loss", patience=2, log_gap=False)
+        stop = EarlyStopping("val/loss", patience=2, log_gap=False, restore_best_weights=True)
         callbacks = [
             stop,
             RegularizationScheduler([DropoutRate(Linear(0.0, 0.3, duration=3))]),

@@ -1,8 +1,9 @@
-"""Early stopping that restores the best weights, with Prechelt's (1998) stopping criteria."""
+r"""Lightning's early stopping, plus best-weight restoring and Prechelt's (1998) stopping rules."""
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import sys
 from typing import Any
@@ -11,62 +12,88 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks.early_stopping import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_prefixed_message, rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
 from reglight._validation import check_choice, check_nonnegative, check_positive, check_positive_int
 
-__all__ = ["CRITERIA", "EarlyStopping"]
+__all__ = ["BEST_WEIGHTS_KEY", "CRITERIA", "EarlyStopping", "MisconfigurationError"]
+
+log = logging.getLogger(__name__)
 
 CRITERIA = ("patience", "gl", "pq", "up")
-"""Stopping rules: Lightning's patience, and Prechelt's generalization loss, progress quotient, and UP."""
+"""Stopping rules: Lightning's patience, and Prechelt's generalization loss, progress quotient and UP."""
+
+BEST_WEIGHTS_KEY = "reglight_early_stopping_best_weights"
+"""Top-level checkpoint key of the best-weights copies: a dict from each callback's `state_key` to its copy."""
 
 
-def _metric_list(logs: dict[str, Any]) -> str:
-    return (
-        f"`{'`, `'.join(logs)}`" if logs else "none (nothing has been logged with `self.log` yet)"
-    )
+class MisconfigurationError(MisconfigurationException, ValueError):
+    """An invalid argument of [`EarlyStopping`][reglight.callbacks.EarlyStopping].
+
+    It is both Lightning's `MisconfigurationException` (what Lightning's `EarlyStopping` raises for a bad
+    `mode`) and a `ValueError`, so code written against either class catches it.
+    """
+
+
+def _checked(check: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a `reglight._validation` check, raising `MisconfigurationError` instead of `ValueError`."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as error:
+        raise MisconfigurationError(str(error)) from None
 
 
 class EarlyStopping(_LightningEarlyStopping):
-    r"""Lightning's ``EarlyStopping`` that restores the best weights and knows Prechelt's stopping rules.
+    r"""Lightning's `EarlyStopping`, plus best-weight restoring and Prechelt's stopping rules.
 
-    **Restoring the best weights.** With ``restore_best_weights=True`` the callback keeps a CPU copy of the
-    module's ``state_dict`` each time the monitored metric improves, and loads it back when training ends
-    (``on_train_end``), whether it stopped early or ran out of epochs (Keras restores only on an early stop;
-    Lightning has no such option). Under DDP every rank stores the copy of the same epoch (rank 0 decides)
-    and rank 0's copy is broadcast at the end, so every rank ends with identical weights, buffers included.
-    The copy is saved in checkpoints, so a resumed run restores the same weights.
+    With the default arguments it behaves as Lightning's class: the same arguments, checks, stopping reasons,
+    messages, `state_dict` and DDP reduction of the stop decision (any rank that wants to stop stops all).
+    A bad argument raises `MisconfigurationError`, both Lightning's `MisconfigurationException` and a
+    `ValueError`.
 
-    **Stopping rules** (``criterion``), after Prechelt (1998), "Early Stopping — But When?". With the
-    validation error :math:`E_{va}(t)` at check :math:`t`, :math:`E_{opt}(t) = \min_{t' \le t} E_{va}(t')`
-    and the training error :math:`E_{tr}`:
+    **Restoring the best weights** (`restore_best_weights=True`, off by default as in Keras). Each time the
+    monitored metric improves, a CPU copy of the module's `state_dict` is kept; it is loaded back in
+    `on_train_end`, whether training stopped early or ran out of epochs (Keras restores only on an early stop).
+    Under DDP, rank 0's copy (the weights of rank 0's best check) is broadcast at the end, so every rank ends
+    with identical weights and buffers, and `best_epoch` is rank 0's on every rank. The copy is written to
+    checkpoints under the top-level key `BEST_WEIGHTS_KEY` (one entry per callback, keyed by its `state_key`),
+    so a resumed run restores the same weights; the callback's own `state_dict` holds only numbers. With
+    several restoring callbacks, each loads its copy in callback order: the last one's weights remain.
 
-    - ``"patience"`` (default): Lightning's rule, stop after ``patience`` checks without improvement.
-    - ``"gl"``: stop at the first check with generalization loss
-      :math:`GL(t) = 100\,(E_{va}(t)/E_{opt}(t) - 1) > \alpha`.
-    - ``"pq"``: with training strips of :math:`k` = ``strip_length`` checks and training progress
-      :math:`P_k(t) = 1000\,\big(\sum_{t'=t-k+1}^{t} E_{tr}(t') / (k \min_{t'} E_{tr}(t')) - 1\big)`,
-      stop at the first end of a strip with :math:`GL(t)/P_k(t) > \alpha`. Needs the training loss.
-    - ``"up"``: stop when the validation error went up at the end of ``strips`` successive strips,
-      :math:`E_{va}(t) > E_{va}(t-k)`.
+    **Stopping rules** (`criterion`), after Prechelt (1998), "Early Stopping — But When?". With the
+    validation error $E_{va}(t)$ at check $t$, $E_{opt}(t) = \min_{t' \le t} E_{va}(t')$ and the training
+    error $E_{tr}$:
 
-    A "check" is one run of the early-stopping logic (once per epoch by default, as in Lightning); Prechelt's
-    epochs are checks. The Prechelt rules need an error (lower is better, ``mode="min"``); ``patience`` is
-    ignored by them, while ``stopping_threshold``, ``divergence_threshold`` and ``check_finite`` still apply.
-    When one of them stops training, ``stopping_reason`` is ``PATIENCE_EXHAUSTED`` (Lightning's enum is closed)
-    and ``stopped_by`` names the rule.
+    - `"patience"` (default): Lightning's rule, stop after `patience` checks without improvement.
+    - `"gl"`: stop at the first check with generalization loss
+      $GL(t) = 100\,(E_{va}(t)/E_{opt}(t) - 1) > \alpha$.
+    - `"pq"`: with training strips of $k$ = `strip_length` checks and training progress
+      $P_k(t) = 1000\,\big(\sum_{t'=t-k+1}^{t} E_{tr}(t') / (k \min_{t'} E_{tr}(t')) - 1\big)$,
+      stop at the first end of a strip with $GL(t)/P_k(t) > \alpha$. Needs the training loss.
+    - `"up"`: stop when the validation error went up at the ends of `strips` successive strips,
+      $E_{va}(t) > E_{va}(t-k)$.
 
-    **Generalization gap.** Each epoch in which validation ran, the gap
-    :math:`E_{va} - E_{tr}` (``monitor`` minus ``train_monitor``) is logged as ``gap_name``.
+    A "check" is one run of the early-stopping logic (once per epoch by default, as in Lightning): Prechelt's
+    epochs are checks. The Prechelt rules need an error (lower is better, `mode="min"`); they replace the
+    patience rule (`patience` is then ignored: the `patience` attribute holds `sys.maxsize`), while `stopping_threshold`, `divergence_threshold` and
+    `check_finite` still apply. When one of them stops training, `stopping_reason` is `PATIENCE_EXHAUSTED`
+    (Lightning's enum is closed) and `stopped_by` names the rule. A Prechelt rule appends its name to
+    `state_key`, so it can be checkpointed next to a patience rule on the same metric.
+
+    **Generalization gap.** In each epoch in which validation ran, $E_{va} - E_{tr}$ (`monitor` minus
+    `train_monitor`) is logged as `gap_name`.
 
     Args:
-        monitor: the validation metric to watch (logged with ``self.log``).
-        min_delta: smallest change that counts as an improvement (Lightning).
-        patience: checks without improvement before stopping (``criterion="patience"`` only).
+        monitor: the metric to watch (logged with `self.log`).
+        min_delta: smallest change that counts as an improvement.
+        patience: checks without improvement before stopping (`criterion="patience"` only).
         verbose: log the decisions.
-        mode: ``"min"`` or ``"max"``; the Prechelt rules need ``"min"``.
-        strict: raise when ``monitor`` (or, for ``"pq"``, ``train_monitor``) is not logged.
+        mode: `"min"` or `"max"`; the Prechelt rules need `"min"`.
+        strict: raise when `monitor` (or, for `"pq"`, `train_monitor`) is not logged.
         check_finite: stop when the metric becomes NaN or infinite.
         stopping_threshold: stop as soon as the metric reaches this value.
         divergence_threshold: stop as soon as the metric gets worse than this value.
@@ -74,33 +101,39 @@ class EarlyStopping(_LightningEarlyStopping):
             runs once per epoch) instead of at the end of validation.
         log_rank_zero_only: log the status only on rank 0.
         restore_best_weights: keep a CPU copy of the best weights and load it back when training ends.
-        criterion: the stopping rule, one of :data:`CRITERIA`.
-        alpha: threshold :math:`\alpha` of ``"gl"`` (percent, Prechelt used 1 to 5) and ``"pq"`` (0.5 to 3).
-        strip_length: :math:`k`, checks per training strip (``"pq"``, ``"up"``; Prechelt used 5).
-        strips: :math:`s`, successive strips with a rising validation error that stop ``"up"``.
-        train_monitor: the logged training-loss metric (epoch-level, e.g. ``self.log("train_loss", loss,
-            on_epoch=True)``), used by ``"pq"`` and for the generalization gap.
+        criterion: the stopping rule, one of `CRITERIA`.
+        alpha: threshold $\alpha$ of `"gl"` (percent; Prechelt used 1 to 5) and `"pq"` (0.5 to 3).
+        strip_length: $k$, checks per training strip (`"pq"`, `"up"`; Prechelt used 5).
+        strips: $s$, successive strips with a rising validation error that stop `"up"`.
+        train_monitor: the epoch-level training loss, e.g. `self.log("train/loss", loss, on_epoch=True)`;
+            used by `"pq"` and for the generalization gap.
         log_gap: log the generalization gap each epoch.
-        gap_name: name of the logged gap.
+        gap_name: key of the logged gap.
 
     Attributes:
-        best_epoch: epoch of the best check so far (``None`` before the first check).
-        generalization_loss: :math:`GL` at the last check (Prechelt rules).
-        training_progress: :math:`P_k` at the last end of strip (``"pq"``).
-        stopped_by: name of the rule that stopped training, or ``None``.
+        best_epoch: epoch of the best check so far (`None` before the first check).
+        generalization_loss: $GL$ at the last check (Prechelt rules).
+        training_progress: $P_k$ at the last end of a strip (`"pq"`).
         restored: whether the best weights were loaded back at the end of the last fit.
 
     Raises:
-        ValueError: for an unknown ``criterion`` or ``mode``, ``mode="max"`` with a Prechelt rule, a missing
-            or non-positive ``alpha`` for ``"gl"``/``"pq"``, or a non-positive ``strip_length``/``strips``.
+        MisconfigurationError: for an unknown `criterion` or `mode`, `mode="max"` with a Prechelt rule, a
+            missing or non-positive `alpha` for `"gl"`/`"pq"`, a negative `min_delta` or `patience`, or a
+            non-positive `strip_length`/`strips`.
+        TypeError: if `restore_best_weights` is not a bool.
 
-    Examples:
+    Example:
         >>> from lightning.pytorch import Trainer
-        >>> from reglight.callbacks import EarlyStopping
-        >>> stop = EarlyStopping("val_loss", criterion="gl", alpha=5.0)
-        >>> trainer = Trainer(callbacks=[stop], logger=False, enable_progress_bar=False)
-        >>> stop.criterion, stop.restore_best_weights
-        ('gl', True)
+        >>> from lightning.pytorch.demos.boring_classes import BoringModel
+        >>> class Model(BoringModel):
+        ...     def on_validation_epoch_end(self):
+        ...         self.log("val/loss", [1.0, 0.8, 0.7, 0.72, 0.75, 0.9][self.current_epoch])
+        >>> stop = EarlyStopping("val/loss", criterion="gl", alpha=5.0, restore_best_weights=True, log_gap=False)
+        >>> trainer = Trainer(max_epochs=6, callbacks=[stop], logger=False, enable_checkpointing=False,
+        ...                   enable_progress_bar=False, enable_model_summary=False)
+        >>> trainer.fit(Model())
+        >>> stop.stopped_epoch, stop.stopped_by, round(stop.generalization_loss, 2), stop.best_epoch, stop.restored
+        (4, 'gl', 7.14, 2, True)
     """
 
     def __init__(
@@ -117,41 +150,41 @@ class EarlyStopping(_LightningEarlyStopping):
         check_on_train_epoch_end: bool | None = None,
         log_rank_zero_only: bool = False,
         *,
-        restore_best_weights: bool = True,
+        restore_best_weights: bool = False,
         criterion: str = "patience",
         alpha: float | None = None,
         strip_length: int = 5,
         strips: int = 3,
-        train_monitor: str = "train_loss",
+        train_monitor: str = "train/loss",
         log_gap: bool = True,
-        gap_name: str = "generalization_gap",
+        gap_name: str = "val/gap",
     ) -> None:
-        check_choice("mode", mode, tuple(self.mode_dict))
-        check_choice("criterion", criterion, CRITERIA)
-        check_nonnegative("min_delta", min_delta)
-        check_positive_int("patience", patience, minimum=0)
+        if mode not in self.mode_dict:
+            # Lightning's wording (its own test matches it), with our error type
+            raise MisconfigurationError(f"`mode` can be {', '.join(self.mode_dict)}, got {mode}")
+        _checked(check_choice, "criterion", criterion, CRITERIA)
+        _checked(check_nonnegative, "min_delta", min_delta)
+        _checked(check_positive_int, "patience", patience, minimum=0)
         if criterion != "patience" and mode != "min":
-            raise ValueError(
-                f"`criterion={criterion!r}` is defined on an error to minimise: it needs mode='min', got "
+            raise MisconfigurationError(
+                f"`criterion={criterion!r}` is defined on an error to minimize: it needs mode='min', got "
                 f"mode={mode!r}"
             )
-        if criterion in ("gl", "pq"):
-            if alpha is None:
-                raise ValueError(
-                    f"`criterion={criterion!r}` needs a threshold `alpha` (Prechelt used 1 to 5 for 'gl' "
-                    "and 0.5 to 3 for 'pq'), got alpha=None"
-                )
-            check_positive("alpha", alpha)
-        elif alpha is not None:
-            check_positive("alpha", alpha)
-        check_positive_int("strip_length", strip_length)
-        check_positive_int("strips", strips)
+        if criterion in ("gl", "pq") and alpha is None:
+            raise MisconfigurationError(
+                f"`criterion={criterion!r}` needs a threshold `alpha` (Prechelt used 1 to 5 for 'gl' and 0.5 "
+                "to 3 for 'pq'), got alpha=None"
+            )
+        if alpha is not None:
+            _checked(check_positive, "alpha", alpha)
+        _checked(check_positive_int, "strip_length", strip_length)
+        _checked(check_positive_int, "strips", strips)
         if not isinstance(restore_best_weights, bool):
             raise TypeError(f"`restore_best_weights` must be a bool, got {restore_best_weights!r}")
         super().__init__(
             monitor=monitor,
             min_delta=min_delta,
-            # the Prechelt rules replace the patience rule: the base class never runs out of patience
+            # the Prechelt rules replace the patience rule: Lightning's rule never runs out of patience
             patience=patience if criterion == "patience" else sys.maxsize,
             verbose=verbose,
             mode=mode,
@@ -174,81 +207,63 @@ class EarlyStopping(_LightningEarlyStopping):
         self.best_epoch: int | None = None
         self.generalization_loss: float | None = None
         self.training_progress: float | None = None
-        self.stopped_by: str | None = None
         self.restored = False
         self._best_state: dict[str, Any] | None = None
-        # Prechelt bookkeeping (saved in checkpoints)
+        # Prechelt bookkeeping (in `state_dict`)
         self._checks = 0
         self._e_opt = math.inf
         self._strip: list[float] = []
         self._last_strip_val: float | None = None
         self._up_count = 0
         # per-check scratch
-        self._logs: dict[str, Tensor] = {}
-        self._improved = False
-        self._evaluated = False
+        self._metrics: dict[str, Tensor] = {}
         self._val_ran = False
         self._warned_gap = False
 
-    # ------------------------------------------------------------------ checks
-    def _validate_condition_metric(self, logs: dict[str, Tensor]) -> bool:
-        if self.monitor in logs:
-            return True
-        msg = (
-            f"Early stopping conditioned on metric `{self.monitor}` which is not available. Logged metrics: "
-            f"{_metric_list(logs)}. Log it with `self.log({self.monitor!r}, ...)` or pass one of these as "
-            "`monitor`."
-        )
-        if self.strict:
-            raise RuntimeError(msg)
-        if self.verbose:
-            rank_zero_warn(msg, category=RuntimeWarning)
-        return False
+    @property
+    @override
+    def state_key(self) -> str:
+        """Lightning's key (monitor, mode), with the criterion appended for a Prechelt rule."""
+        key = super().state_key
+        return key if self.criterion == "patience" else f"{key}{{'criterion': {self.criterion!r}}}"
 
-    def _train_loss(self) -> float | None:
-        value = self._logs.get(self.train_monitor)
-        if value is not None:
-            return float(value)
-        msg = (
-            f"`criterion={self.criterion!r}` needs the training loss, but `train_monitor="
-            f"{self.train_monitor!r}` is not logged. Logged metrics: {_metric_list(self._logs)}. Log it with "
-            f"`self.log({self.train_monitor!r}, loss, on_epoch=True)` in `training_step`."
-        )
-        if self.strict:
-            raise RuntimeError(msg)
-        rank_zero_warn(msg, category=RuntimeWarning)
-        return None
+    @property
+    def stopped_by(self) -> str | None:
+        """The rule that stopped training on this rank: `stopping_reason` in words, a Prechelt rule by name."""
+        reason = self.stopping_reason
+        if reason is EarlyStoppingReason.NOT_STOPPED:
+            return None
+        if reason is EarlyStoppingReason.PATIENCE_EXHAUSTED:
+            return self.criterion
+        return reason.name.lower()
 
-    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
-        self._logs = dict(trainer.callback_metrics)
-        self._evaluated = False
-        super()._run_early_stopping_check(trainer)
-        if not self._evaluated:
-            return
-        # every rank keeps the copy of the same check: rank 0 decides (the metric may differ across ranks)
-        improved = trainer.strategy.broadcast(self._improved, src=0)
-        if improved:
+    # ------------------------------------------------------------------ the check
+    @override
+    def _evaluate_stopping_criteria(self, current: Tensor) -> tuple[bool, str | None]:
+        """Lightning's rules, then the Prechelt rule; the one place that uses a non-public Lightning name.
+
+        Lightning's `_run_early_stopping_check` calls it once per check on every rank, with the squeezed
+        metric, before the DDP reduction of the decision. `tests/compat` fails if that stops being so.
+        """
+        should_stop, reason = super()._evaluate_stopping_criteria(current)
+        if should_stop or self.criterion == "patience":
+            return should_stop, reason
+        stop, prechelt_reason = self._prechelt(float(current))
+        return (True, prechelt_reason) if stop else (False, reason)
+
+    def _checked_run(self, trainer: pl.Trainer, run_hook: Any) -> None:
+        """Run Lightning's hook (which may run a check), then note an improvement and copy the weights."""
+        before = float(self.best_score)
+        self._metrics = dict(trainer.callback_metrics)
+        try:
+            run_hook()
+        finally:
+            self._metrics = {}
+        # an improvement is the only way Lightning's best score changes (NaN never becomes the best)
+        if float(self.best_score) != before:
             self.best_epoch = trainer.current_epoch
             if self.restore_best_weights:
                 self._best_state = _cpu_copy(trainer.lightning_module.state_dict())
-        if (
-            trainer.should_stop
-            and self.stopped_epoch == trainer.current_epoch
-            and self.stopped_by is None
-        ):
-            self.stopped_by = self.criterion  # this rank or another one stopped on the rule
-
-    def _evaluate_stopping_criteria(self, current: Tensor) -> tuple[bool, str | None]:
-        self._evaluated = True
-        should_stop, reason = super()._evaluate_stopping_criteria(current)
-        self._improved = (
-            self.best_score is current
-        )  # the base class stores `current` when it improves
-        if should_stop and self.stopping_reason is not EarlyStoppingReason.PATIENCE_EXHAUSTED:
-            self.stopped_by = self.stopping_reason.name.lower()
-        if self.criterion == "patience" or should_stop:
-            return should_stop, reason
-        return self._prechelt(float(current))
 
     def _prechelt(self, e_va: float) -> tuple[bool, str | None]:
         self._checks += 1
@@ -283,7 +298,6 @@ class EarlyStopping(_LightningEarlyStopping):
         if reason is None:
             return False, None
         self.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
-        self.stopped_by = self.criterion
         return True, f"Prechelt criterion {self.criterion!r}: {reason}. Signaling Trainer to stop."
 
     def _gl(self, e_va: float) -> float:
@@ -296,35 +310,59 @@ class EarlyStopping(_LightningEarlyStopping):
             return 0.0 if e_va == 0 else math.inf
         return 100.0 * (e_va / self._e_opt - 1.0)
 
+    def _train_loss(self) -> float | None:
+        value = self._metrics.get(self.train_monitor)
+        if value is not None:
+            return float(value)
+        msg = (
+            f"`criterion={self.criterion!r}` needs the training loss, but `train_monitor="
+            f"{self.train_monitor!r}` is not logged. Logged metrics: {_metric_list(self._metrics)}. Log it "
+            f"with `self.log({self.train_monitor!r}, loss, on_epoch=True)` in `training_step`."
+        )
+        if self.strict:
+            raise RuntimeError(msg)
+        rank_zero_warn(msg, category=RuntimeWarning)
+        return None
+
     # ------------------------------------------------------------------ hooks
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Lightning's setup; refuse sharded strategies, whose ``state_dict`` is not a full copy per rank."""
+        """Lightning's setup; refuse sharded strategies, whose `state_dict` is not a full copy per rank."""
         super().setup(trainer, pl_module, stage)
         if self.restore_best_weights and isinstance(
             trainer.strategy, (FSDPStrategy, DeepSpeedStrategy, ModelParallelStrategy)
         ):
-            raise ValueError(
+            raise MisconfigurationError(
                 "`restore_best_weights=True` needs a strategy that keeps the full model on every rank (single "
                 f"device, DDP); got {type(trainer.strategy).__name__}. Use `restore_best_weights=False` with "
                 "ModelCheckpoint(monitor=...) instead."
             )
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Reset the per-fit flags (the best copy survives a resume through the checkpoint)."""
         self.restored = False
+        self._val_ran = False
 
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Note that validation ran this epoch, then run Lightning's check when it runs after validation."""
+        """Note that validation ran, then run Lightning's hook (the check, when it runs after validation)."""
         if not trainer.sanity_checking:
             self._val_ran = True
-        super().on_validation_end(trainer, pl_module)
+        self._checked_run(
+            trainer, lambda: super(EarlyStopping, self).on_validation_end(trainer, pl_module)
+        )
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Log the generalization gap, then run Lightning's check when it runs at the end of the epoch."""
-        if self.log_gap and self._val_ran and not self._should_skip_check(trainer):
+        """Log the generalization gap, then run Lightning's hook (the check, when it runs at epoch end)."""
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if self.log_gap and self._val_ran and fitting:
             self._log_gap(trainer, pl_module)
         self._val_ran = False
-        super().on_train_epoch_end(trainer, pl_module)
+        self._checked_run(
+            trainer, lambda: super(EarlyStopping, self).on_train_epoch_end(trainer, pl_module)
+        )
 
     def _log_gap(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         logs = trainer.callback_metrics
@@ -343,43 +381,50 @@ class EarlyStopping(_LightningEarlyStopping):
         gap = (val.detach().float() - train.detach().float().to(val.device)).squeeze()
         pl_module.log(self.gap_name, gap, on_step=False, on_epoch=True)
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Load the best weights back (the same copy, rank 0's, on every rank)."""
-        if not self.restore_best_weights or getattr(trainer, "fast_dev_run", False):
+        """Load the best weights back: rank 0's copy, on every rank.
+
+        Under DDP every rank issues the same collectives in the same order, whatever its metric: one
+        broadcast of rank 0's `(best_epoch, has a copy)`, then, when restoring, one broadcast of rank 0's copy.
+        """
+        if getattr(trainer, "fast_dev_run", False):  # Lightning skips the checks too
             return
-        have = trainer.strategy.broadcast(self._best_state is not None, src=0)
+        if trainer.world_size > 1:
+            self.best_epoch, have = trainer.strategy.broadcast(
+                (self.best_epoch, self._best_state is not None), src=0
+            )
+        else:
+            have = self._best_state is not None
+        if not self.restore_best_weights:
+            return
         if not have:
             rank_zero_warn(
                 f"EarlyStopping(restore_best_weights=True) has no best weights to restore: `{self.monitor}` "
-                "was never checked during this fit.",
+                "never improved during this fit.",
                 category=RuntimeWarning,
             )
             return
-        state = (
-            self._best_state
-            if trainer.world_size == 1
-            else trainer.strategy.broadcast(self._best_state)
-        )
-        assert state is not None
-        pl_module.load_state_dict(state)
-        self._best_state = state
+        if trainer.world_size > 1:
+            self._best_state = trainer.strategy.broadcast(self._best_state, src=0)
+        assert self._best_state is not None
+        pl_module.load_state_dict(self._best_state)
         self.restored = True
         if self.verbose:
-            self._log_info(
-                trainer,
-                f"Restored the weights of epoch {self.best_epoch}.",
-                self.log_rank_zero_only,
-            )
+            rank = trainer.global_rank if trainer.world_size > 1 else None
+            if rank is None or not self.log_rank_zero_only or rank == 0:
+                log.info(
+                    rank_prefixed_message(f"Restored the weights of epoch {self.best_epoch}.", rank)
+                )
 
     # ------------------------------------------------------------------ state
+    @override
     def state_dict(self) -> dict[str, Any]:
-        """Lightning's state plus the best weights and the Prechelt bookkeeping."""
+        """Lightning's state plus the best epoch and the Prechelt bookkeeping (numbers only)."""
         state = super().state_dict()
         state.update(
             criterion=self.criterion,
             best_epoch=self.best_epoch,
-            best_state=self._best_state,
-            stopped_by=self.stopped_by,
             generalization_loss=self.generalization_loss,
             training_progress=self.training_progress,
             checks=self._checks,
@@ -390,16 +435,15 @@ class EarlyStopping(_LightningEarlyStopping):
         )
         return state
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved.
+        """Restore what `state_dict` saved (a state saved by Lightning's class loads too).
 
         Args:
             state_dict: the saved state.
         """
         super().load_state_dict(state_dict)
         self.best_epoch = state_dict.get("best_epoch")
-        self._best_state = state_dict.get("best_state")
-        self.stopped_by = state_dict.get("stopped_by")
         self.generalization_loss = state_dict.get("generalization_loss")
         self.training_progress = state_dict.get("training_progress")
         self._checks = state_dict.get("checks", 0)
@@ -408,9 +452,31 @@ class EarlyStopping(_LightningEarlyStopping):
         self._last_strip_val = state_dict.get("last_strip_val")
         self._up_count = state_dict.get("up_count", 0)
 
+    @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """With `restore_best_weights=True`, save the best-weights copy under `BEST_WEIGHTS_KEY`."""
+        if self.restore_best_weights and self._best_state is not None:
+            checkpoint.setdefault(BEST_WEIGHTS_KEY, {})[self.state_key] = self._best_state
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """With `restore_best_weights=True`, take back this callback's copy from the checkpoint."""
+        if self.restore_best_weights:
+            self._best_state = checkpoint.get(BEST_WEIGHTS_KEY, {}).get(self.state_key)
+
+
+def _metric_list(logs: dict[str, Any]) -> str:
+    return (
+        f"`{'`, `'.join(logs)}`" if logs else "none (nothing has been logged with `self.log` yet)"
+    )
+
 
 def _progress(strip: list[float]) -> float:
-    """Prechelt's training progress :math:`P_k = 1000 (\\bar E_{tr} / \\min E_{tr} - 1)` of one strip."""
+    r"""Prechelt's training progress $P_k = 1000 (\bar E_{tr} / \min E_{tr} - 1)$ of one strip."""
     mean, low = sum(strip) / len(strip), min(strip)
     if low > 0:
         return 1000.0 * (mean / low - 1.0)
@@ -418,7 +484,7 @@ def _progress(strip: list[float]) -> float:
 
 
 def _cpu_copy(state: dict[str, Any]) -> dict[str, Any]:
-    """Detached CPU copy of a ``state_dict`` (non-tensor extra states are deep-copied)."""
+    """Detached CPU copy of a `state_dict` (non-tensor extra states are deep-copied)."""
     return {
         k: v.detach().to("cpu", copy=True) if isinstance(v, Tensor) else copy.deepcopy(v)
         for k, v in state.items()
