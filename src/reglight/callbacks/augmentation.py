@@ -118,7 +118,8 @@ class AugmentationScheduler(Callback):
                 if not isinstance(t, ScheduledTransform):
                     raise TypeError(f"`transforms` must be ScheduledTransform instances, got {t!r}")
         self.transforms = None if transforms is None else list(transforms)
-        self.log = log
+        # not `self.log`: Lightning replaces every callback's `log` with the module's `log` method at fit start
+        self.log_values = bool(log)
         self.prefix = prefix
         self.values: dict[str, float] = {}
         self._trainer: pl.Trainer | None = None
@@ -200,7 +201,7 @@ class AugmentationScheduler(Callback):
         return max(trainer.current_epoch, self._finished_epoch + 1)
 
     def _log(self, pl_module: pl.LightningModule) -> None:
-        if not self.log:
+        if not self.log_values:
             return
         on_step = self.interval == "step"
         for name, value in self.values.items():

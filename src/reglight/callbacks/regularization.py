@@ -552,7 +552,8 @@ class RegularizationScheduler(Callback):
         if len(set(names)) != len(names):
             raise ValueError(f"knob names must be unique (they are the logged keys), got {names}")
         self.interval = check_choice("interval", interval, ("epoch", "step"))
-        self.log = log
+        # not `self.log`: Lightning replaces every callback's `log` with the module's `log` method at fit start
+        self.log_values = bool(log)
         self.prefix = prefix
         self.values: dict[str, float] = {}
         self.progress: float | None = None
@@ -676,7 +677,7 @@ class RegularizationScheduler(Callback):
         self.progress = t
 
     def _log(self, pl_module: pl.LightningModule) -> None:
-        if not self.log:
+        if not self.log_values:
             return
         on_step = self.interval == "step"
         for name, value in self.values.items():
