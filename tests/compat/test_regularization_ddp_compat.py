@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from compat_models import QUIET, Scripted, fit
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
@@ -172,22 +171,27 @@ def test_two_regularization_schedulers_under_ddp(tmp_path: Path) -> None:
     assert r0["values"] == [{"weight_decay": 0.0}, {"gain": 2.0}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PenaltyHook: two hooks with the default name log under the same keys; Lightning keeps the "
-    "last one's value, so the other hook's `penalty/value` is silently lost (penalty.py)",
-)
-def test_two_penalty_hooks_with_default_names_keep_both_logs() -> None:
+def test_two_penalty_hooks_with_the_same_name_are_refused() -> None:
+    # Lightning keeps one value per logged key: two hooks named alike would lose one's logs silently
     hooks = [
         PenaltyHook(L1(0.01), include="net.0.weight"),
         PenaltyHook(L1(0.5), include="net.2.weight"),
     ]
-    try:
-        trainer = fit(Scripted([1.0], keys=("val/x",)), hooks, max_epochs=1, log_every_n_steps=1)
-    except (ValueError, MisconfigurationException) as error:  # refusing the clash is fine too
-        assert "name" in str(error)
-        return
+    with pytest.raises(ValueError, match=r"same `name`='penalty'.*give each its own `name`"):
+        fit(Scripted([1.0], keys=("val/x",)), hooks, max_epochs=1, log_every_n_steps=1)
+
+
+def test_two_penalty_hooks_with_their_own_names_keep_both_logs() -> None:
+    hooks = [
+        PenaltyHook(L1(0.01), include="net.0.weight", name="l1_first"),
+        PenaltyHook(L1(0.5), include="net.2.weight", name="l1_last"),
+        PenaltyHook(
+            L1(0.1), include="net.2.weight", log=False
+        ),  # a silent third one does not clash
+    ]
+    trainer = fit(Scripted([1.0], keys=("val/x",)), hooks, max_epochs=1, log_every_n_steps=1)
     with torch.no_grad():
-        expected = sorted(float(h.penalty.value(h.parameters)) for h in hooks)
-    logged = sorted(float(v) for k, v in trainer.callback_metrics.items() if k.endswith("/value"))
-    assert logged == pytest.approx(expected)
+        for h in hooks[:2]:
+            expected = float(h.penalty.value(h.parameters))
+            assert float(trainer.callback_metrics[f"{h.name}/value"]) == pytest.approx(expected)
+    assert "penalty/value" not in trainer.callback_metrics

@@ -129,7 +129,8 @@ class PenaltyHook(Callback):
         self.method = check_choice("method", method, ("gradient", "proximal"))
         self.include = normalize_patterns("include", include)
         self.exclude = normalize_patterns("exclude", exclude)
-        self.log = bool(log)
+        # not `self.log`: Lightning replaces every callback's `log` with the module's `log` method at fit start
+        self.log_values = bool(log)
         self.adaptive = bool(adaptive)
         if not isinstance(name, str) or not name:
             raise ValueError(f"`name` must be a non-empty string, got {name!r}")
@@ -168,6 +169,7 @@ class PenaltyHook(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Select the penalized parameters and, with `method="proximal"`, hook into every optimizer."""
+        self._check_log_names(trainer)
         self._remove_handles()
         self._by_optimizer = {}
         self._last_logged_step = -1
@@ -185,6 +187,22 @@ class PenaltyHook(Callback):
         if self.method == "proximal":
             for opt in trainer.optimizers:
                 self._handles.append(opt.register_step_post_hook(self._after_optimizer_step))
+
+    def _check_log_names(self, trainer: pl.Trainer) -> None:
+        """Refuse a second logging `PenaltyHook` with this one's `name`: its values would overwrite ours."""
+        if not self.log_values:
+            return
+        clash = [
+            cb
+            for cb in trainer.callbacks  # type: ignore[attr-defined]
+            if isinstance(cb, PenaltyHook) and cb is not self and cb.log_values and cb.name == self.name
+        ]
+        if clash:
+            raise ValueError(
+                f"{len(clash) + 1} PenaltyHook callbacks log under the same `name`={self.name!r} "
+                f"(keys `{self.name}/value`, ...), so only one's values would be kept; give each its own "
+                "`name` (e.g. name='penalty_encoder') or pass log=False"
+            )
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -254,7 +272,7 @@ class PenaltyHook(Callback):
         batch_idx: int,
     ) -> None:
         """Log value and sparsity at the Trainer's log interval (tensors; no host sync here)."""
-        if not self.log or not self._params or not _is_log_step(trainer):
+        if not self.log_values or not self._params or not _is_log_step(trainer):
             return
         if trainer.global_step == self._last_logged_step:
             return  # several micro-batches of one accumulated step
