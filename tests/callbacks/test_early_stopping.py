@@ -132,7 +132,11 @@ def test_gl_stops_at_hand_computed_epoch() -> None:
     # E_opt = 0.7 from epoch 2; GL(3) = 100 (0.72/0.7 - 1) = 2.86 <= 5; GL(4) = 100 (0.75/0.7 - 1) = 7.14 > 5
     model = Scripted(val=val)
     stop = EarlyStopping(
-        "val/loss", criterion="gl", alpha=5.0, log_gap=False, restore_best_weights=True
+        "val/loss",
+        criterion="gl",
+        criterion_threshold=5.0,
+        log_gap=False,
+        restore_best_weights=True,
     )
     _fit(model, [stop], max_epochs=8)
     assert stop.stopped_epoch == 4 and stop.stopped_by == "gl"
@@ -150,7 +154,11 @@ def test_pq_stops_at_hand_computed_epoch() -> None:
     # epoch 5: P = 1000 (0.7675/0.765 - 1) = 3.268, GL = 100 (0.87/0.85 - 1) = 2.353, PQ = 0.72 > 0.5
     model = Scripted(val=val, train=train)
     stop = EarlyStopping(
-        "val/loss", criterion="pq", alpha=0.5, strip_length=2, restore_best_weights=True
+        "val/loss",
+        criterion="pq",
+        criterion_threshold=0.5,
+        strip_length=2,
+        restore_best_weights=True,
     )
     _fit(model, [stop], max_epochs=8)
     assert stop.stopped_epoch == 5 and stop.stopped_by == "pq"
@@ -222,7 +230,9 @@ def test_missing_monitor_lists_logged_metrics() -> None:
 
 def test_missing_train_metric_for_pq_is_explained() -> None:
     model = Scripted(val=[1.0] * 3)
-    stop = EarlyStopping("val/loss", criterion="pq", alpha=1.0, train_monitor="tr_loss")
+    stop = EarlyStopping(
+        "val/loss", criterion="pq", criterion_threshold=1.0, train_monitor="tr_loss"
+    )
     with pytest.raises(RuntimeError, match=r"needs the training loss.*'tr_loss'.*on_epoch=True"):
         _fit(model, [stop], max_epochs=2)
 
@@ -237,9 +247,9 @@ def test_missing_train_metric_for_gap_warns() -> None:
     ("kwargs", "match"),
     [
         (dict(criterion="prechelt"), "criterion"),
-        (dict(criterion="gl"), "alpha"),
-        (dict(criterion="pq", alpha=-1.0), "alpha"),
-        (dict(criterion="gl", alpha=1.0, mode="max"), "mode='min'"),
+        (dict(criterion="gl"), "criterion_threshold"),
+        (dict(criterion="pq", criterion_threshold=-1.0), "criterion_threshold"),
+        (dict(criterion="gl", criterion_threshold=1.0, mode="max"), "mode='min'"),
         (dict(mode="maximum"), "mode"),
         (dict(criterion="up", strip_length=0), "strip_length"),
         (dict(criterion="up", strips=0), "strips"),

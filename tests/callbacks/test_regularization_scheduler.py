@@ -341,7 +341,7 @@ def test_all_three_callbacks_build_from_a_lightning_cli_yaml() -> None:
         init_args:
           magnitude: {class_path: reglight.schedules.Warmup, init_args: {schedule: 1.0, duration: 5}}
       - class_path: reglight.callbacks.EarlyStopping
-        init_args: {monitor: val_loss, criterion: gl, alpha: 5.0}
+        init_args: {monitor: val_loss, criterion: gl, criterion_threshold: 5.0}
     """
     parser = ArgumentParser()
     parser.add_argument(
@@ -353,4 +353,4 @@ def test_all_three_callbacks_build_from_a_lightning_cli_yaml() -> None:
     assert reg.knobs[0].include == ("head.*",) and reg.knobs[0].exclude == (nn.Dropout,)
     assert reg.knobs[0].value(5) == pytest.approx(0.15)
     assert aug.schedules["magnitude"](2.5) == pytest.approx(0.5)
-    assert stop.criterion == "gl" and stop.alpha == 5.0
+    assert stop.criterion == "gl" and stop.criterion_threshold == 5.0

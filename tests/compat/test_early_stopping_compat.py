@@ -106,7 +106,9 @@ def test_defaults() -> None:
 
 @pytest.mark.parametrize("dumps_loads", [pickle, cloudpickle], ids=["pickle", "cloudpickle"])
 def test_pickles(dumps_loads: Any) -> None:
-    stop = EarlyStopping("val/x", criterion="gl", alpha=2.0, restore_best_weights=True)
+    stop = EarlyStopping(
+        "val/x", criterion="gl", criterion_threshold=2.0, restore_best_weights=True
+    )
     copy = dumps_loads.loads(dumps_loads.dumps(stop))
     assert vars(copy) == vars(stop)
 
@@ -196,7 +198,7 @@ def test_not_stopped() -> None:
 
 
 def test_a_prechelt_rule_reports_its_reason() -> None:
-    ours = EarlyStopping("val/x", criterion="gl", alpha=5.0)
+    ours = EarlyStopping("val/x", criterion="gl", criterion_threshold=5.0)
     fit(Scripted([1.0, 0.7, 0.72, 0.75, 0.7]), [ours])
     # GL(2) = 100 (0.72/0.7 - 1) = 2.9 <= 5, GL(3) = 100 (0.75/0.7 - 1) = 7.1 > 5
     assert ours.stopped_epoch == 3 and ours.stopped_by == "gl"
@@ -204,7 +206,7 @@ def test_a_prechelt_rule_reports_its_reason() -> None:
         ours.stopping_reason is Reason.PATIENCE_EXHAUSTED
     )  # Lightning's enum has no member for it
     assert ours.stopping_reason_message.startswith(
-        "Prechelt criterion 'gl': GL = 7.143 > alpha = 5.0"
+        "Prechelt criterion 'gl': GL = 7.143 > criterion_threshold = 5.0"
     )
 
 
@@ -301,7 +303,7 @@ def test_multiple_callbacks(where: str, order: tuple[int, int]) -> None:
 
 def test_two_of_ours_on_one_metric_with_different_rules(tmp_path: Path) -> None:
     patience = EarlyStopping("val/x", patience=2, restore_best_weights=True)
-    gl = EarlyStopping("val/x", criterion="gl", alpha=1.0, restore_best_weights=True)
+    gl = EarlyStopping("val/x", criterion="gl", criterion_threshold=1.0, restore_best_weights=True)
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     model = Scripted([3.0, 2.0, 2.1, 2.2], keys=("val/x",))
     fit(model, [patience, gl, ckpt], enable_checkpointing=True)

@@ -37,7 +37,9 @@ def callbacks(check_on_train_epoch_end: bool | None) -> list:
     common: dict[str, Any] = dict(check_on_train_epoch_end=check_on_train_epoch_end)
     talk: dict[str, Any] = dict(verbose=True, log_rank_zero_only=True)
     return [
-        EarlyStopping("val/b", criterion="gl", alpha=5.0, restore_best_weights=True, **common),
+        EarlyStopping(
+            "val/b", criterion="gl", criterion_threshold=5.0, restore_best_weights=True, **common
+        ),
         EarlyStopping("val/a", patience=1, restore_best_weights=True, **common, **talk),
         LightningEarlyStopping("ref/a", patience=1, **common, **talk),
     ]

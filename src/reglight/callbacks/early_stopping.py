@@ -102,7 +102,7 @@ class EarlyStopping(_LightningEarlyStopping):
         log_rank_zero_only: log the status only on rank 0.
         restore_best_weights: keep a CPU copy of the best weights and load it back when training ends.
         criterion: the stopping rule, one of `CRITERIA`.
-        alpha: threshold $\alpha$ of `"gl"` (percent; Prechelt used 1 to 5) and `"pq"` (0.5 to 3).
+        criterion_threshold: Prechelt's threshold $\alpha$ of `"gl"` (percent; Prechelt used 1 to 5) and `"pq"` (0.5 to 3).
         strip_length: $k$, checks per training strip (`"pq"`, `"up"`; Prechelt used 5).
         strips: $s$, successive strips with a rising validation error that stop `"up"`.
         train_monitor: the epoch-level training loss, e.g. `self.log("train/loss", loss, on_epoch=True)`;
@@ -118,7 +118,7 @@ class EarlyStopping(_LightningEarlyStopping):
 
     Raises:
         MisconfigurationError: for an unknown `criterion` or `mode`, `mode="max"` with a Prechelt rule, a
-            missing or non-positive `alpha` for `"gl"`/`"pq"`, a negative `min_delta` or `patience`, or a
+            missing or non-positive `criterion_threshold` for `"gl"`/`"pq"`, a negative `min_delta` or `patience`, or a
             non-positive `strip_length`/`strips`.
         TypeError: if `restore_best_weights` is not a bool.
 
@@ -128,7 +128,7 @@ class EarlyStopping(_LightningEarlyStopping):
         >>> class Model(BoringModel):
         ...     def on_validation_epoch_end(self):
         ...         self.log("val/loss", [1.0, 0.8, 0.7, 0.72, 0.75, 0.9][self.current_epoch])
-        >>> stop = EarlyStopping("val/loss", criterion="gl", alpha=5.0, restore_best_weights=True, log_gap=False)
+        >>> stop = EarlyStopping("val/loss", criterion="gl", criterion_threshold=5.0, restore_best_weights=True, log_gap=False)
         >>> trainer = Trainer(max_epochs=6, callbacks=[stop], logger=False, enable_checkpointing=False,
         ...                   enable_progress_bar=False, enable_model_summary=False)
         >>> trainer.fit(Model())
@@ -152,7 +152,7 @@ class EarlyStopping(_LightningEarlyStopping):
         *,
         restore_best_weights: bool = False,
         criterion: str = "patience",
-        alpha: float | None = None,
+        criterion_threshold: float | None = None,
         strip_length: int = 5,
         strips: int = 3,
         train_monitor: str = "train/loss",
@@ -170,13 +170,13 @@ class EarlyStopping(_LightningEarlyStopping):
                 f"`criterion={criterion!r}` is defined on an error to minimize: it needs mode='min', got "
                 f"mode={mode!r}"
             )
-        if criterion in ("gl", "pq") and alpha is None:
+        if criterion in ("gl", "pq") and criterion_threshold is None:
             raise MisconfigurationError(
-                f"`criterion={criterion!r}` needs a threshold `alpha` (Prechelt used 1 to 5 for 'gl' and 0.5 "
-                "to 3 for 'pq'), got alpha=None"
+                f"`criterion={criterion!r}` needs a threshold `criterion_threshold` (Prechelt used 1 to 5 for 'gl' and 0.5 "
+                "to 3 for 'pq'), got criterion_threshold=None"
             )
-        if alpha is not None:
-            _checked(check_positive, "alpha", alpha)
+        if criterion_threshold is not None:
+            _checked(check_positive, "criterion_threshold", criterion_threshold)
         _checked(check_positive_int, "strip_length", strip_length)
         _checked(check_positive_int, "strips", strips)
         if not isinstance(restore_best_weights, bool):
@@ -197,7 +197,9 @@ class EarlyStopping(_LightningEarlyStopping):
         )
         self.restore_best_weights = restore_best_weights
         self.criterion = criterion
-        self.alpha = None if alpha is None else float(alpha)
+        self.criterion_threshold = (
+            None if criterion_threshold is None else float(criterion_threshold)
+        )
         self.strip_length = strip_length
         self.strips = strips
         self.train_monitor = train_monitor
@@ -270,11 +272,11 @@ class EarlyStopping(_LightningEarlyStopping):
         self._e_opt = min(self._e_opt, e_va)
         gl = self._gl(e_va)
         self.generalization_loss = gl
-        alpha = self.alpha if self.alpha is not None else math.inf
+        threshold = self.criterion_threshold if self.criterion_threshold is not None else math.inf
         reason: str | None = None
         if self.criterion == "gl":
-            if gl > alpha:
-                reason = f"GL = {gl:.3f} > alpha = {alpha} (E_va = {e_va:.4g}, E_opt = {self._e_opt:.4g})"
+            if gl > threshold:
+                reason = f"GL = {gl:.3f} > criterion_threshold = {threshold} (E_va = {e_va:.4g}, E_opt = {self._e_opt:.4g})"
         elif self.criterion == "pq":
             e_tr = self._train_loss()
             if e_tr is not None:
@@ -285,10 +287,8 @@ class EarlyStopping(_LightningEarlyStopping):
                     p_k = _progress(strip)
                     self.training_progress = p_k
                     quotient = gl / p_k if p_k > 0 else (math.inf if gl > 0 else 0.0)
-                    if quotient > alpha:
-                        reason = (
-                            f"PQ = GL/P_k = {gl:.3f}/{p_k:.3f} = {quotient:.3f} > alpha = {alpha}"
-                        )
+                    if quotient > threshold:
+                        reason = f"PQ = GL/P_k = {gl:.3f}/{p_k:.3f} = {quotient:.3f} > criterion_threshold = {threshold}"
         elif self._checks % self.strip_length == 0:  # "up"
             last = self._last_strip_val
             self._up_count = self._up_count + 1 if last is not None and e_va > last else 0

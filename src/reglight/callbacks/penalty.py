@@ -195,7 +195,10 @@ class PenaltyHook(Callback):
         clash = [
             cb
             for cb in trainer.callbacks  # type: ignore[attr-defined]
-            if isinstance(cb, PenaltyHook) and cb is not self and cb.log_values and cb.name == self.name
+            if isinstance(cb, PenaltyHook)
+            and cb is not self
+            and cb.log_values
+            and cb.name == self.name
         ]
         if clash:
             raise ValueError(

@@ -715,7 +715,7 @@ class RegularizationScheduler(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         """The last applied values and progress (the values themselves are recomputed on resume)."""
-        return {"values": dict(self.values), "progress": self.progress, "interval": self.interval}
+        return {"values": dict(self.values), "progress": self.progress}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
