@@ -17,7 +17,7 @@ Subpackages:
 The shared argument names (`alpha`, `l1_ratio`, `p`, `apply_prob`, `include` / `exclude`, ...) mean one
 thing everywhere; the glossary of the documentation lists them.
 
-Example:
+Examples:
     >>> import reglight
     >>> isinstance(reglight.__version__, str)
     True

@@ -29,7 +29,7 @@ class FallbackCompiled:
         what: What it computes, for the warning.
         dynamic: Passed to `torch.compile`.
 
-    Example:
+    Examples:
         >>> import warnings
         >>> import torch
         >>> from reglight._compile import FallbackCompiled
@@ -88,7 +88,7 @@ def shared_compiled(
     Returns:
         The shared compiled kernel.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight._compile import shared_compiled
         >>> def axpy(out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:

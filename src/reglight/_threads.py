@@ -5,7 +5,7 @@ iteration's arithmetic costs less than synchronizing threads, and much less on a
 code must not change a setting the rest of the program relies on. `torch_threads`
 sets the count for one block and restores it on exit, also when the block raises.
 
-Example:
+Examples:
     >>> import torch
     >>> before = torch.get_num_threads()
     >>> with torch_threads(1):
@@ -29,7 +29,7 @@ __all__ = ["check_n_threads", "torch_threads"]
 def check_n_threads(n_threads: Any) -> int | None:
     """Return `n_threads` if it is `None` or an integer >= 1, else raise `ValueError`.
 
-    Example:
+    Examples:
         >>> check_n_threads(0)
         Traceback (most recent call last):
         ...

@@ -5,7 +5,7 @@ the argument and the value it was given (the habit of Lightning's callbacks and 
 helper returns the value, converted (`float` for numbers), so a constructor checks and stores in one line:
 `self.p = check_probability("p", p)`.
 
-Example:
+Examples:
     >>> check_probability("p", 0.25)
     0.25
     >>> check_probability("p", 1.0)

@@ -93,7 +93,7 @@ class Variant:
         overrides: Dotted config keys (`model.dropout`, `data.augment`, `trainer.max_epochs`) to values.
         drop_callbacks: Class names of callbacks taken off the Trainer (`"EarlyStopping"`, ...).
 
-    Example:
+    Examples:
         >>> Variant("no_dropout", overrides={"model.dropout": 0, "data.augment": False}).args()
         ['--model.dropout=0', '--data.augment=false']
     """
@@ -142,7 +142,7 @@ class Ablation:
         metrics: Logged metric key to column label, in table order; empty means every `test/` metric.
         title: Heading of the results table.
 
-    Example:
+    Examples:
         >>> a = Ablation.from_dict({"metrics": {"test/acc": "test ACC"},
         ...                         "variants": {"full": None, "small": {"overrides": {"model.hidden": 4}}}})
         >>> list(a.variants), a.variants["small"].args()
@@ -376,7 +376,7 @@ def summarize(ablation: Ablation, runs: Mapping[str, Sequence[Run]]) -> Table:
         A [Table][reglight.logging.Table] with one row per variant: each metric as `mean ± std` with three
         decimals, the epochs trained, and the number of seeds.
 
-    Example:
+    Examples:
         >>> a = Ablation.from_dict({"metrics": {"test/acc": "test ACC"}, "variants": {"full": {}}})
         >>> runs = {"full": [Run("full", s, {"test/acc": acc}, 9, 1.0) for s, acc in enumerate([0.8, 0.9])]}
         >>> summarize(a, runs).rows
@@ -401,7 +401,7 @@ def summarize(ablation: Ablation, runs: Mapping[str, Sequence[Run]]) -> Table:
 def runs_table(ablation: Ablation, runs: Mapping[str, Sequence[Run]]) -> Table:
     """Every run: variant, seed, each metric, epochs and seconds.
 
-    Example:
+    Examples:
         >>> a = Ablation.from_dict({"metrics": {"test/acc": "test ACC"}, "variants": {"full": {}}})
         >>> runs_table(a, {"full": [Run("full", 0, {"test/acc": 0.8}, 9, 1.5)]}).rows
         [['full', 0, 0.8, 9, 1.5]]
@@ -434,7 +434,7 @@ def ablation_bar_chart(
     Returns:
         The matplotlib figure.
 
-    Example:
+    Examples:
         >>> fig = ablation_bar_chart(["full", "none"], {"AUC": [0.9, 0.8]}, {"AUC": [0.01, 0.02]})
         >>> len(fig.axes[0].patches)  # one bar per variant and metric
         2

@@ -13,7 +13,7 @@
 Multi-device runs go through the Trainer, e.g.
 `reglight run tiny --trainer.accelerator cpu --trainer.devices 2 --trainer.strategy ddp`.
 
-Example:
+Examples:
     >>> main(["--version"])  # doctest: +ELLIPSIS
     reglight ...
     0
@@ -98,7 +98,7 @@ def available_recipes() -> dict[str, Recipe]:
     The folders are those of the environment variable `REGLIGHT_RECIPES` (separated by `os.pathsep`),
     then the recipes shipped with the package.
 
-    Example:
+    Examples:
         >>> recipes = available_recipes()
         >>> "tiny" in recipes and recipes["tiny"].path.name
         'tiny.yaml'
@@ -206,7 +206,7 @@ def ReglightCLI(args: Sequence[str], *, run: bool, prog: str = "reglight") -> An
     Returns:
         The `LightningCLI` object (`.trainer`, `.model`, `.datamodule`, `.config`).
 
-    Example:
+    Examples:
         >>> cli = ReglightCLI(["--config", str(find_recipe("tiny").path), "--model.hidden=7",
         ...                    "--trainer.logger=false"], run=False)
         >>> cli.model.hparams["hidden"], type(cli.datamodule).__name__
@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 on success, 2 on a bad command, recipe or override (with a message on stderr).
 
-    Example:
+    Examples:
         >>> main(["no-such-command"])
         2
     """

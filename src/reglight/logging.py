@@ -14,7 +14,7 @@
 
 Keys are slash namespaces, like the logged metrics: `lasso/path`, `lasso/coefficients`, ...
 
-Example:
+Examples:
     >>> import matplotlib
     >>> matplotlib.use("Agg")
     >>> import matplotlib.pyplot as plt
@@ -81,7 +81,7 @@ class Table:
     Raises:
         ValueError: if a row does not have as many cells as there are columns.
 
-    Example:
+    Examples:
         >>> print(Table("fit", ["alpha", "r2"], [[0.1, 0.4567891]]).to_markdown())
         | alpha | r2 |
         |---|---|
@@ -165,7 +165,7 @@ class WandbLogger(_LightningWandbLogger):
         log_model: Upload checkpoints as W&B artifacts (Lightning's meaning).
         **kwargs: Passed on to Lightning's `WandbLogger` and `wandb.init`.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> logger = WandbLogger(project="reglight-doc", save_dir=tempfile.mkdtemp(), offline=True)
         >>> logger.fell_back_offline  # offline was asked for, not chosen for lack of credentials

@@ -41,7 +41,7 @@ def token_dropout(input: Tensor, p: float = 0.1, training: bool = True) -> Tenso
     Raises:
         ValueError: If `p` is not in `[0, 1)` or `input` has fewer than 2 dimensions.
 
-    Example:
+    Examples:
         >>> x = torch.randn(8, 10, 16)  # (batch, tokens, features)
         >>> y = token_dropout(x, p=0.25)
         >>> kept = (y != 0).any(dim=-1)  # the tokens that survived
@@ -75,7 +75,7 @@ class TokenDropout(nn.Module):
     Raises:
         ValueError: If `p` is not in `[0, 1)`.
 
-    Example:
+    Examples:
         >>> layer = TokenDropout(p=0.2)
         >>> layer
         TokenDropout(p=0.2)

@@ -122,7 +122,7 @@ class EarlyStopping(_LightningEarlyStopping):
             non-positive `strip_length`/`strips`.
         TypeError: if `restore_best_weights` is not a bool.
 
-    Example:
+    Examples:
         >>> from lightning.pytorch import Trainer
         >>> from lightning.pytorch.demos.boring_classes import BoringModel
         >>> class Model(BoringModel):

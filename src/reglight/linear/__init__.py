@@ -16,7 +16,7 @@ function and estimator converts its inputs once and answers in the kind of its `
 tensors in, tensors out on the computation device). `n_threads` sets torch's intra-op threads for one
 call; `None` leaves them alone. This package does not import Lightning.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from sklearn.datasets import load_diabetes
     >>> from reglight.linear import Lasso

@@ -8,7 +8,7 @@ Two kinds of input, one rule: the output of a call is of the kind of its `X`.
 * torch tensors are checked here with the same rules (2-D, finite, `n_features_in_`) and stay on
   their device; fitted attributes are tensors and `predict` returns tensors.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from reglight.linear import Lasso
     >>> model = Lasso(alpha=0.1)

@@ -21,7 +21,7 @@ def gram(X: torch.Tensor, block: int = 128) -> torch.Tensor:
     torch has no `syrk`; for `p >= 2·block` the column blocks `X_iᵀ X_{i:}` cost about
     `(1/2 + block/(2p))` of a full product.
 
-    Example:
+    Examples:
         >>> import torch
         >>> X = torch.randn(50, 300, dtype=torch.float64)
         >>> torch.allclose(gram(X, block=64), X.T @ X)
@@ -99,7 +99,7 @@ class GramOracle(HessianOracle):
 class DesignOracle(HessianOracle):
     """Gram columns computed on demand from `X` and cached (capacity doubles as it fills).
 
-    Example:
+    Examples:
         >>> import torch
         >>> X, y = torch.randn(20, 8, dtype=torch.float64), torch.randn(20, dtype=torch.float64)
         >>> W = torch.tensor([1, 5])

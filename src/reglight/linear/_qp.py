@@ -38,7 +38,7 @@ def spd_solve(A: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     jitter, starting at `1e-12 * mean(diag(A))`; the caller's line search on the true objective
     keeps every step a descent step, so an approximate direction is harmless.
 
-    Example:
+    Examples:
         >>> import torch
         >>> spd_solve(torch.tensor([[2.0, 0.0], [0.0, 4.0]]), torch.tensor([2.0, 2.0]))
         tensor([1.0000, 0.5000])
@@ -131,7 +131,7 @@ def solve_l1_qp(
     Returns:
         The solution and the number of iterations used.
 
-    Example:
+    Examples:
         The lasso with an orthonormal design is soft thresholding, `w_j = sign(b_j)(|b_j| - l1_j)_+`:
 
         >>> import torch

@@ -33,7 +33,7 @@ def resolve_dtype(X: ArrayLike, dtype: torch.dtype | None) -> torch.dtype:
     Raises:
         TypeError: If `dtype` is not a floating dtype.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> resolve_dtype(np.zeros(2, dtype=np.float32), None), resolve_dtype([1, 2], None)
         (torch.float32, torch.float64)
@@ -58,7 +58,7 @@ def as_matrix(
         ValueError: For another shape, an empty matrix or a NaN / infinite entry.
         TypeError: For non-numeric or complex input.
 
-    Example:
+    Examples:
         >>> as_matrix("X", [[1, 2], [3, 4]], torch.float64).dtype
         torch.float64
     """
@@ -91,7 +91,7 @@ def as_vector(
     Raises:
         ValueError: For another shape or a NaN / infinite entry.
 
-    Example:
+    Examples:
         >>> as_vector("y", [[1.0], [2.0]], 2, torch.float64).shape
         torch.Size([2])
     """
@@ -110,7 +110,7 @@ def as_grid(alphas: ArrayLike, dtype: torch.dtype, device: torch.device) -> torc
     Raises:
         ValueError: If `alphas` is empty or holds a negative or non-finite value.
 
-    Example:
+    Examples:
         >>> as_grid([0.1, 1.0], torch.float64, torch.device("cpu"))
         tensor([1.0000, 0.1000], dtype=torch.float64)
     """
@@ -148,7 +148,7 @@ def _to_tensor(
 def like_input(reference: ArrayLike, t: torch.Tensor) -> Any:
     """Return `t` as a NumPy array when `reference` is not a tensor, else as the tensor.
 
-    Example:
+    Examples:
         >>> like_input([1.0], torch.ones(2))
         array([1., 1.], dtype=float32)
     """

@@ -70,7 +70,7 @@ def kfold_indices(
     Returns:
         A list of `(train_indices, test_indices)` pairs.
 
-    Example:
+    Examples:
         >>> [test.tolist() for _, test in kfold_indices(5, 2)]
         [[0, 1, 2], [3, 4]]
     """
@@ -124,7 +124,7 @@ def select_alpha(alphas: Any, mean: Any, se: Any, rule: str = "min") -> tuple[in
     Returns:
         `(index, alpha)` of the chosen grid point.
 
-    Example:
+    Examples:
         >>> select_alpha([1.0, 0.5, 0.1], [3.0, 2.05, 2.0], [0.1, 0.1, 0.1], rule="1se")
         (1, 0.5)
     """
@@ -252,7 +252,7 @@ def enet_cv(
     Returns:
         A [`CVResult`][reglight.linear.CVResult] (NumPy arrays).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 5)); y = X[:, 0] + 0.1 * rng.standard_normal(60)
@@ -343,7 +343,7 @@ def logistic_cv(
     Returns:
         A [`CVResult`][reglight.linear.CVResult] whose errors are log-losses.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((80, 4)); y = (X[:, 0] + 0.5 * rng.standard_normal(80) > 0)
@@ -479,7 +479,7 @@ class ElasticNetCV(_CrossValidated, _LinearRegression):
             process-wide, restored afterwards); `None` leaves torch's setting alone. The
             default, one thread, is the fastest on the small operations these solvers run.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 5)); y = X[:, 0] + 0.1 * rng.standard_normal(60)
@@ -564,7 +564,7 @@ class LassoCV(ElasticNetCV):
             process-wide, restored afterwards); `None` leaves torch's setting alone. The
             default, one thread, is the fastest on the small operations these solvers run.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((60, 5)); y = X[:, 0] + 0.1 * rng.standard_normal(60)
@@ -632,7 +632,7 @@ class LogisticElasticNetCV(_CrossValidated, _LinearClassifier):
             process-wide, restored afterwards); `None` leaves torch's setting alone. The
             default, one thread, is the fastest on the small operations these solvers run.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((80, 4)); y = (X[:, 0] > 0).astype(int)

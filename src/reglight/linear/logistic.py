@@ -274,7 +274,7 @@ def logistic_alpha_max(
     Returns:
         $\alpha_{\max}$.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[1.0], [-1.0], [1.0], [-1.0]])
         >>> round(logistic_alpha_max(X, np.array([1, 0, 1, 1])), 12)
@@ -324,7 +324,7 @@ def logistic_path(
         `(alphas, coefs, intercepts)`: coefs of shape (n_features, n_alphas) for two classes,
         (n_classes, n_features, n_alphas) for more; intercepts (n_alphas,) or (n_classes, n_alphas).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.2], [-1.0, 0.1], [0.8, -0.3], [-0.9, 0.4], [0.1, 0.0], [-0.2, 0.1]])
         >>> alphas, coefs, intercepts = logistic_path(X, np.array([1, 0, 1, 0, 0, 1]), n_alphas=3)
@@ -405,7 +405,7 @@ def logistic_enet(
         `(coef, intercept)` of shapes (1, n_features) and (1,) for two classes, (n_classes,
         n_features) and (n_classes,) for more (scikit-learn's `coef_`/`intercept_` layout).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.2], [-1.0, 0.1], [0.8, -0.3], [-0.9, 0.4], [0.1, 0.0], [-0.2, 0.1]])
         >>> coef, intercept = logistic_enet(X, np.array([1, 0, 1, 0, 0, 1]), alpha=0.05)
@@ -552,7 +552,7 @@ class LogisticElasticNet(_LinearClassifier):
             process-wide, restored afterwards); `None` leaves torch's setting alone. The
             default, one thread, is the fastest on the small operations these solvers run.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.2], [-1.0, 0.1], [0.8, -0.3], [-0.9, 0.4], [0.1, 0.0], [-0.2, 0.1]])
         >>> model = LogisticElasticNet(alpha=0.05).fit(X, np.array(["b", "a", "b", "a", "a", "b"]))

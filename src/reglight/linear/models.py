@@ -66,7 +66,7 @@ def elastic_net(
         `(coef, intercept)`: coefficients (n_features,) and the intercept (a float, or a 0-d
         tensor for tensor input).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
         >>> y = 2.0 * X[:, 0] + 1.0
@@ -218,7 +218,7 @@ class ElasticNet(_LinearRegression):
             process-wide, restored afterwards); `None` leaves torch's setting alone. The
             default, one thread, is the fastest on the small operations these solvers run.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
         >>> model = ElasticNet(alpha=0.1, l1_ratio=0.5).fit(X, 2.0 * X[:, 0])
@@ -311,7 +311,7 @@ class Lasso(ElasticNet):
             process-wide, restored afterwards); `None` leaves torch's setting alone. The
             default, one thread, is the fastest on the small operations these solvers run.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0]])
         >>> np.round(Lasso(alpha=0.1).fit(X, 2.0 * X[:, 0]).coef_, 3)

@@ -91,7 +91,7 @@ def alpha_grid(
     Returns:
         The decreasing grid (n_alphas,), NumPy array or tensor like `X`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.0], [0.0, 1.0]]); y = np.array([2.0, -1.0])
         >>> alpha_grid(X, y, n_alphas=3, eps=0.01)
@@ -143,7 +143,7 @@ def enet_objective(X: Any, y: Any, coef: Any, alpha: float, l1_ratio: float = 1.
     Returns:
         The objective value, as a Python float.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> enet_objective(np.eye(2), np.array([1.0, 0.0]), np.array([0.5, 0.0]), alpha=0.5)
         0.3125
@@ -177,7 +177,7 @@ def enet_dual_gap(X: Any, y: Any, coef: Any, alpha: float, l1_ratio: float = 1.0
     Returns:
         The duality gap (`>= 0` up to rounding), in the objective's units.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.eye(2); y = np.array([1.0, 0.0])
         >>> round(enet_dual_gap(X, y, np.array([0.0, 0.0]), alpha=0.25), 6)
@@ -260,7 +260,7 @@ def enet_path(
     Raises:
         ValueError: For invalid arguments or shapes.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((50, 4)); y = X @ np.array([1.0, 0.0, -2.0, 0.0])
@@ -377,7 +377,7 @@ def lasso_path(
     Returns:
         `(alphas, coefs)` with `coefs` of shape (n_features, n_alphas).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> X = np.array([[1.0, 0.0], [0.0, 1.0]]); y = np.array([2.0, -1.0])
         >>> alphas, coefs = lasso_path(X, y, alphas=[0.5])

@@ -130,7 +130,7 @@ def stability_selection(
     Returns:
         A [`StabilityResult`][reglight.linear.StabilityResult].
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> X = rng.standard_normal((100, 20)); y = 2 * X[:, 3] - 2 * X[:, 7] + rng.standard_normal(100)

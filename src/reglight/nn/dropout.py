@@ -60,7 +60,7 @@ class Dropout(_DropoutFamily):
         p: Probability of dropping a unit, in `[0, 1)`.
         scaling: `"inverted"` or `"classic"`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import Dropout
         >>> layer = Dropout(0.25, scaling="classic").eval()
@@ -92,7 +92,7 @@ class GaussianDropout(_DropoutFamily):
     Args:
         p: Drop rate of the matching Bernoulli dropout, in `[0, 1)`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import GaussianDropout
         >>> layer = GaussianDropout(0.2)
@@ -127,7 +127,7 @@ class DropConnect(_DropoutFamily):
     Raises:
         TypeError: If `module` is not an `nn.Module` with a `weight` parameter and no submodules.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from reglight.nn import DropConnect
@@ -193,7 +193,7 @@ class DropBlock2d(_DropoutFamily):
         block_size: Side of the block, `>= 1`.
         shared_channels: One mask per sample for all channels instead of one per feature map.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import DropBlock2d
         >>> layer = DropBlock2d(p=0.1, block_size=5)
@@ -224,7 +224,7 @@ class DropPath(_DropoutFamily):
         p: Probability of dropping the branch of a sample, in `[0, 1)`.
         scale_by_keep: Divide kept samples by $1-p$.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import DropPath
         >>> DropPath(0.2)(torch.randn(8, 16)).shape
@@ -253,7 +253,7 @@ class LockedDropout(_DropoutFamily):
         p: Probability of dropping a feature of a sequence, in `[0, 1)`.
         batch_first: Inputs are `(N, T, D)` if `True`, else `(T, N, D)`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import LockedDropout
         >>> LockedDropout(0.3)(torch.randn(4, 10, 8)).shape
@@ -288,7 +288,7 @@ def drop_path_rates(p_max: float, depth: int) -> list[float]:
     Raises:
         ValueError: If `p_max` is outside `[0, 1)` or `depth < 1`.
 
-    Example:
+    Examples:
         >>> from reglight.nn import drop_path_rates
         >>> drop_path_rates(0.5, 4)
         [0.125, 0.25, 0.375, 0.5]

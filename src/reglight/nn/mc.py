@@ -41,7 +41,7 @@ def mc_dropout(
     Yields:
         `model`, switched.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from reglight.nn import mc_dropout
@@ -95,7 +95,7 @@ def mc_predict(
     Raises:
         ValueError: If `samples < 2`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> from reglight.nn import mc_predict

@@ -145,7 +145,7 @@ class GhostBatchNorm1d(_GhostBatchNorm):
             (compiled at the first backward; see
             [`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm]).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import GhostBatchNorm1d
         >>> layer = GhostBatchNorm1d(3, virtual_batch_size=4)
@@ -185,7 +185,7 @@ class GhostBatchNorm2d(_GhostBatchNorm):
             (compiled at the first backward; see
             [`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm]).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import GhostBatchNorm2d
         >>> layer = GhostBatchNorm2d(3, virtual_batch_size=4)
@@ -225,7 +225,7 @@ class GhostBatchNorm3d(_GhostBatchNorm):
             (compiled at the first backward; see
             [`ghost_batch_norm`][reglight.nn.functional.ghost_batch_norm]).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import GhostBatchNorm3d
         >>> layer = GhostBatchNorm3d(3, virtual_batch_size=4)
@@ -332,7 +332,7 @@ class BatchRenorm1d(_BatchRenorm):
         device: Device of the parameters and buffers.
         dtype: Dtype of the parameters and buffers.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import BatchRenorm1d
         >>> layer = BatchRenorm1d(3, r_max=2.0, d_max=1.0)
@@ -367,7 +367,7 @@ class BatchRenorm2d(_BatchRenorm):
         device: Device of the parameters and buffers.
         dtype: Dtype of the parameters and buffers.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import BatchRenorm2d
         >>> layer = BatchRenorm2d(3, r_max=2.0, d_max=1.0)
@@ -402,7 +402,7 @@ class BatchRenorm3d(_BatchRenorm):
         device: Device of the parameters and buffers.
         dtype: Dtype of the parameters and buffers.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import BatchRenorm3d
         >>> layer = BatchRenorm3d(3, r_max=2.0, d_max=1.0)
@@ -430,7 +430,7 @@ class LayerNorm2d(nn.LayerNorm):
         device: Device of the parameters.
         dtype: Dtype of the parameters.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn import LayerNorm2d
         >>> LayerNorm2d(8)(torch.randn(2, 8, 5, 5)).shape
@@ -608,7 +608,7 @@ def convert_norms(
             (`layer2d` for non-2-d layers, `SyncBatchNorm` to a batch-statistics kind).
         TypeError: If a keyword does not belong to `kind` or a required one is missing.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> from reglight.nn import convert_norms
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())

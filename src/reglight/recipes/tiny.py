@@ -6,7 +6,7 @@ LightningDataModule, both built from a YAML config by LightningCLI.
 
 It logs `train/loss`, `val/loss`, `val/acc`, `test/loss` and `test/acc`.
 
-Example:
+Examples:
     >>> import lightning.pytorch as pl
     >>> data = TwoMoonsDataModule(n_samples=256, batch_size=64)
     >>> model = TinyClassifier(hidden=16)
@@ -44,7 +44,7 @@ def two_moons(n: int, noise: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, 
     Returns:
         `(x, y)`: float32 points of shape `(n, 2)` and float32 labels in {0, 1} of shape `(n,)`.
 
-    Example:
+    Examples:
         >>> x, y = two_moons(100, noise=0.1)
         >>> x.shape, y.shape, int(y.sum())
         (torch.Size([100, 2]), torch.Size([100]), 50)

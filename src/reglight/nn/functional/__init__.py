@@ -14,7 +14,7 @@ data-dependent shapes), so the functions run under DDP and `torch.compile(fullgr
 The only process-wide state is the cache of `torch.compile`'d kernels used by
 `ghost_batch_norm(..., fused=True)`, kept in `reglight._compile`.
 
-Example:
+Examples:
     >>> import torch
     >>> from reglight.nn import functional as RF
     >>> x = torch.randn(8, 4, 6, 6)

@@ -36,7 +36,7 @@ def drop_block2d_gamma(p: float, block_size: int, height: int, width: int) -> fl
     Raises:
         ValueError: If an argument is out of range.
 
-    Example:
+    Examples:
         >>> from reglight.nn.functional import drop_block2d_gamma
         >>> round(drop_block2d_gamma(0.1, 7, 56, 56), 6)
         0.00256
@@ -171,7 +171,7 @@ def drop_block2d(
     Raises:
         ValueError: If `p` or `block_size` is out of range or `input` is not 4-dimensional.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn.functional import drop_block2d
         >>> _ = torch.manual_seed(0)

@@ -54,7 +54,7 @@ def dropout(
     Raises:
         ValueError: If `p` is outside `[0, 1)` or `scaling` is unknown.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn.functional import dropout
         >>> x = torch.ones(1000)
@@ -99,7 +99,7 @@ def gaussian_dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Te
     Raises:
         ValueError: If `p` is outside `[0, 1)`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn.functional import gaussian_dropout
         >>> _ = torch.manual_seed(0)
@@ -138,7 +138,7 @@ def drop_connect(weight: Tensor, p: float = 0.5, training: bool = True) -> Tenso
     Raises:
         ValueError: If `p` is outside `[0, 1)`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> import torch.nn.functional as F
         >>> from reglight.nn.functional import drop_connect
@@ -172,7 +172,7 @@ def locked_dropout(
     Raises:
         ValueError: If `p` is outside `[0, 1)` or `input` is not 3-dimensional.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn.functional import locked_dropout
         >>> y = locked_dropout(torch.ones(2, 5, 4), 0.5)
@@ -218,7 +218,7 @@ def drop_path(
     Raises:
         ValueError: If `p` is outside `[0, 1)` or `input` is 0-dimensional.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn.functional import drop_path
         >>> y = drop_path(torch.ones(8, 3, 2, 2), 0.5)

@@ -63,7 +63,7 @@ def ghost_batch_norm(
         ValueError: If `virtual_batch_size` is not a positive integer, or a virtual batch holds a
             single value per channel while training.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn.functional import ghost_batch_norm
         >>> x = torch.randn(8, 3, 4, 4)
@@ -154,7 +154,7 @@ def batch_renorm(
         ValueError: If `r_max < 1`, `d_max < 0`, or the batch holds a single value per channel
             while training.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn.functional import batch_renorm
         >>> x = torch.randn(8, 3, 4, 4)
@@ -265,7 +265,7 @@ def layer_norm2d(
     Raises:
         ValueError: If `input` is not 4-dimensional.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from reglight.nn.functional import layer_norm2d
         >>> y = layer_norm2d(torch.randn(2, 8, 5, 5))

@@ -1,11 +1,11 @@
 """Choosing `alpha` by K-fold cross-validation, and the regularization path, with `reglight.linear`.
 
-Both run the full-batch solvers of [`reglight.linear`][reglight.linear] on the standardized
+Both run the full-batch solvers of `reglight.linear` on the standardized
 training split: [`enet_cv`][reglight.linear.enet_cv] / [`enet_path`][reglight.linear.enet_path]
 for regression (the mean squared error) and [`logistic_cv`][reglight.linear.logistic_cv] /
 [`logistic_path`][reglight.linear.logistic_path] for classification (the log-loss).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> z = rng.standard_normal((80, 5))

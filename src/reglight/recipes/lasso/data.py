@@ -10,7 +10,7 @@ Sources (`dataset=`): `"diabetes"` and `"breast_cancer"` (scikit-learn's shipped
 ([`make_sparse_data`][reglight.recipes.lasso.make_sparse_data]), or a path to a CSV/Parquet file with
 `target=` naming the target column.
 
-Example:
+Examples:
     >>> data = TabularDataModule("diabetes", batch_size=64)
     >>> data.task, data.n_features, data.feature_names[:3]
     ('regression', 10, ['age', 'sex', 'bmi'])
@@ -63,7 +63,7 @@ def split_indices(
         `(train, val, test)` index arrays, each in random order (so that contiguous folds of
         the training part are random folds).
 
-    Example:
+    Examples:
         >>> tuple(len(i) for i in split_indices(10, 0.2, 0.2, seed=0))
         (6, 2, 2)
     """
@@ -116,7 +116,7 @@ class TabularDataModule(pl.LightningDataModule):
         ValueError: for an unknown dataset, a `target` given for a built-in dataset, or fractions
             that leave no training rows; file problems are raised when the data is loaded.
 
-    Example:
+    Examples:
         >>> data = TabularDataModule("breast_cancer")
         >>> data.task, data.n_classes, data.class_names
         ('binary', 2, ['malignant', 'benign'])

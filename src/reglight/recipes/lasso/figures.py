@@ -57,7 +57,7 @@ def path_figure(
         coefs: `(n_features, n_alphas)` coefficients along the grid.
         feature_names: One name per feature.
         alpha: The chosen `α`.
-        cv: A [`CVCurve`][reglight.recipes.lasso.CVCurve] to draw below, or `None`.
+        cv: A `CVCurve` to draw below, or `None`.
         title: Title of the figure.
         ylabel: Label of the coefficient axis.
         n_labels: How many features to name.
@@ -65,7 +65,7 @@ def path_figure(
     Returns:
         A matplotlib figure.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> a = np.geomspace(1.0, 0.01, 5)
         >>> fig = path_figure(a, np.outer([1.0, -0.5], 1 - a), ["x", "y"], alpha=0.1)

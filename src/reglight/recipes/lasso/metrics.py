@@ -7,7 +7,7 @@
 Keys are slash namespaces: `metric_collection(task, n_classes, "val/")` computes `val/r2`, ...;
 `postfix="_refit"` gives `test/r2_refit`, ....
 
-Example:
+Examples:
     >>> import torch
     >>> metrics = metric_collection("binary", 2, prefix="val/")
     >>> metrics.update(torch.tensor([2.0, -1.0, 0.5, -3.0]), torch.tensor([1, 0, 0, 0]))
@@ -45,7 +45,7 @@ class LogLoss(Metric):
         task: `"binary"` (one logit per row) or `"multiclass"` (`(n, K)` logits).
         kwargs: passed to `torchmetrics.Metric`.
 
-    Example:
+    Examples:
         >>> metric = LogLoss("binary")
         >>> metric.update(torch.tensor([0.0, 0.0]), torch.tensor([1, 0]))
         >>> metric.compute()

@@ -133,7 +133,7 @@ class SparseLinearModel(pl.LightningModule):
     Raises:
         ValueError: if an argument is out of range.
 
-    Example:
+    Examples:
         >>> import lightning.pytorch as pl
         >>> from reglight.recipes.lasso import TabularDataModule
         >>> data = TabularDataModule("diabetes", batch_size=128)

@@ -37,7 +37,7 @@ def data_loss(output: Tensor, target: Tensor, task: str, reduction: str = "mean"
     Returns:
         A scalar tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> data_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]), "regression")
         tensor(1.2500)

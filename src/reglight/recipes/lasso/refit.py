@@ -38,7 +38,7 @@ def refit_least_squares(z: Tensor, y: Tensor, ridge: float = 0.0) -> tuple[Tenso
     Returns:
         `(w, b)`: `(k,)` coefficients and a 0-d intercept, float64.
 
-    Example:
+    Examples:
         >>> z = torch.tensor([[0.0], [1.0], [2.0]])
         >>> w, b = refit_least_squares(z, torch.tensor([1.0, 3.0, 5.0]))
         >>> round(float(w[0]), 6), round(float(b), 6)
@@ -143,7 +143,7 @@ def relaxed_refit(
     Returns:
         `(W, b)` in float64, `W` of shape `(n_outputs, p)` with zeros outside `selected`.
 
-    Example:
+    Examples:
         >>> z = torch.tensor([[0.0, 5.0], [1.0, -1.0], [2.0, 0.0]], dtype=torch.float64)
         >>> w, b = relaxed_refit(z, torch.tensor([1.0, 3.0, 5.0]), "regression", [0], 1, 0.0)
         >>> [round(v, 6) for v in w[0].tolist()], round(float(b[0]), 6)

@@ -1,6 +1,6 @@
 """What the lasso recipe reports: the selected features and the tables `reglight run` prints.
 
-Example:
+Examples:
     >>> import torch
     >>> w = torch.tensor([[0.0, -2.0, 0.5]], dtype=torch.float64)
     >>> scale = torch.tensor([1.0, 4.0, 0.5], dtype=torch.float64)

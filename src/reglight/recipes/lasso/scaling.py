@@ -57,7 +57,7 @@ def standardization(x: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         `(mean, scale)`, each `(p,)` in float64.
 
-    Example:
+    Examples:
         >>> mean, scale = standardization(torch.tensor([[1.0, 5.0], [3.0, 5.0]]))
         >>> mean.tolist(), scale.tolist()
         ([2.0, 5.0], [1.0, 1.0])
@@ -79,7 +79,7 @@ def lipschitz_constant(z: Tensor, task: str) -> float:
     Returns:
         `L`; `1/L` is the step size of (F)ISTA.
 
-    Example:
+    Examples:
         >>> z = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # σ_max(Z)² / n = 2
         >>> lipschitz_constant(z, "regression"), lipschitz_constant(z, "binary")
         (2.0, 0.5)

@@ -47,7 +47,7 @@ class FullBatchProximalGradient:
         tol: converged when a step changes no coefficient of the first tensor by more than `tol`
             times its largest entry (0: never).
 
-    Example:
+    Examples:
         >>> import torch
         >>> w = torch.zeros(2, requires_grad=True)
         >>> solver = FullBatchProximalGradient(accelerated=True, tol=1e-8)

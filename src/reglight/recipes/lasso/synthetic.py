@@ -1,6 +1,6 @@
 r"""Synthetic sparse linear problems: few informative features among many, optionally correlated.
 
-Example:
+Examples:
     >>> data = make_sparse_data(n_samples=50, n_features=200, n_informative=3, group_size=2)
     >>> data.X.shape, int((data.coef != 0).sum())
     ((50, 200), 6)
@@ -102,12 +102,12 @@ def make_sparse_data(
         seed: Seed of the NumPy generator.
 
     Returns:
-        A [`SparseData`][reglight.recipes.lasso.SparseData].
+        A `SparseData`.
 
     Raises:
         ValueError: if an argument is out of range or the informative groups do not fit.
 
-    Example:
+    Examples:
         >>> data = make_sparse_data(n_samples=50, n_features=200, n_informative=3, group_size=2)
         >>> data.X.shape, int((data.coef != 0).sum())
         ((50, 200), 6)

@@ -10,7 +10,7 @@
 
 Nothing is downloaded: the two real datasets ship inside scikit-learn.
 
-Example:
+Examples:
     >>> table = load_builtin("diabetes")
     >>> table.task, table.X.shape, table.feature_names[:3]
     ('regression', (442, 10), ['age', 'sex', 'bmi'])
@@ -62,7 +62,7 @@ def load_builtin(name: str) -> TabularData:
             (binary classification).
 
     Returns:
-        A [`TabularData`][reglight.recipes.lasso.TabularData].
+        A `TabularData`.
 
     Raises:
         ValueError: for another name.
@@ -140,7 +140,7 @@ def load_table(
         dropna: Drop the rows with a missing value in the used columns instead of raising.
 
     Returns:
-        A [`TabularData`][reglight.recipes.lasso.TabularData].
+        A `TabularData`.
 
     Raises:
         FileNotFoundError: if `path` does not exist.

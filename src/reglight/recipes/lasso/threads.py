@@ -1,6 +1,6 @@
 """Run a lasso-model method under the model's own `n_threads` (see `torch_threads`).
 
-Example:
+Examples:
     >>> import torch
     >>> class Model:
     ...     hparams = {"n_threads": 1}

@@ -8,7 +8,7 @@ the best weights (selected on validation AUC) and a shallow network, then report
 `reglight ablate medical_cnn` removes each regularizer in turn over several seeds (the variants are declared
 in the `ablation:` section of `recipes/medical_cnn.yaml` and run by [reglight.ablation][reglight.ablation]).
 
-Example:
+Examples:
     >>> spec = task_spec("breastmnist")
     >>> spec.task, spec.num_classes, spec.label_names
     ('binary-class', 2, ('malignant', 'normal, benign'))

@@ -63,7 +63,7 @@ def medical_augmentation(
     Raises:
         ValueError: For an argument outside its range (named in the message).
 
-    Example:
+    Examples:
         >>> import torch
         >>> aug = medical_augmentation(rotation=20.0, translate=0.1, magnitude=0.5)
         >>> img = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)

@@ -114,7 +114,7 @@ def task_spec(flag: str) -> TaskSpec:
     Raises:
         ValueError: If `flag` is not a 2D MedMNIST dataset.
 
-    Example:
+    Examples:
         >>> spec = task_spec("breastmnist")
         >>> spec.task, spec.num_classes, spec.n_channels, spec.n_samples["train"]
         ('binary-class', 2, 1, 546)
@@ -146,7 +146,7 @@ def npz_filename(flag: str, size: int = 28) -> str:
     Returns:
         The file name (no folder).
 
-    Example:
+    Examples:
         >>> npz_filename("breastmnist"), npz_filename("breastmnist", 64)
         ('breastmnist.npz', 'breastmnist_64.npz')
     """
@@ -163,7 +163,7 @@ def default_root() -> Path:
     Returns:
         The folder (it may not exist yet).
 
-    Example:
+    Examples:
         >>> isinstance(default_root(), Path)
         True
     """
@@ -314,7 +314,7 @@ def write_synthetic_medmnist(
     Returns:
         The written path.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> p = write_synthetic_medmnist(Path(tempfile.mkdtemp()) / "breastmnist.npz", n_samples=(8, 4, 4))
         >>> with np.load(p) as npz:
@@ -409,7 +409,7 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     Returns:
         `(mean, std)`, one value per channel.
 
-    Example:
+    Examples:
         >>> m, s = channel_stats(np.array([[[0, 255]]], dtype=np.uint8))
         >>> round(m[0], 3), round(s[0], 3)
         (0.5, 0.5)
@@ -458,7 +458,7 @@ class MedMNISTDataModule(pl.LightningDataModule):
         magnitude: Initial augmentation strength in `[0, 1]`; an `AugmentationScheduler` (group
             `"default"`) changes it during training, in DataLoader workers too.
 
-    Example:
+    Examples:
         >>> dm = MedMNISTDataModule("breastmnist", root="/nonexistent", download=False)
         >>> dm.spec.task, dm.spec.num_classes
         ('binary-class', 2)

@@ -33,7 +33,7 @@ def confusion_matrix_figure(
     Returns:
         The matplotlib figure.
 
-    Example:
+    Examples:
         >>> fig = confusion_matrix_figure(np.array([[40, 2], [5, 109]]), ["malignant", "benign"])
         >>> len(fig.axes)
         1

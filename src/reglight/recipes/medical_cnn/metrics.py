@@ -45,7 +45,7 @@ def scores_from_logits(logits: Tensor, task: str) -> Tensor:
     Returns:
         `(N, K)` scores in $[0, 1]$.
 
-    Example:
+    Examples:
         >>> scores_from_logits(torch.zeros(1, 2), "binary-class")
         tensor([[0.5000, 0.5000]])
     """
@@ -70,7 +70,7 @@ def medmnist_inputs(logits: Tensor, target: Tensor, task: str) -> tuple[Tensor, 
         [medmnist_metric_collection][reglight.recipes.medical_cnn.medmnist_metric_collection] and
         [medmnist_confusion_matrix][reglight.recipes.medical_cnn.medmnist_confusion_matrix].
 
-    Example:
+    Examples:
         >>> medmnist_inputs(torch.zeros(1, 2), torch.tensor([1]), "binary-class")
         (tensor([0.5000]), tensor([1]))
     """
@@ -107,7 +107,7 @@ def medmnist_metric_collection(task: str, num_classes: int, prefix: str = "") ->
     Raises:
         ValueError: For an unknown `task`, or a `num_classes` below 2 (or not 2 for a binary task).
 
-    Example:
+    Examples:
         >>> m = medmnist_metric_collection("binary-class", 2, prefix="val/")
         >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
         >>> m.update(*medmnist_inputs(logits, torch.tensor([0, 1, 1]), "binary-class"))
@@ -145,7 +145,7 @@ def medmnist_confusion_matrix(task: str, num_classes: int) -> Metric:
     Returns:
         A torchmetrics confusion-matrix metric.
 
-    Example:
+    Examples:
         >>> cm = medmnist_confusion_matrix("binary-class", 2)
         >>> logits = torch.tensor([[0.0, 0.1], [0.3, 0.0], [0.0, 2.0], [1.0, 0.0]])
         >>> cm.update(*medmnist_inputs(logits, torch.tensor([1, 1, 0, 0]), "binary-class"))
@@ -171,7 +171,7 @@ def medmnist_metrics(logits: Tensor, target: Tensor, task: str) -> dict[str, flo
     Returns:
         `{"acc": float, "auc": float}`.
 
-    Example:
+    Examples:
         >>> medmnist_metrics(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 0]), "binary-class")
         {'acc': 1.0, 'auc': 1.0}
     """

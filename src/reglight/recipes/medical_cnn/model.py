@@ -99,7 +99,7 @@ class MedicalCNN(pl.LightningModule):
         in_channels: Image channels; `None` takes it from the datamodule.
         class_names: Class names for the confusion matrix; `None` takes them from the datamodule.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = MedicalCNN(task="binary-class", num_classes=2, in_channels=1, width=8)
         >>> model(torch.randn(2, 1, 28, 28)).shape

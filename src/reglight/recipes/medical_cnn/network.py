@@ -38,7 +38,7 @@ def check_architecture(
     Raises:
         ValueError: Naming the first argument out of range and its value.
 
-    Example:
+    Examples:
         >>> check_architecture(depth=0, width=8, blocks_per_stage=1, hidden=8, dropout=0.1,
         ...                    dropblock=0.0, block_size=3, norm="batch", virtual_batch_size=16)
         Traceback (most recent call last):
@@ -90,7 +90,7 @@ class SmallCNN(nn.Module):
             `"renorm"`, `"group"`, `"layer2d"` or `"none"`.
         virtual_batch_size: Virtual batch size of ghost batch norm (`norm="ghost"` only).
 
-    Example:
+    Examples:
         >>> import torch
         >>> net = SmallCNN(in_channels=1, num_classes=2, depth=3, width=16)
         >>> net(torch.randn(4, 1, 28, 28)).shape
