@@ -1,4 +1,4 @@
-"""torch.compile (CPU inductor, fullgraph) on the stochastic modules, and the docstring examples.
+"""torch.compile (CPU inductor, fullgraph) on the stochastic modules.
 
 ``fullgraph=True`` fails on any graph break, so it also proves that the masks need no host
 synchronisation (``.item()``) and no data-dependent shapes: what DDP needs as well.
@@ -6,10 +6,6 @@ synchronisation (``.item()``) and no data-dependent shapes: what DDP needs as we
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
-import pytest
 import torch
 from torch import nn
 
@@ -35,22 +31,3 @@ def test_compile_dropout_droppath_dropblock() -> None:
     assert 0.1 < dropped_samples < 0.45  # DropPath: about a quarter of the samples
     net.eval()  # eval: identity except classic's (1-p) (eager: a compiled eval graph costs ~10 s)
     torch.testing.assert_close(net(x), x * 0.7)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "functional",
-        "functional._dropout",
-        "functional._dropblock",
-        "functional._norm",
-        "dropout",
-        "norm",
-        "mc",
-    ],
-)
-def test_docstring_examples_run(name: str) -> None:
-    module = importlib.import_module(f"reglight.nn.{name}")
-    torch.manual_seed(0)
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

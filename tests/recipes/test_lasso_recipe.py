@@ -7,8 +7,6 @@ solved to tight tolerances on the standardized training split, and closed forms.
 from __future__ import annotations
 
 import csv
-import doctest
-import importlib
 import os
 import subprocess
 import sys
@@ -514,27 +512,3 @@ def test_ddp_two_processes_give_the_coefficients_of_one(tmp_path: Path) -> None:
     for name, value in single.items():
         assert ddp[name] == pytest.approx(value, abs=1e-4 * scale)
         assert (ddp[name] == 0) == (value == 0)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "reglight.recipes.lasso.cv",
-        "reglight.recipes.lasso.data",
-        "reglight.recipes.lasso.metrics",
-        "reglight.recipes.lasso.model",
-        "reglight.recipes.lasso.objective",
-        "reglight.recipes.lasso.refit",
-        "reglight.recipes.lasso.report",
-        "reglight.recipes.lasso.scaling",
-        "reglight.recipes.lasso.solver",
-        "reglight.recipes.lasso.synthetic",
-        "reglight.recipes.lasso.tables",
-        "reglight.recipes.lasso.threads",
-    ],
-)
-def test_docstring_examples(name: str) -> None:
-    result = doctest.testmod(
-        importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE
-    )
-    assert result.attempted > 0 and result.failed == 0
