@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from typing_extensions import override
 
 from reglight._validation import check_choice
+from reglight.callbacks._scheduled import log_scheduled_values
 from reglight.schedules import Schedule, as_schedule
 from reglight.transforms import (
     MAGNITUDE_RULES,
@@ -201,13 +202,8 @@ class AugmentationScheduler(Callback):
         return max(trainer.current_epoch, self._finished_epoch + 1)
 
     def _log(self, pl_module: pl.LightningModule) -> None:
-        if not self.log_values:
-            return
-        on_step = self.interval == "step"
-        for name, value in self.values.items():
-            pl_module.log(
-                self.prefix + name, value, on_step=on_step, on_epoch=not on_step, batch_size=1
-            )
+        if self.log_values:
+            log_scheduled_values(pl_module, self.prefix, self.values, self.interval)
 
     # ---------------------------------------------------------------- hooks
     @override

@@ -18,6 +18,7 @@ from torch import nn
 from typing_extensions import override
 
 from reglight._validation import check_choice, check_positive_int
+from reglight.callbacks._scheduled import log_scheduled_values
 from reglight.nn import DROPOUT_TYPES, DropPath, drop_path_rates
 from reglight.penalties.selection import Pattern, normalize_patterns, select_named_modules
 from reglight.schedules import Linear, Schedule, as_schedule, early, late
@@ -677,13 +678,8 @@ class RegularizationScheduler(Callback):
         self.progress = t
 
     def _log(self, pl_module: pl.LightningModule) -> None:
-        if not self.log_values:
-            return
-        on_step = self.interval == "step"
-        for name, value in self.values.items():
-            pl_module.log(
-                self.prefix + name, value, on_step=on_step, on_epoch=not on_step, batch_size=1
-            )
+        if self.log_values:
+            log_scheduled_values(pl_module, self.prefix, self.values, self.interval)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
