@@ -190,3 +190,33 @@ def test_lightning_still_keeps_the_wandb_init_arguments(tmp_path: Path) -> None:
     assert init_args["project"] == "p" and "anonymous" in init_args
     ours = WandbLogger(project="p", save_dir=str(tmp_path), offline=True)
     assert "anonymous" not in _wandb_init_args(ours)
+
+
+def test_a_failing_wandb_init_falls_back_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_init = wandb.init
+    modes: list[Any] = []
+
+    def init(**kwargs: Any) -> Any:
+        modes.append(kwargs.get("mode"))
+        if kwargs.get("mode") != "offline":  # what wandb raises when the server refuses the key
+            raise wandb.errors.AuthenticationError("API key not valid")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    logger = WandbLogger(
+        project="reglight-test", save_dir=str(tmp_path), offline=False, connect_timeout=0
+    )
+    try:
+        run = logger.experiment
+        err = capsys.readouterr().err
+        assert modes == [None, "offline"]
+        assert (
+            err.count("W&B could not start the run (AuthenticationError: API key not valid)") == 1
+        )
+        assert logger.fell_back_offline
+        assert Path(run.dir).parent.name.startswith("offline-run-")
+    finally:
+        wandb.finish()
