@@ -1,10 +1,10 @@
 """One small helper layer between reglight and Lightning's loggers.
 
-- [`WandbLogger`][reglight.logging.WandbLogger] is Lightning's `WandbLogger` with one change: a
-  process without W&B credentials (no `WANDB_API_KEY`, no `wandb login` entry in the netrc file) and
-  without `WANDB_MODE` falls back to offline mode with a one-line notice that gives the `wandb sync`
-  command, instead of failing with wandb's `UsageError` (what a plain `WandbLogger` does in a
-  non-interactive process).
+- [`WandbLogger`][reglight.logging.WandbLogger] is Lightning's `WandbLogger` that never costs the
+  run: without W&B credentials, or when the W&B server cannot be reached, it logs offline with a
+  one-line notice that gives the `wandb sync` command (a plain `WandbLogger` fails with wandb's
+  `UsageError`, or waits about 100 s and fails); a logging call that fails later in the run prints one
+  line and training goes on.
 - [`log_figure`][reglight.logging.log_figure] and [`log_table`][reglight.logging.log_table] send a
   matplotlib figure or a table to every logger of a run, whichever they are: W&B (`wandb.Image` /
   `wandb.Table`), TensorBoard (`add_figure` / a markdown table through `add_text`) or CSV (a PNG / CSV
@@ -238,7 +238,7 @@ class WandbLogger(_LightningWandbLogger):
             **kwargs,
         )
         init_args = _wandb_init_args(self)
-        if init_args.get("anonymous") is None:  # wandb >= 0.19 warns on any value, None included
+        if init_args.get("anonymous") is None:  # wandb warns on any value, None included
             init_args.pop("anonymous", None)
         if self.fell_back_offline and _is_global_zero():
             self._notice("no W&B credentials found (WANDB_API_KEY / `wandb login`)")
