@@ -1,10 +1,10 @@
 """One small helper layer between reglight and Lightning's loggers.
 
-- [`WandbLogger`][reglight.logging.WandbLogger] is Lightning's `WandbLogger` with one change: a
-  process without W&B credentials (no `WANDB_API_KEY`, no `wandb login` entry in the netrc file) and
-  without `WANDB_MODE` falls back to offline mode with a one-line notice that gives the `wandb sync`
-  command, instead of failing with wandb's `UsageError` (what a plain `WandbLogger` does in a
-  non-interactive process).
+- [`WandbLogger`][reglight.logging.WandbLogger] is Lightning's `WandbLogger` that never costs the
+  run: without W&B credentials, or when the W&B server cannot be reached, it logs offline with a
+  one-line notice that gives the `wandb sync` command (a plain `WandbLogger` fails with wandb's
+  `UsageError`, or waits about 100 s and fails); a logging call that fails later in the run prints one
+  line and training goes on.
 - [`log_figure`][reglight.logging.log_figure] and [`log_table`][reglight.logging.log_table] send a
   matplotlib figure or a table to every logger of a run, whichever they are: W&B (`wandb.Image` /
   `wandb.Table`), TensorBoard (`add_figure` / a markdown table through `add_text`) or CSV (a PNG / CSV
@@ -37,12 +37,19 @@ Examples:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import csv
 import io
+import math
 import netrc
 import os
 import re
+import shutil
+import socket
 import sys
+import threading
+import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +58,10 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from typing_extensions import override
+
+from reglight._validation import check_nonnegative
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -67,6 +78,7 @@ __all__ = [
 ]
 
 _DEFAULT_WANDB_HOST = "https://api.wandb.ai"
+_DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
 @dataclass
@@ -149,12 +161,24 @@ def has_wandb_credentials() -> bool:
 
 
 class WandbLogger(_LightningWandbLogger):
-    """Lightning's `WandbLogger` that falls back to offline mode when there are no credentials.
+    """Lightning's `WandbLogger` that never costs the run: it falls back to offline mode, and survives.
 
-    When `offline` is not given, `WANDB_MODE` is unset and
-    [`has_wandb_credentials`][reglight.logging.has_wandb_credentials] is false,
-    the run is written offline under `save_dir` and a one-line notice says how to upload it later with
-    `wandb sync`. Everything else is Lightning's `WandbLogger` (same arguments).
+    - **No credentials.** When `offline` is not given, `WANDB_MODE` is unset and
+      [`has_wandb_credentials`][reglight.logging.has_wandb_credentials] is false, the run is written
+      offline under `save_dir` and a one-line notice says how to upload it later with `wandb sync`.
+    - **No network.** Before an online run starts (when the logger's `experiment` is first used), the
+      W&B server (`WANDB_BASE_URL`, the `wandb login --host` setting, or wandb's default) is checked
+      with one TCP connection (through the `https_proxy` / `http_proxy` when one applies), for at most
+      `connect_timeout` seconds. If it does not answer, or if `wandb.init` fails, the run goes offline
+      with the same kind of notice instead of waiting about 100 s and failing.
+    - **A logger failure later** (the W&B backend dies during training) prints one line naming the
+      error; the logger then stops logging, what was logged before stays where it is, and training
+      goes on.
+    - **Quiet offline runs.** An offline run does not print wandb's own "You can sync this run" footer
+      at exit (`reglight run` prints the `wandb sync` command in its summary), and W&B's deprecated
+      `anonymous` argument is not passed on.
+
+    Everything else is Lightning's `WandbLogger` (same arguments).
 
     Args:
         name: Display name of the run.
@@ -162,14 +186,22 @@ class WandbLogger(_LightningWandbLogger):
             `reglight_logs`).
         project: W&B project name.
         offline: `True`/`False` to force a mode; `None` chooses as described above.
-        log_model: Upload checkpoints as W&B artifacts (Lightning's meaning).
+        log_model: Upload checkpoints as W&B artifacts (Lightning's meaning; turned off when the run
+            falls back to offline mode).
+        connect_timeout: Seconds to wait for the W&B server before going offline (default: the
+            `REGLIGHT_WANDB_CONNECT_TIMEOUT` environment variable, else 5); `0` skips the check.
         **kwargs: Passed on to Lightning's `WandbLogger` and `wandb.init`.
+
+    Raises:
+        ValueError: if `connect_timeout` (or `REGLIGHT_WANDB_CONNECT_TIMEOUT`) is not a number >= 0.
 
     Examples:
         >>> import tempfile
         >>> logger = WandbLogger(project="reglight-doc", save_dir=tempfile.mkdtemp(), offline=True)
         >>> logger.fell_back_offline  # offline was asked for, not chosen for lack of credentials
         False
+        >>> logger.connect_timeout
+        5.0
     """
 
     def __init__(
@@ -179,9 +211,14 @@ class WandbLogger(_LightningWandbLogger):
         project: str | None = "reglight",
         offline: bool | None = None,
         log_model: bool | Literal["all"] = False,
+        connect_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
+        self.connect_timeout = _connect_timeout(connect_timeout)
         self.fell_back_offline = False
+        self.failure: BaseException | None = None
+        self._stopped = False
+        self._status: str | None = None
         if offline is None:
             mode = os.environ.get("WANDB_MODE")
             if mode is None and not has_wandb_credentials():
@@ -200,13 +237,267 @@ class WandbLogger(_LightningWandbLogger):
             log_model=log_model,
             **kwargs,
         )
+        init_args = _wandb_init_args(self)
+        if init_args.get("anonymous") is None:  # wandb warns on any value, None included
+            init_args.pop("anonymous", None)
         if self.fell_back_offline and _is_global_zero():
-            print(
-                "reglight: no W&B credentials found (WANDB_API_KEY / `wandb login`); logging offline "
-                f"under {Path(save_dir).resolve() / 'wandb'} -- upload later with "
-                "`wandb sync <run folder>`, or set WANDB_MODE to choose.",
-                file=sys.stderr,
-            )
+            self._notice("no W&B credentials found (WANDB_API_KEY / `wandb login`)")
+
+    # -------------------------------------------------------------------------------- the run
+
+    @property  # type: ignore[override]
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        """The wandb run, started on first use (offline when the server cannot be reached)."""
+        if self._experiment is not None:
+            return self._experiment
+        online = not self._offline and os.environ.get("WANDB_MODE") not in (
+            "offline",
+            "dryrun",
+            "disabled",
+        )
+        if online and self.connect_timeout > 0:
+            url = self._base_url()
+            reason = _unreachable(url, self.connect_timeout)
+            if reason is not None:
+                self._go_offline(f"W&B server {url} not reachable ({reason})")
+                online = False
+        if not online:
+            return self._start_offline()
+        import wandb
+
+        try:
+            run = super().experiment
+        except (wandb.errors.Error, OSError) as err:
+            if self._experiment is not None:
+                raise
+            self._go_offline(f"W&B could not start the run ({_one_line(err)})")
+            return self._start_offline()
+        return run
+
+    def _start_offline(self) -> Any:
+        """Start the run offline through `wandb.init(mode="offline")`, quiet at exit.
+
+        wandb reads `WANDB_MODE` once per process, so the mode goes to `wandb.init` itself (and
+        Lightning's `WANDB_MODE` switch is skipped). wandb's own "You can sync this run" footer is
+        left out (`quiet`): `reglight run` prints the `wandb sync` command in its summary, the
+        fallback notice names it, and a failed run does not end on it.
+        """
+        init_args = _wandb_init_args(self)
+        if os.environ.get("WANDB_MODE") == "disabled":
+            return super().experiment
+        init_args["mode"] = "offline"
+        if init_args.get("settings") is None:
+            import wandb
+
+            init_args["settings"] = wandb.Settings(quiet=True)
+        self._offline = False  # Lightning would set WANDB_MODE=dryrun, which wandb then warns about
+        try:
+            run = super().experiment
+        finally:
+            self._offline = True
+        if run is not None and _is_global_zero():
+            # a run left open at exit is closed by wandb-core, which prints the footer regardless of
+            # `quiet`; finishing it first keeps the exit quiet (atexit runs this before wandb's hook)
+            atexit.register(self._finish_at_exit)
+        return run
+
+    def _finish_at_exit(self) -> None:
+        run = self._experiment
+        if run is None or self._stopped:
+            return
+        with contextlib.suppress(Exception):
+            run.finish(exit_code=0 if self._status in (None, "success") else 1)
+
+    def discard(self) -> None:
+        """Finish the run without a word and delete its local offline run folder.
+
+        For a run that failed before it did anything worth keeping (a bad argument, missing data): no
+        `wandb sync` hint is printed and no offline run is left behind. An online run is marked as
+        failed on the server. A run that never started is left alone (nothing is created). After this
+        call the logger logs nothing more.
+        """
+        self._stopped = True
+        run = self._experiment
+        if run is None or not _is_global_zero():
+            return
+        folder = _run_folder(run)
+        offline = bool(getattr(run, "offline", False)) or self._offline
+        with contextlib.suppress(Exception):  # the backend may be gone: nothing left to finish
+            run.finish(exit_code=1)
+        if offline and folder is not None and folder.name.startswith("offline-run-"):
+            shutil.rmtree(folder, ignore_errors=True)
+            for link in folder.parent.iterdir():  # `latest-run`, `debug.log` -> the deleted folder
+                if link.is_symlink() and not link.exists():
+                    link.unlink()
+
+    # ------------------------------------------------------------ logging that never raises
+
+    @override
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_hyperparams", super().log_hyperparams, *args, **kwargs)
+
+    @override
+    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_metrics", super().log_metrics, *args, **kwargs)
+
+    @override
+    def log_table(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_table", super().log_table, *args, **kwargs)
+
+    @override
+    def log_text(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_text", super().log_text, *args, **kwargs)
+
+    @override
+    def log_image(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_image", super().log_image, *args, **kwargs)
+
+    @override
+    def log_audio(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_audio", super().log_audio, *args, **kwargs)
+
+    @override
+    def log_video(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("log_video", super().log_video, *args, **kwargs)
+
+    @override
+    def after_save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        self._guard("after_save_checkpoint", super().after_save_checkpoint, *args, **kwargs)
+
+    @override
+    def finalize(self, status: str) -> None:
+        self._status = status
+        self._guard("finalize", super().finalize, status)
+
+    def _guard(self, what: str, call: Any, *args: Any, **kwargs: Any) -> None:
+        """Run one logging call; on its first failure say so once and stop logging."""
+        if self._stopped:
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as err:
+            self._stopped = True
+            self.failure = err
+            if _is_global_zero():
+                kept = _run_folder(self._experiment) if self._experiment is not None else None
+                where = f"; what was logged before is kept in {kept}" if kept else ""
+                print(
+                    f"reglight: W&B logging failed in {what} ({_one_line(err)}); training goes on "
+                    f"without W&B{where}.",
+                    file=sys.stderr,
+                )
+
+    # ---------------------------------------------------------------------------- helpers
+
+    def _notice(self, reason: str) -> None:
+        print(
+            f"reglight: {reason}; logging offline under {Path(self.save_dir or '.').resolve() / 'wandb'}"
+            " -- upload later with `wandb sync <run folder>`, or set WANDB_MODE to choose.",
+            file=sys.stderr,
+        )
+
+    def _go_offline(self, reason: str) -> None:
+        self._offline = True
+        self._log_model = False  # checkpoints cannot be uploaded offline
+        self.fell_back_offline = True
+        self._notice(reason)
+
+    def _base_url(self) -> str:
+        import wandb
+
+        settings = _wandb_init_args(self).get("settings")
+        if isinstance(settings, dict) and settings.get("base_url"):
+            return str(settings["base_url"])
+        if isinstance(settings, wandb.Settings) and "base_url" in settings.model_fields_set:
+            return str(settings.base_url)
+
+        # the environment, `wandb login --host` and wandb's default, as `wandb.init` will see them
+        return str(wandb.setup().settings.base_url)
+
+
+def _wandb_init_args(logger: _LightningWandbLogger) -> dict[str, Any]:
+    """The keyword arguments Lightning's `WandbLogger` keeps for `wandb.init` (its `_wandb_init`).
+
+    The one place that reaches into Lightning; `tests/test_logging.py` fails loudly if it moves.
+    """
+    init_args = getattr(logger, "_wandb_init", None)
+    if not isinstance(init_args, dict):
+        raise RuntimeError(
+            "lightning's WandbLogger no longer keeps its wandb.init arguments in `_wandb_init`; "
+            "update reglight.logging._wandb_init_args"
+        )
+    return init_args
+
+
+def _connect_timeout(value: float | None) -> float:
+    if value is not None:
+        return check_nonnegative("connect_timeout", value)
+    raw = os.environ.get("REGLIGHT_WANDB_CONNECT_TIMEOUT")
+    if raw is None or raw.strip() == "":
+        return _DEFAULT_CONNECT_TIMEOUT
+    try:
+        parsed = float(raw)
+    except ValueError:
+        parsed = math.nan
+    if not math.isfinite(parsed) or parsed < 0:
+        raise ValueError(
+            f"`REGLIGHT_WANDB_CONNECT_TIMEOUT` must be a number >= 0 of seconds, got {raw!r}"
+        )
+    return parsed
+
+
+def _unreachable(url: str, timeout: float) -> str | None:
+    """Why the server at `url` cannot be reached within `timeout` seconds, or `None` if it can.
+
+    One TCP connection to the server, or to the proxy that the environment names for `url`; nothing is
+    sent over it. Name resolution counts against the timeout.
+    """
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port
+    if host is None:
+        return f"no host in {url!r}"
+    if port is None:
+        port = 443 if parsed.scheme == "https" else 80
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_url = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        if proxy_url.hostname:
+            host, port = proxy_url.hostname, proxy_url.port or 80
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except OSError as err:
+            outcome.append(_one_line(err))
+
+    thread = threading.Thread(target=probe, name="reglight-wandb-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    return outcome[0]
+
+
+def _run_folder(run: Any) -> Path | None:
+    """The local folder of a wandb run (`.../wandb/offline-run-...`), or `None`."""
+    try:
+        run_dir = Path(getattr(run, "dir", "") or "")
+    except Exception:
+        return None
+    if not str(run_dir) or str(run_dir) == ".":
+        return None
+    return run_dir.parent if run_dir.name == "files" else run_dir
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or "no message"
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return f"{type(err).__name__}: {text}"
 
 
 def _is_global_zero() -> bool:
