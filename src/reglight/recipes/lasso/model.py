@@ -452,7 +452,14 @@ class SparseLinearModel(pl.LightningModule):
             self.manual_backward(loss)
             optimizer.step()
             optimizer.zero_grad()
-            self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(x))
+            self.log(
+                "train/loss",
+                loss.detach(),
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(x),
+                sync_dist=True,
+            )
             return
         params = self._params()
         self.solver.begin_batch(params)  # the epoch's gradient is taken at the extrapolated point
@@ -538,7 +545,8 @@ class SparseLinearModel(pl.LightningModule):
 
     @override
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        # computed over all processes by torchmetrics: the same on each, so the mean keeps them
+        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
         self.val_metrics.reset()
 
     @override
@@ -561,12 +569,14 @@ class SparseLinearModel(pl.LightningModule):
         lasso, refit = self.test_metrics.compute(), self.test_metrics_refit.compute()
         self.test_metrics.reset()
         self.test_metrics_refit.reset()
-        self.log_dict({**lasso, **refit})
+        # the same on every process (torchmetrics reduced them; alpha and the support are shared)
+        self.log_dict({**lasso, **refit}, sync_dist=True)
         self.log_dict(
             {
                 "test/n_selected": float(len(self.selected_indices())),
                 "test/alpha": float(self.alpha_ or 0.0),
-            }
+            },
+            sync_dist=True,
         )
         self.test_results = {k: (float(v), float(refit[f"{k}_refit"])) for k, v in lasso.items()}
         if self.trainer.is_global_zero:
