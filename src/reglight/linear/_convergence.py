@@ -55,8 +55,9 @@ _ACTIVE: ContextVar[_Record | None] = ContextVar("reglight_linear_convergence", 
 
 def _message(rec: _Record) -> str:
     count = "" if rec.failed <= 1 else f" for {rec.failed} of its solves"
+    cap = f"max_iter={rec.max_iter}" if rec.max_iter > 0 else "its iteration cap"
     return (
-        f"{rec.solver} stopped at max_iter={rec.max_iter} before its tolerance{count}: the KKT "
+        f"{rec.solver} stopped at {cap} before its tolerance{count}: the KKT "
         f"violation reached is {rec.worst:.3g} > tol {rec.tol:.3g}. Raise `max_iter` (or loosen "
         "`tol`); the coefficients are not the minimizer."
     )
