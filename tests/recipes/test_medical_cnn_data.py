@@ -160,11 +160,69 @@ def test_bad_files_give_clear_errors(tmp_path: Path, edit: object, match: str) -
         load_medmnist_npz(path, task_spec("breastmnist"))
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
-    path = tmp_path / "breastmnist.npz"
-    path.write_text("not a zip")
-    with pytest.raises(MedMNISTFileError, match=r"not a readable \.npz"):
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":  # a download cut short
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"not a zip" * 100)
+    else:  # one flipped byte inside the first array: the zip directory is intact, a CRC is not
+        i = len(data) // 4
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :])
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "flipped"])
+def test_damaged_file_says_damaged_with_its_md5_against_medmnists(tmp_path: Path, how: str) -> None:
+    import hashlib
+
+    from medmnist import INFO
+
+    path = _fake(tmp_path)
+    _damage(path, how)
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(MedMNISTFileError) as info:
         load_medmnist_npz(path, task_spec("breastmnist"))
+    message = str(info.value)
+    assert f"{path} is damaged" in message
+    assert (
+        f"its MD5 is {md5}, MedMNIST's breastmnist.npz has {INFO['breastmnist']['MD5']}" in message
+    )
+    assert "Delete it" in message
+    assert "pickle" not in message
+
+
+def test_damaged_file_is_downloaded_again_when_download_is_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No network in tests: the download writes a good file, as Zenodo would."""
+    import torchvision.datasets.utils as tv_utils
+
+    root = tmp_path / "data"
+    root.mkdir()
+    path = _fake(root)
+    good = path.read_bytes()
+    _damage(path, "truncated")
+    calls: list[str] = []
+
+    def download_url(url: str, root: str, filename: str, md5: str) -> None:
+        calls.append(filename)
+        (Path(root) / filename).write_bytes(good)
+
+    monkeypatch.setattr(tv_utils, "download_url", download_url)
+    monkeypatch.setattr(tv_utils, "check_integrity", lambda *args: True)
+    dm = MedMNISTDataModule("breastmnist", root=str(root), download=True)
+    with pytest.warns(UserWarning, match="damaged"):
+        dm.prepare_data()
+    assert calls == ["breastmnist.npz"]
+    dm.setup("fit")
+    assert len(dm.splits["train"]) == 40
+
+    _damage(path, "truncated")  # with download off: the error, and the file left in place
+    off = MedMNISTDataModule("breastmnist", root=str(root), download=False)
+    off.prepare_data()
+    with pytest.raises(MedMNISTFileError, match="is damaged"):
+        off.setup("fit")
+    assert calls == ["breastmnist.npz"]
 
 
 def test_download_failure_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,10 @@ function and estimator converts its inputs once and answers in the kind of its `
 tensors in, tensors out on the computation device). `n_threads` sets torch's intra-op threads for one
 call; `None` leaves them alone. This package does not import Lightning.
 
+A solve that reaches `max_iter` with its optimality (KKT) conditions violated by more than `tol`
+warns with [`ConvergenceWarning`][reglight.linear.ConvergenceWarning] (a subclass of scikit-learn's,
+so the same filters apply), naming the violation reached and the tolerance.
+
 Examples:
     >>> import numpy as np
     >>> from sklearn.datasets import load_diabetes
@@ -26,6 +30,7 @@ Examples:
     [2, 3, 8]
 """
 
+from reglight.linear._convergence import ConvergenceWarning
 from reglight.linear.cv import (
     CVResult,
     ElasticNetCV,
@@ -48,6 +53,7 @@ from reglight.linear.stability import StabilityResult, stability_selection
 
 __all__ = [
     "CVResult",
+    "ConvergenceWarning",
     "ElasticNet",
     "ElasticNetCV",
     "Lasso",

@@ -26,6 +26,7 @@ import torch
 from reglight._threads import torch_threads
 from reglight._validation import check_choice, check_in_range, check_positive, check_positive_int
 
+from ._convergence import collect
 from ._estimator import classification_inputs, regression_inputs
 from ._tensor import as_grid, as_matrix, as_vector, resolve_dtype
 from .logistic import (
@@ -264,7 +265,7 @@ def enet_cv(
     _check_cv_settings(n_alphas, eps, rule, tol)
     Xt = as_matrix("X", X, resolve_dtype(X, dtype), device)
     yt = as_vector("y", y, Xt.shape[0], Xt.dtype, Xt.device)
-    with torch_threads(n_threads):
+    with torch_threads(n_threads), collect("enet_cv", tol=tol, max_iter=1000):
         return _enet_cv(Xt, yt, ratios, alphas, n_alphas, eps, cv, rule, tol)
 
 
@@ -354,7 +355,7 @@ def logistic_cv(
     _check_cv_settings(n_alphas, eps, rule, tol)
     Xt = as_matrix("X", X, resolve_dtype(X, dtype), device)
     classes, codes = _encode(y, Xt.shape[0])
-    with torch_threads(n_threads):
+    with torch_threads(n_threads), collect("logistic_cv", tol=tol, max_iter=100):
         return _logistic_cv(
             Xt, codes, classes.shape[0], ratios, alphas, n_alphas, eps, cv, rule, tol
         )
@@ -529,7 +530,8 @@ class ElasticNetCV(_CrossValidated, _LinearRegression):
         ratios = self._ratios()
         _check_cv_settings(self.n_alphas, self.eps, self.rule, self.tol)
         Xt, yt = regression_inputs(self, X, y, self.dtype, self.device)
-        with torch_threads(self.n_threads):
+        name = type(self).__name__
+        with torch_threads(self.n_threads), collect(name, tol=self.tol, max_iter=1000):
             res = _enet_cv(
                 Xt, yt, ratios, self.alphas, self.n_alphas, self.eps, self.cv, self.rule, self.tol
             )
@@ -681,7 +683,8 @@ class LogisticElasticNetCV(_CrossValidated, _LinearClassifier):
         ratios = self._ratios()
         _check_cv_settings(self.n_alphas, self.eps, self.rule, self.tol)
         Xt, classes, codes = classification_inputs(self, X, y, self.dtype, self.device)
-        with torch_threads(self.n_threads):
+        name = type(self).__name__
+        with torch_threads(self.n_threads), collect(name, tol=self.tol, max_iter=100):
             res = _logistic_cv(
                 Xt,
                 codes,

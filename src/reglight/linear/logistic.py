@@ -37,6 +37,7 @@ from reglight._validation import (
     check_positive_int,
 )
 
+from ._convergence import collect, record
 from ._estimator import (
     classification_inputs,
     coef_tensor,
@@ -154,6 +155,15 @@ def _solve_working_set(
         else:
             break
         beta, eta, obj = cand, cand_eta, cand_obj
+    else:  # max_iter steps taken: are the optimality conditions met at the last one?
+        grad = (Xt.T @ prob.residual(prob.probs(eta))).reshape(-1) / prob.n
+        res = torch.where(
+            beta != 0,
+            (grad + l2 * beta + l1 * beta.sign()).abs(),
+            (grad.abs() - l1).clamp_min(0.0),
+        )
+        if float(res.max()) > tol:
+            record(float(res.max()), tol)
     B = beta.reshape(rows, K)
     W = W.clone()
     W[F] = B[:f]
@@ -338,7 +348,7 @@ def logistic_path(
     check_positive_int("max_iter", max_iter)
     prob, _ = _inputs(X, y, dtype, device)
     grid = None if alphas is None else as_grid(alphas, prob.X.dtype, prob.X.device)
-    with torch_threads(n_threads):
+    with torch_threads(n_threads), collect("logistic_path", tol=tol, max_iter=max_iter):
         grid, coefs, intercepts = _logistic_path(
             prob, rho, grid, n_alphas, eps, fit_intercept, tol, max_iter
         )
@@ -417,7 +427,7 @@ def logistic_enet(
     check_positive("tol", tol)
     check_positive_int("max_iter", max_iter)
     prob, _ = _inputs(X, y, dtype, device)
-    with torch_threads(n_threads):
+    with torch_threads(n_threads), collect("logistic_enet", tol=tol, max_iter=max_iter):
         W, b, _ = _logistic_enet(prob, alpha, rho, fit_intercept, tol, max_iter)
     return like_input(X, W), like_input(X, b)
 
@@ -600,7 +610,8 @@ class LogisticElasticNet(_LinearClassifier):
         max_iter = check_positive_int("max_iter", self.max_iter)
         Xt, classes, codes = classification_inputs(self, X, y, self.dtype, self.device)
         prob = _problem(Xt, torch.as_tensor(codes, device=Xt.device), classes.shape[0])
-        with torch_threads(self.n_threads):
+        name = type(self).__name__
+        with torch_threads(self.n_threads), collect(name, tol=tol, max_iter=max_iter):
             W, b, self.n_iter_ = _logistic_enet(
                 prob, alpha, rho, bool(self.fit_intercept), tol, max_iter
             )

@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from reglight._threads import torch_threads
 from reglight._validation import check_nonnegative, check_positive, check_positive_int
 
+from ._convergence import collect
 from ._estimator import coef_tensor, fitted_dtype, predict_input, regression_inputs, to_host
 from ._oracle import DesignOracle, GramOracle, HessianOracle
 from ._tensor import as_matrix, as_vector, like_input, resolve_dtype
@@ -85,7 +86,7 @@ def elastic_net(
     w0 = None
     if coef_init is not None:
         w0 = as_vector("coef_init", coef_init, Xt.shape[1], dt, Xt.device)
-    with torch_threads(n_threads):
+    with torch_threads(n_threads), collect("elastic_net", tol=tol, max_iter=max_iter):
         coef, intercept, _ = _elastic_net(
             Xt, yt, alpha, rho, fit_intercept, w0, precompute, tol, max_iter
         )
@@ -281,7 +282,8 @@ class ElasticNet(_LinearRegression):
         w0 = None
         if previous is not None and previous.shape[0] == Xt.shape[1]:
             w0 = coef_tensor(previous, Xt)
-        with torch_threads(self.n_threads):
+        name = type(self).__name__
+        with torch_threads(self.n_threads), collect(name, tol=tol, max_iter=max_iter):
             coef, intercept, self.n_iter_ = _elastic_net(
                 Xt, yt, alpha, rho, bool(self.fit_intercept), w0, self.precompute, tol, max_iter
             )

@@ -43,6 +43,7 @@ import torch
 from reglight._threads import torch_threads
 from reglight._validation import check_in_range, check_positive, check_positive_int
 
+from ._convergence import collect, record
 from ._oracle import DesignOracle, GramOracle, HessianOracle
 from ._qp import solve_l1_qp
 from ._tensor import as_grid, as_matrix, as_vector, like_input, resolve_dtype
@@ -282,7 +283,7 @@ def enet_path(
     yt = as_vector("y", y, n, dt, Xt.device)
     grid = None if alphas is None else as_grid(alphas, dt, Xt.device)
     w0 = None if coef_init is None else as_vector("coef_init", coef_init, p, dt, Xt.device)
-    with torch_threads(n_threads):
+    with torch_threads(n_threads), collect("enet_path", tol=tol, max_iter=max_iter):
         grid, coefs = _enet_path(
             Xt,
             yt,
@@ -470,6 +471,15 @@ def _extend(
     return m, W[:, :m], corr[:, m - 1], proposal
 
 
+def _kkt_violation(corr: torch.Tensor, w: torch.Tensor, lam1: float, lam2: float) -> float:
+    """Largest violation of the elastic-net optimality conditions, `corr = c - Hw` (gradient units)."""
+    nz = w != 0
+    res = torch.where(
+        nz, (corr - lam2 * w - lam1 * w.sign()).abs(), (corr.abs() - lam1).clamp_min(0.0)
+    )
+    return float(res.max()) if res.numel() else 0.0
+
+
 def solve_path(
     oracle: HessianOracle,
     alphas: torch.Tensor,
@@ -526,6 +536,7 @@ def solve_path(
         work = (corr.abs() >= rho * (2.0 * alpha - prev)) | ever
         if lam1 == 0.0:
             work = torch.ones_like(work)
+        capped = False
         while True:
             W = work.nonzero().squeeze(1)
             if W.numel() == 0:
@@ -547,6 +558,7 @@ def solve_path(
                     max_active=max_active,
                 )
                 n_iter += k
+                capped = k >= max_iter
                 w.zero_()
                 w[W] = wW
                 A = W[wW != 0]
@@ -556,6 +568,10 @@ def solve_path(
             if not bool(violators.any()):
                 break
             work |= violators
+        if capped:  # the active-set iterations ran out: is the solution still off?
+            violation = _kkt_violation(corr, w, lam1, lam2)
+            if violation > kkt_tol:
+                record(violation, kkt_tol)
         ever |= w != 0
         out[:, i] = w
         prev = alpha

@@ -37,6 +37,7 @@ from reglight._validation import (
     check_positive_int,
 )
 
+from ._convergence import collect
 from ._tensor import as_grid, as_matrix, as_vector, resolve_dtype
 from .logistic import (
     _encode,
@@ -175,7 +176,8 @@ def stability_selection(
     rng = np.random.default_rng(seed)
     counts = np.zeros((p, grid.shape[0]))
     union_sizes = np.zeros(n_subsamples)
-    with torch_threads(n_threads):
+    cap = 1000 if task == "regression" else 100
+    with torch_threads(n_threads), collect("stability_selection", tol=1e-7, max_iter=cap):
         for s in range(n_subsamples):
             idx = torch.as_tensor(rng.choice(n, size=m, replace=False), device=Xt.device)
             Xs, ys = Xt[idx], yt[idx]

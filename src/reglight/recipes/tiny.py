@@ -136,21 +136,21 @@ class TinyClassifier(pl.LightningModule):
     ) -> torch.Tensor:
         x, y = batch
         loss = self.loss(self(x), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
         self.val_acc(logits, y)
-        self.log("val/loss", self.loss(logits, y), prog_bar=True)
+        self.log("val/loss", self.loss(logits, y), prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         logits = self(x)
         self.test_acc(logits, y)
-        self.log("test/loss", self.loss(logits, y))
+        self.log("test/loss", self.loss(logits, y), sync_dist=True)
         self.log("test/acc", self.test_acc)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -43,7 +43,7 @@ from reglight.recipes.lasso.metrics import LogLoss, metric_collection
 from reglight.recipes.lasso.model import SparseLinearModel
 from reglight.recipes.lasso.objective import data_loss
 from reglight.recipes.lasso.refit import refit_least_squares, refit_logistic, relaxed_refit
-from reglight.recipes.lasso.report import SelectedFeature
+from reglight.recipes.lasso.report import Convergence, SelectedFeature
 from reglight.recipes.lasso.scaling import dataset_tensors, lipschitz_constant, standardization
 from reglight.recipes.lasso.solver import FullBatchProximalGradient
 from reglight.recipes.lasso.synthetic import SparseData, make_sparse_data
@@ -53,6 +53,7 @@ from reglight.recipes.lasso.threads import with_model_threads
 __all__ = [
     "BUILTIN_DATASETS",
     "CVCurve",
+    "Convergence",
     "FullBatchProximalGradient",
     "LogLoss",
     "SelectedFeature",

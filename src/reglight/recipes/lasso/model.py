@@ -29,6 +29,7 @@ from reglight._validation import (
     check_positive_int,
 )
 from reglight.callbacks.penalty import PenaltyHook
+from reglight.linear import ConvergenceWarning
 from reglight.penalties import ElasticNet
 
 from .cv import cross_validate_alpha, regularization_path
@@ -37,8 +38,10 @@ from .metrics import metric_collection, metric_target
 from .objective import data_loss
 from .refit import relaxed_refit
 from .report import (
+    Convergence,
     SelectedFeature,
     coefficient_table,
+    convergence_table,
     feature_rows,
     metrics_table,
     support_recovery_table,
@@ -207,6 +210,7 @@ class SparseLinearModel(pl.LightningModule):
         self.refit_done = False
         self.test_results: dict[str, tuple[float, float]] = {}
         self.converged_epoch: int | None = None
+        self.convergence: Convergence | None = None
 
     # ------------------------------------------------------------------------------- properties
 
@@ -428,6 +432,7 @@ class SparseLinearModel(pl.LightningModule):
             )
         self.solver.start(self._params())
         self.converged_epoch = None
+        self.convergence = None
 
     @override
     def on_train_epoch_start(self) -> None:
@@ -447,7 +452,14 @@ class SparseLinearModel(pl.LightningModule):
             self.manual_backward(loss)
             optimizer.step()
             optimizer.zero_grad()
-            self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(x))
+            self.log(
+                "train/loss",
+                loss.detach(),
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(x),
+                sync_dist=True,
+            )
             return
         params = self._params()
         self.solver.begin_batch(params)  # the epoch's gradient is taken at the extrapolated point
@@ -465,6 +477,60 @@ class SparseLinearModel(pl.LightningModule):
 
     @override
     @with_model_threads
+    def on_train_end(self) -> None:
+        """With `gradient="full"` and `tol > 0`: record where the solver stopped; warn if short.
+
+        A run that reaches `max_epochs` before the stopping rule warns with
+        [`ConvergenceWarning`][reglight.linear.ConvergenceWarning] (scikit-learn's category),
+        giving the last step and the KKT violation reached, and
+        [`report`][reglight.recipes.lasso.SparseLinearModel.report] marks the summary.
+        """
+        hp = self.hparams
+        if hp["gradient"] != "full" or hp["tol"] == 0 or self.solver.last_change == math.inf:
+            return
+        datamodule = self._datamodule()
+        dataset = getattr(datamodule, "train_dataset", None)
+        kkt = self.kkt_violation(*dataset_tensors(dataset)) if dataset is not None else math.nan
+        converged = self.converged_epoch is not None
+        self.convergence = Convergence(
+            converged, self.solver.steps, float(self.solver.last_change), float(hp["tol"]), kkt
+        )
+        if not converged:
+            rank_zero_warn(self.convergence.message(), category=ConvergenceWarning)
+
+    @torch.no_grad()
+    def kkt_violation(self, x: Tensor, y: Tensor) -> float:
+        r"""The largest violation of the optimality conditions of $F$ at the current coefficients.
+
+        With $g = \nabla_W \tfrac1n\sum_i \ell$ on the (standardized) data: $|g_{kj} +
+        \alpha(1-\rho)w_{kj} + \alpha\rho\,\mathrm{sign}(w_{kj})|$ for a nonzero coefficient,
+        $(|g_{kj}| - \alpha\rho)_+$ for a zero one, and $|\partial_b|$ for the intercept; 0 at the
+        minimizer.
+
+        Args:
+            x: `(n, p)` raw features (the training split for the solver's own objective).
+            y: `(n,)` targets or class codes.
+
+        Returns:
+            The largest violation, in gradient units.
+        """
+        w, b = self.coefficients()
+        w.requires_grad_(True)
+        b.requires_grad_(True)
+        with torch.enable_grad():
+            out = self._squeeze(self._standardized(x) @ w.T + b)
+            loss = data_loss(out, y.cpu(), self.task)
+            gw, gb = torch.autograd.grad(loss, [w, b])
+        w = w.detach()
+        a1 = float(self.alpha_ or 0.0) * self.hparams["l1_ratio"]
+        a2 = float(self.alpha_ or 0.0) * (1.0 - self.hparams["l1_ratio"])
+        res = torch.where(
+            w != 0, (gw + a2 * w + a1 * w.sign()).abs(), (gw.abs() - a1).clamp_min(0.0)
+        )
+        return max(float(res.max()), float(gb.abs().max()))
+
+    @override
+    @with_model_threads
     def on_fit_end(self) -> None:
         self.refit()
 
@@ -479,7 +545,8 @@ class SparseLinearModel(pl.LightningModule):
 
     @override
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        # computed over all processes by torchmetrics: the same on each, so the mean keeps them
+        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
         self.val_metrics.reset()
 
     @override
@@ -502,12 +569,14 @@ class SparseLinearModel(pl.LightningModule):
         lasso, refit = self.test_metrics.compute(), self.test_metrics_refit.compute()
         self.test_metrics.reset()
         self.test_metrics_refit.reset()
-        self.log_dict({**lasso, **refit})
+        # the same on every process (torchmetrics reduced them; alpha and the support are shared)
+        self.log_dict({**lasso, **refit}, sync_dist=True)
         self.log_dict(
             {
                 "test/n_selected": float(len(self.selected_indices())),
                 "test/alpha": float(self.alpha_ or 0.0),
-            }
+            },
+            sync_dist=True,
         )
         self.test_results = {k: (float(v), float(refit[f"{k}_refit"])) for k, v in lasso.items()}
         if self.trainer.is_global_zero:
@@ -647,6 +716,8 @@ class SparseLinearModel(pl.LightningModule):
             f"Selected features: {n_sel} of {self.n_features} "
             f"(alpha={float(self.alpha_ or 0.0):.4g}{how}, l1_ratio={self.hparams['l1_ratio']:g})"
         )
+        if self.convergence is not None and not self.convergence.converged:
+            title += f" -- solver {self.convergence.status}"
         return coefficient_table(self._features(True), self._output_labels(), title)
 
     def report(self) -> list[Any]:
@@ -658,6 +729,8 @@ class SparseLinearModel(pl.LightningModule):
         if self.linear is None:
             return []
         tables = [self.coefficient_table()]
+        if self.convergence is not None:
+            tables.append(convergence_table(self.convergence))
         if self.test_results:
             tables.append(metrics_table(self.test_results))
         truth = getattr(self._datamodule(), "true_coef", None)

@@ -19,8 +19,10 @@ import numpy as np
 from torch import Tensor
 
 __all__ = [
+    "Convergence",
     "SelectedFeature",
     "coefficient_table",
+    "convergence_table",
     "feature_rows",
     "metrics_table",
     "support_recovery_table",
@@ -46,6 +48,64 @@ class SelectedFeature:
     coef_original: tuple[float, ...]
     refit: tuple[float, ...]
     refit_original: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """Where the full-batch solver stopped, and how far from the optimum.
+
+    Attributes:
+        converged: Whether the stopping rule was met before `max_epochs`.
+        epochs: Number of proximal gradient steps taken (one per epoch).
+        last_step: The last step's largest coefficient change over the largest coefficient.
+        tol: The stopping tolerance on `last_step`.
+        kkt_violation: The largest violation of the optimality (KKT) conditions of the
+            penalized objective on the training split, in gradient units (0 at the minimizer).
+    """
+
+    converged: bool
+    epochs: int
+    last_step: float
+    tol: float
+    kkt_violation: float
+
+    @property
+    def status(self) -> str:
+        """`"converged"` or `"not converged (step … > tol …)"`, for the summary."""
+        if self.converged:
+            return "converged"
+        return f"not converged (step {self.last_step:.2g} > tol {self.tol:.2g})"
+
+    def message(self) -> str:
+        """The warning's text when the solver did not converge."""
+        return (
+            f"SparseLinearModel: the proximal gradient method stopped after {self.epochs} epochs "
+            f"before its tolerance: the last step changed the coefficients by {self.last_step:.3g} "
+            f"of the largest (tol {self.tol:.3g}) and the KKT violation is "
+            f"{self.kkt_violation:.3g}. The selected features are not the lasso's yet: raise the Trainer's "
+            "`max_epochs` (`--trainer.max_epochs`) or loosen `tol` (`--model.tol`)."
+        )
+
+
+def convergence_table(conv: Convergence) -> Any:
+    """The solver's state as a `reglight.logging.Table`.
+
+    Args:
+        conv: Where the solver stopped.
+
+    Returns:
+        A `reglight.logging.Table`.
+    """
+    from reglight.logging import Table
+
+    rows: list[list[Any]] = [
+        ["status", conv.status],
+        ["epochs (proximal steps)", conv.epochs],
+        ["last step / largest coefficient", conv.last_step],
+        ["tol", conv.tol],
+        ["KKT violation (training split)", conv.kkt_violation],
+    ]
+    return Table("Solver", ["", "value"], rows)
 
 
 def feature_rows(

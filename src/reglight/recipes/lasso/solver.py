@@ -73,6 +73,10 @@ class FullBatchProximalGradient:
         self._x: list[Tensor] | None = None
         self._y: list[Tensor] | None = None
         self._t = 1.0
+        self.last_change = math.inf
+        """The last step's largest coefficient change over the largest coefficient (`inf` before one)."""
+        self.steps = 0
+        """Number of steps since `start`."""
         self._reset_sums()
 
     def _reset_sums(self) -> None:
@@ -85,6 +89,8 @@ class FullBatchProximalGradient:
         self._x = [p.detach().clone() for p in params]
         self._y = None
         self._t = 1.0
+        self.last_change = math.inf
+        self.steps = 0
         self._reset_sums()
 
     @torch.no_grad()
@@ -141,4 +147,6 @@ class FullBatchProximalGradient:
         change = float((x_new[0] - x_old[0]).abs().max())
         size = float(x_new[0].abs().max())
         self._x = x_new
+        self.steps += 1
+        self.last_change = change / size if size > 0 else (0.0 if change == 0 else math.inf)
         return self.tol > 0 and change <= self.tol * size

@@ -183,6 +183,46 @@ def _download_hint(flag: str, size: int, path: Path) -> str:
     )
 
 
+def _file_md5(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _damaged_message(path: Path, flag: str, size: int, err: BaseException) -> str:
+    """The file cannot be read as a `.npz`: say so, with its MD5 against MedMNIST's, and the fix."""
+    suffix = "" if size == 28 else f"_{size}"
+    expected = _info().get(flag, {}).get(f"MD5{suffix}")
+    md5 = _file_md5(path)
+    if expected is None:
+        check = f"its MD5 is {md5}"
+    elif md5 == expected:
+        check = f"its MD5 {md5} is MedMNIST's, so the file was damaged after its check"
+    else:
+        check = f"its MD5 is {md5}, MedMNIST's {path.name} has {expected}"
+    url = _info().get(flag, {}).get(f"url{suffix}", "MedMNIST's Zenodo record")
+    return (
+        f"{path} is damaged (reading it failed with {type(err).__name__}; an interrupted download "
+        f"or a copy cut short): {check} ({path.stat().st_size} bytes). Delete it and run again "
+        f"with download=True (`--data.download true`), or put a good copy from {url} in its place."
+    )
+
+
+def _unreadable_zip(path: Path) -> bool:
+    """Whether `path` lacks a readable zip directory (garbage, or cut short before its end)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path):
+            return False
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return True
+
+
 def download_medmnist(flag: str, size: int, root: str | os.PathLike[str]) -> Path:
     """Download `<flag>[_<size>].npz` into `root` and check its MD5 against `medmnist.INFO`.
 
@@ -248,9 +288,15 @@ def load_medmnist_npz(
             f"MedMNIST file not found: {path}. " + _download_hint(spec.flag, size, path)
         )
     try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as err:
-        raise MedMNISTFileError(f"{path} is not a readable .npz file: {err}") from err
+        return _read_npz(path, spec, size)
+    except MedMNISTFileError:
+        raise
+    except Exception as err:  # zip, CRC, pickle and truncation errors of a damaged file
+        raise MedMNISTFileError(_damaged_message(path, spec.flag, size, err)) from err
+
+
+def _read_npz(path: Path, spec: TaskSpec, size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    npz = np.load(path, allow_pickle=False)
     with npz:
         expected = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
         missing = [k for k in expected if k not in npz.files]
@@ -527,8 +573,22 @@ class MedMNISTDataModule(pl.LightningDataModule):
         return self.root / npz_filename(self.flag, self.size)
 
     def prepare_data(self) -> None:
-        """Download the file when it is missing and `download=True` (called once per node)."""
-        if self.download and not self.path.is_file():
+        """With `download=True`, download the file when it is missing or damaged (once per node).
+
+        A file without a readable zip directory (garbage, or a download cut short) whose MD5 is
+        not MedMNIST's is deleted and downloaded again.
+        """
+        if not self.download:
+            return
+        path = self.path
+        if path.is_file() and _unreadable_zip(path):
+            suffix = "" if self.size == 28 else f"_{self.size}"
+            if _file_md5(path) != _info()[self.flag][f"MD5{suffix}"]:
+                from lightning.pytorch.utilities import rank_zero_warn
+
+                rank_zero_warn(f"{path} is damaged (not a readable .npz); downloading it again")
+                path.unlink()
+        if not path.is_file():
             download_medmnist(self.flag, self.size, self.root)
 
     def setup(self, stage: str | None = None) -> None:

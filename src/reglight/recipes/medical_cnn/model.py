@@ -278,7 +278,15 @@ class MedicalCNN(pl.LightningModule):
             loss = lam * self.loss(logits, y) + (1 - lam) * self.loss(logits, y[perm])
         else:
             loss = self.loss(self(x), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(x),
+            sync_dist=True,
+        )
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -290,7 +298,14 @@ class MedicalCNN(pl.LightningModule):
         logits = self.evaluate(x)
         assert self.val_metrics is not None
         self.val_metrics.update(*medmnist_inputs(logits, y, self.task))
-        self.log("val/loss", self.loss(logits, y), on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log(
+            "val/loss",
+            self.loss(logits, y),
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(x),
+            sync_dist=True,
+        )
         # `val/auc` and `val/acc`, computed over the whole epoch (and all processes), then reset
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
@@ -352,8 +367,8 @@ class MedicalCNN(pl.LightningModule):
             logged["test/gap_auc"] = results["train"]["auc"] - results["test"]["auc"]
             logged["test/gap_acc"] = results["train"]["acc"] - results["test"]["acc"]
             logged["test/gap_loss"] = results["test"]["loss"] - results["train"]["loss"]
-        # already reduced over processes by torchmetrics: no second reduction
-        self.log_dict(logged, add_dataloader_idx=False, sync_dist=False)
+        # already reduced over processes by torchmetrics, so the same on each: their mean keeps them
+        self.log_dict(logged, add_dataloader_idx=False, sync_dist=True)
         if self.confusion is not None and self.trainer.is_global_zero:
             self._log_confusion()
 
