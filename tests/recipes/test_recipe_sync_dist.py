@@ -23,16 +23,10 @@ RUNS = {
 }
 
 
-CALLBACK_LOGS_WITHOUT_SYNC = pytest.mark.xfail(
-    strict=True,
-    reason="`aug/magnitude` is logged by reglight.callbacks._scheduled without sync_dist",
-)
-
-
 @pytest.mark.ddp
 @pytest.mark.parametrize(
     "recipe",
-    ["lasso", pytest.param("medical_cnn", marks=CALLBACK_LOGS_WITHOUT_SYNC), "tiny"],
+    ["lasso", "medical_cnn", "tiny"],
 )
 def test_one_epoch_ddp_run_gives_no_sync_dist_advice(recipe: str, tmp_path: Path) -> None:
     root = tmp_path / "data"
