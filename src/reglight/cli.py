@@ -343,16 +343,24 @@ def _parse_error(message: str, parser: Any, args: Sequence[str]) -> UsageError:
     import difflib
     import re
 
+    args = list(args or ())
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    given: list[str] = []
     if message.startswith("unrecognized arguments"):
         given = [t.split("=")[0] for t in message.split(":", 1)[1].split() if t.startswith("-")]
-        known = _known_flags(parser, list(args or ()))
-        hints = [
-            m for flag in given for m in difflib.get_close_matches(flag, known, n=3, cutoff=0.75)
-        ]
+    elif match := re.search(r"Group '([\w.]+)' does not accept option '(\w+)'", message):
+        given = [f"--{match.group(1)}.{match.group(2)}"]
+    elif keys and (match := re.search(r"Option '(\w+)' is not accepted", message)):
+        given = [f"--{keys[0].split('.')[0]}.{match.group(1)}"]
+    if given:
+        known = _known_flags(parser, args)
+        hints = [m for f in given for m in difflib.get_close_matches(f, known, n=3, cutoff=0.75)]
         fix = f"did you mean {' or '.join(dict.fromkeys(hints))}?" if hints else ""
-        return UsageError(f"unknown option {' '.join(given) or message}", fix)
-    keys = re.findall(r'Parser key "([^"]+)"', message)
-    got = re.findall(r"(?:Got|Given) value: (.*)", message)
+        return UsageError(f"unknown option {' '.join(given)}", fix)
+    if message.startswith("Problems parsing config"):
+        return _yaml_error(message, args)
+    got = re.findall(r"Got value: (.*)", message) or re.findall(r"Given value: (.*)", message)
+    got = [re.sub(r"^NestedArg\(key='\w+', val='(.*)'\)$", r"\1", g.strip()) for g in got]
     expected = [e for e in re.findall(r"Expected a <class '([^']+)'>", message) if e != "NoneType"]
     if keys:
         flag = _flag_of(keys, args)
@@ -360,8 +368,25 @@ def _parse_error(message: str, parser: Any, args: Sequence[str]) -> UsageError:
             what = f"expected {' or '.join(dict.fromkeys(expected))}"
         else:
             what = " ".join(message.split(":", 1)[-1].split())
-        value = f" {got[-1].strip()}" if got else ""
+        value = f" {got[0]}" if got else ""
         return UsageError(f"{flag}{value}: {what}", f"change {flag}")
+    return UsageError(" ".join(message.split()))
+
+
+def _yaml_error(message: str, args: Sequence[str]) -> UsageError:
+    """A config file that is not valid YAML: which file, and where."""
+    import yaml
+
+    for file in _config_files(args):
+        try:
+            yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            problem = getattr(err, "problem", None) or "not valid YAML"
+            return UsageError(f"--config {file}: {problem}{line}", "fix the YAML syntax")
+        except OSError:
+            continue
     return UsageError(" ".join(message.split()))
 
 
