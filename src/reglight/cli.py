@@ -13,6 +13,11 @@
 Multi-device runs go through the Trainer, e.g.
 `reglight run tiny --trainer.accelerator cpu --trainer.devices 2 --trainer.strategy ddp`.
 
+`reglight run RECIPE --help` shows the recipe's model and data options and examples;
+`--help-trainer` every Trainer option. An error that the user's input causes is one message on stderr
+with exit code 2 (see [reglight.errors][reglight.errors]); `--debug` or `REGLIGHT_DEBUG=1` adds its
+traceback. Options are never abbreviated.
+
 Examples:
     >>> main(["--version"])  # doctest: +ELLIPSIS
     reglight ...
@@ -54,7 +59,8 @@ commands:
   fit|validate|test|predict  Lightning's LightningCLI subcommands (--config recipes/X.yaml)
 
 overrides follow LightningCLI: --config FILE.yaml, --trainer.max_epochs 5, --model.*, --data.*,
---print_config.  `reglight run RECIPE --help` lists every option of a recipe.
+--print_config.  `reglight run RECIPE --help` shows a recipe's options and examples;
+--debug (anywhere) prints the traceback of an error.
 """
 
 
