@@ -339,7 +339,12 @@ def _value_error(cause: BaseException, config: Any) -> UsageError:
 
 
 def _known_flags(parser: Any, args: Sequence[str]) -> list[str]:
-    flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    parsers = [parser]  # and those of the subcommands (`reglight fit ...`)
+    for action in parser._actions:
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict) and args and args[0] in choices:
+            parsers.append(choices[args[0]])
+    flags = [s for p in parsers for a in p._actions for s in a.option_strings if s.startswith("--")]
     return flags + [opt.flag for opt in _recipe_options(_config_files(args))]
 
 

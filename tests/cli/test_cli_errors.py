@@ -305,3 +305,13 @@ def test_process_real_bug_shows_its_traceback(user_module: Path, tmp_path: Path)
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "ZeroDivisionError: a bug" in proc.stderr
     assert "error:" not in proc.stderr.splitlines()[-1]
+
+
+def test_lightning_subcommands_refuse_abbreviations_too(capsys: pytest.CaptureFixture[str]) -> None:
+    from reglight.cli import find_recipe
+
+    config = str(find_recipe("tiny").path)
+    assert main(["fit", "--config", config, "--trainer.max_epoch", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2] == "reglight fit: error: unknown option --trainer.max_epoch"
+    assert "did you mean --trainer.max_epochs" in err[-1]
