@@ -405,10 +405,8 @@ def _flag_of(keys: Sequence[str], args: Sequence[str]) -> str:
     """`--model.hidden` from jsonargparse's nested keys (`model`, `init_args.hidden`, `hidden`)."""
     parts = [k.replace("init_args.", "") for k in keys]
     flag = f"--{parts[0]}"
-    for part in parts[1:]:
-        if not part.startswith(flag[2:]):
-            flag = f"{flag}.{part.split('.')[-1]}"
-        break
+    if len(parts) > 1 and not parts[1].startswith(parts[0]):
+        flag = f"{flag}.{parts[1].split('.')[-1]}"
     given = [a.split("=")[0] for a in args or () if a.startswith(flag)]
     return given[0] if given else flag
 
