@@ -315,3 +315,23 @@ def test_lightning_subcommands_refuse_abbreviations_too(capsys: pytest.CaptureFi
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-2] == "reglight fit: error: unknown option --trainer.max_epoch"
     assert "did you mean --trainer.max_epochs" in err[-1]
+
+
+def test_discard_is_called_only_before_training_started(
+    user_module: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The wiring, whatever `WandbLogger.discard` does: before the first step, after it."""
+    calls: list[int] = []
+
+    def discard(self: WandbLogger) -> None:
+        calls.append(1)
+        if self._experiment is not None:
+            self._experiment.finish()
+
+    monkeypatch.setattr(WandbLogger, "discard", discard, raising=False)
+    args = ["run", "lasso", "--data.dataset", "bad.csv", "--data.target", "y", *QUIET]
+    assert "kept" not in _user_error([*args, "--trainer.max_epochs", "2"], capsys)
+    assert calls == [1]
+    args = ["run", "tiny", "--data", "user_mod.LateMissingTest", "--data.n_samples", "100", *QUIET]
+    assert "kept" in _user_error([*args, "--trainer.max_epochs", "1"], capsys)
+    assert calls == [1]
