@@ -300,7 +300,7 @@ def test_ablate_runs_any_recipe_that_declares_variants(
     tiny_ablation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     output = tmp_path / "ablation.json"
-    args = [str(tiny_ablation), "--seed-list", "0,3", "--logger", "csv", "--save-dir", "abl"]
+    args = [str(tiny_ablation), "--seed_list", "0,3", "--logger", "csv", "--save_dir", "abl"]
     assert main(["ablate", *args, "--json", str(output), *FAST]) == 0
     out = capsys.readouterr().out
     payload = json.loads(output.read_text())

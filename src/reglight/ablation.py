@@ -28,7 +28,7 @@ logger (`--logger`), and `--json PATH` writes every run's metrics and resolved s
 ```bash
 reglight ablate medical_cnn --seeds 5
 reglight ablate medical_cnn --seeds 3 --variants full,no_augmentation --data.flag pneumoniamnist
-reglight ablate my_recipe.yaml --seed-list 0,7 --logger csv --json ablation.json --threads 2
+reglight ablate my_recipe.yaml --seed_list 0,7 --logger csv --json ablation.json --threads 2
 ```
 """
 
@@ -43,11 +43,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
-from reglight.cli import Recipe, ReglightCLI, find_recipe
+from reglight.cli import Recipe, ReglightCLI, _value_error, find_recipe
+from reglight.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -276,8 +277,11 @@ def run_one(recipe: Recipe, variant: Variant, seed: int, overrides: Sequence[str
         if not isinstance(cb, ModelCheckpoint) and type(cb).__name__ not in dropped
     ]
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    results = trainer.test(model, datamodule=datamodule, verbose=False)
+    try:
+        trainer.fit(model, datamodule=datamodule)
+        results = trainer.test(model, datamodule=datamodule, verbose=False)
+    except InputError as err:  # a data file or folder the user pointed at: worded with its option
+        raise _value_error(err, cli.config) from err
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     resolved = cli.config.as_dict()
@@ -498,20 +502,22 @@ def _parser(recipe: str, ablation: Ablation | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"reglight ablate {recipe}",
         allow_abbrev=False,
+        exit_on_error=False,
         description=(
             "Train the recipe once per variant of its `ablation:` section and seed; print and log mean ± "
             "std over seeds of its metrics. Other options (e.g. --trainer.max_epochs 30, --config "
-            "extra.yaml) are passed to every run as recipe overrides."
+            f"extra.yaml) are passed to every run as recipe overrides: `reglight run {recipe} --help` "
+            "lists them."
         ),
     )
     p.add_argument("--seeds", type=int, default=5, help="number of seeds 0..N-1 (default 5)")
-    p.add_argument("--seed-list", type=str, default=None, help="explicit comma-separated seeds")
+    p.add_argument("--seed_list", type=str, default=None, help="explicit comma-separated seeds")
     p.add_argument(
         "--variants", type=str, default=None, help=f"comma-separated subset of: {declared}"
     )
     p.add_argument("--logger", choices=("wandb", "csv", "tensorboard", "none"), default="wandb")
     p.add_argument(
-        "--save-dir", type=str, default="reglight_logs", help="folder of the logger's files"
+        "--save_dir", type=str, default="reglight_logs", help="folder of the logger's files"
     )
     p.add_argument(
         "--json", type=str, default=None, metavar="PATH", help="write every run to this JSON file"
@@ -522,9 +528,33 @@ def _parser(recipe: str, ablation: Ablation | None) -> argparse.ArgumentParser:
     return p
 
 
-def _error(message: str) -> int:
-    print(f"reglight ablate: error: {message}", file=sys.stderr)
-    return 2
+def _error(message: str, fix: str = "") -> NoReturn:
+    raise UsageError(message, fix)
+
+
+# options of a LightningCLI command line that are not `--section.name` (for the unknown-option check)
+_CLI_TOP_LEVEL = (
+    "--config",
+    "--seed_everything",
+    "--print_config",
+    "--optimizer",
+    "--lr_scheduler",
+)
+
+
+def _check_overrides(parser: argparse.ArgumentParser, overrides: Sequence[str]) -> None:
+    """An unknown option that is not a recipe override: say so, with the closest option names."""
+    import difflib
+
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    for token in overrides:
+        flag = token.split("=", 1)[0]
+        if flag.startswith("--") and "." not in flag and flag not in _CLI_TOP_LEVEL:
+            hints = difflib.get_close_matches(flag, [*flags, *_CLI_TOP_LEVEL], n=3, cutoff=0.6)
+            _error(
+                f"unknown option {flag}",
+                f"did you mean {' or '.join(hints)}?" if hints else "",
+            )
 
 
 def main(argv: Sequence[str]) -> int:
@@ -532,37 +562,42 @@ def main(argv: Sequence[str]) -> int:
 
     Args:
         argv: Command-line arguments after `reglight ablate`: the recipe (a name or a YAML path), then
-            `--seeds N`, `--seed-list 0,3`, `--variants a,b`, `--logger wandb|csv|tensorboard|none`,
-            `--save-dir DIR`, `--json PATH`, `--threads N`, and any LightningCLI override.
+            `--seeds N`, `--seed_list 0,3`, `--variants a,b`, `--logger wandb|csv|tensorboard|none`,
+            `--save_dir DIR`, `--json PATH`, `--threads N`, and any LightningCLI override.
 
     Returns:
-        0 on success, 2 on bad arguments, an unknown recipe or a recipe without an ablation.
+        0 on success.
+
+    Raises:
+        UsageError: On a bad option, an unknown recipe or variant, a recipe without an ablation, or a
+            bad recipe override; `reglight ablate` prints it as one message with exit code 2.
     """
     argv = list(argv)
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
             _parser("RECIPE", None).print_help()
             return 0
-        return _error("the first argument must be a recipe (`reglight list` shows them)")
+        _error("the first argument must be a recipe", "`reglight list` shows them")
     try:
         recipe = find_recipe(argv[0])
         ablation = load_ablation(recipe)
     except (LookupError, ValueError) as err:
-        return _error(str(err))
+        _error(str(err), "`reglight list` shows the recipes")
     parser = _parser(recipe.name, ablation)
     try:
         opts, overrides = parser.parse_known_args(argv[1:])
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    except argparse.ArgumentError as err:
+        _error(str(err), f"change {err.argument_name}" if err.argument_name else "")
+    _check_overrides(parser, overrides)
     if opts.seed_list:
         try:
             seeds = [int(s) for s in opts.seed_list.split(",") if s.strip()]
         except ValueError:
-            return _error(f"bad --seed-list {opts.seed_list!r}")
+            _error(f"--seed_list {opts.seed_list}: expected comma-separated integers")
     else:
         seeds = list(range(opts.seeds))
     if not seeds:
-        return _error(f"need at least one seed, got --seeds {opts.seeds}")
+        _error(f"--seeds {opts.seeds}: need at least one seed", "pass --seeds 1 or more")
     names = (
         [v.strip() for v in opts.variants.split(",") if v.strip()]
         if opts.variants
@@ -570,7 +605,10 @@ def main(argv: Sequence[str]) -> int:
     )
     bad = [v for v in names if v not in ablation.variants]
     if bad or not names:
-        return _error(f"unknown variant(s) {bad}; {recipe.name} declares {list(ablation.variants)}")
+        _error(
+            f"--variants {opts.variants}: unknown variant(s) {bad}",
+            f"{recipe.name} declares {', '.join(ablation.variants)}",
+        )
     if opts.threads:
         import torch
 

@@ -13,6 +13,11 @@
 Multi-device runs go through the Trainer, e.g.
 `reglight run tiny --trainer.accelerator cpu --trainer.devices 2 --trainer.strategy ddp`.
 
+`reglight run RECIPE --help` shows the recipe's model and data options and examples;
+`--help-trainer` every Trainer option. An error that the user's input causes is one message on stderr
+with exit code 2 (see [reglight.errors][reglight.errors]); `--debug` or `REGLIGHT_DEBUG=1` adds its
+traceback. Options are never abbreviated.
+
 Examples:
     >>> main(["--version"])  # doctest: +ELLIPSIS
     reglight ...
@@ -29,9 +34,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-__all__ = ["Recipe", "ReglightCLI", "available_recipes", "find_recipe", "main", "run_recipe"]
+from reglight.errors import InputError, UsageError
+
+__all__ = [
+    "Recipe",
+    "ReglightCLI",
+    "available_recipes",
+    "find_recipe",
+    "main",
+    "run_recipe",
+    "weights_labels",
+]
 
 _LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 _USAGE = """\
@@ -44,7 +59,8 @@ commands:
   fit|validate|test|predict  Lightning's LightningCLI subcommands (--config recipes/X.yaml)
 
 overrides follow LightningCLI: --config FILE.yaml, --trainer.max_epochs 5, --model.*, --data.*,
---print_config.  `reglight run RECIPE --help` lists every option of a recipe.
+--print_config.  `reglight run RECIPE --help` shows a recipe's options and examples;
+--debug (anywhere) prints the traceback of an error.
 """
 
 
@@ -146,11 +162,261 @@ def _print_recipes() -> None:
     Console().print(table)
 
 
+# ------------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One init argument of a recipe's model or data class, as `--help` shows it."""
+
+    flag: str
+    type: str
+    default: Any
+    doc: str
+
+
+def _config_files(args: Sequence[str]) -> list[str]:
+    """The `--config FILE` / `--config=FILE` values of a LightningCLI command line, in order."""
+    from itertools import pairwise
+
+    files = [b for a, b in pairwise(args) if a == "--config"]
+    return files + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+
+
+def _section_specs(config_files: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """`model`/`data` -> (class path, init args) as the config files set them (the last file wins)."""
+    import yaml
+
+    specs: dict[str, tuple[str, dict[str, Any]]] = {}
+    for file in config_files:
+        try:
+            data = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        for section in ("model", "data"):
+            spec = data.get(section) if isinstance(data, dict) else None
+            if isinstance(spec, dict) and isinstance(spec.get("class_path"), str):
+                specs[section] = (spec["class_path"], dict(spec.get("init_args") or {}))
+    return specs
+
+
+def _import(class_path: str) -> Any:
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _arg_docs(cls: type) -> dict[str, str]:
+    """Argument name -> first sentence of its line in the `Args:` section of the class docstring."""
+    import inspect
+    import re
+
+    docs: dict[str, str] = {}
+    text = inspect.getdoc(cls) or ""
+    init_doc = inspect.getdoc(getattr(cls, "__init__", None))
+    if init_doc and "Args:" in init_doc:
+        text += "\n" + init_doc
+    current = None
+    in_args = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped in ("Args:", "Arguments:", "Parameters:"):
+            in_args, current = True, None
+            continue
+        if in_args and line and not line.startswith(" "):
+            in_args = False
+        if not in_args or not stripped:
+            continue
+        match = re.match(r"^ {4}(\*{0,2}\w+)(?: \(.*?\))?:\s*(.*)$", line)
+        if match:
+            current = match.group(1).lstrip("*")
+            docs[current] = match.group(2)
+        elif current:
+            docs[current] += " " + stripped
+    return {k: re.split(r"(?<=\.)\s(?=[A-Z`])", v, maxsplit=1)[0] for k, v in docs.items()}
+
+
+def _class_options(section: str, class_path: str, values: dict[str, Any]) -> list[_Option]:
+    """The init arguments of a recipe's model or data class: type, the recipe's value, one-line doc."""
+    import inspect
+
+    cls = _import(class_path)
+    if cls is None:
+        return []
+    docs = _arg_docs(cls)
+    options = []
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        annotation = param.annotation
+        kind = "" if annotation is param.empty else getattr(annotation, "__name__", str(annotation))
+        default = values.get(name, None if param.default is param.empty else param.default)
+        options.append(_Option(f"--{section}.{name}", str(kind), default, docs.get(name, "")))
+    return options
+
+
+def _recipe_options(config_files: Sequence[str]) -> list[_Option]:
+    specs = _section_specs(config_files)
+    return [opt for sec, (path, vals) in specs.items() for opt in _class_options(sec, path, vals)]
+
+
+# ------------------------------------------------------------------------------------- user errors
+
+
+def _user_cause(err: BaseException) -> BaseException | None:
+    """The exception a user's value caused, under the ones jsonargparse wraps it in; `None` for a bug.
+
+    The root of the `raise ... from` chain decides: a `ValueError`/`TypeError` (reglight's argument
+    checks), Lightning's `MisconfigurationException` (its own checks) or an
+    [InputError][reglight.errors.InputError].
+    """
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    root, seen = err, {id(err)}
+    while root.__cause__ is not None and id(root.__cause__) not in seen:
+        root = root.__cause__
+        seen.add(id(root))
+    user = (ValueError, TypeError, MisconfigurationException, InputError)
+    return root if isinstance(root, user) else None
+
+
+def _settings(config: Any) -> list[tuple[str, str, Any]]:
+    """(option as written on the command line, argument name, value) for every setting of a config."""
+    data = config.as_dict() if hasattr(config, "as_dict") else dict(config or {})
+
+    def init_args(spec: Any) -> dict[str, Any]:
+        args = spec.get("init_args", {}) if isinstance(spec, dict) else {}
+        return args if isinstance(args, dict) else {}
+
+    out = [
+        (f"--{sec}.{k}", k, v)
+        for sec in ("model", "data")
+        for k, v in init_args(data.get(sec)).items()
+    ]
+    for key, value in (data.get("trainer") or {}).items():
+        specs = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+        for spec in specs:
+            name = (
+                str(spec.get("class_path", "")).rsplit(".", 1)[-1] if isinstance(spec, dict) else ""
+            )
+            out += [(f"--trainer.{key} ({name}) {k}", k, v) for k, v in init_args(spec).items()]
+        if not specs:
+            out.append((f"--trainer.{key}", key, value))
+    out += [(f"--{k}", k, v) for k, v in data.items() if not isinstance(v, (dict, list))]
+    return out
+
+
+def _locate(message: str, config: Any) -> str:
+    """The option (and its value) that `message` is about: named in backticks and/or its value quoted."""
+    import re
+
+    named = set(re.findall(r"`([A-Za-z_]\w*)`", message))
+    best, best_score = "", 0.0
+    for flag, name, value in _settings(config):
+        text = "" if value is None or isinstance(value, bool) else str(value)
+        shown = bool(text) and (text in message or Path(text).name in message)
+        # named and given > named but not set (what is missing) > its value quoted > only named
+        score = (name in named) * (1.0 + 1.5 * (value is None)) + 2 * (
+            shown and (name in named or len(text) >= 3)
+        )
+        if score > best_score:
+            best, best_score = f"{flag} {'(not set)' if value is None else text or value}", score
+    return best
+
+
+def _value_error(cause: BaseException, config: Any) -> UsageError:
+    """A construction or data error, worded with the option and value that caused it."""
+    message = " ".join(str(cause).split())
+    where = _locate(message, config)
+    flag = where.split(" ")[0]
+    return UsageError(
+        f"{where}: {message}" if where else message, f"change {flag}" if where else ""
+    )
+
+
+def _known_flags(parser: Any, args: Sequence[str]) -> list[str]:
+    parsers = [parser]  # and those of the subcommands (`reglight fit ...`)
+    for action in parser._actions:
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict) and args and args[0] in choices:
+            parsers.append(choices[args[0]])
+    flags = [s for p in parsers for a in p._actions for s in a.option_strings if s.startswith("--")]
+    return flags + [opt.flag for opt in _recipe_options(_config_files(args))]
+
+
+def _parse_error(message: str, parser: Any, args: Sequence[str]) -> UsageError:
+    """One line for a jsonargparse parse error: the unknown option with the closest names, or the bad
+    value with what was expected."""
+    import difflib
+    import re
+
+    args = list(args or ())
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    given: list[str] = []
+    if message.startswith("unrecognized arguments"):
+        given = [t.split("=")[0] for t in message.split(":", 1)[1].split() if t.startswith("-")]
+    elif match := re.search(r"Group '([\w.]+)' does not accept option '(\w+)'", message):
+        given = [f"--{match.group(1)}.{match.group(2)}"]
+    elif keys and (match := re.search(r"Option '(\w+)' is not accepted", message)):
+        given = [f"--{keys[0].split('.')[0]}.{match.group(1)}"]
+    if given:
+        known = _known_flags(parser, args)
+        hints = [m for f in given for m in difflib.get_close_matches(f, known, n=3, cutoff=0.75)]
+        fix = f"did you mean {' or '.join(dict.fromkeys(hints))}?" if hints else ""
+        return UsageError(f"unknown option {' '.join(given)}", fix)
+    if message.startswith("Problems parsing config"):
+        return _yaml_error(message, args)
+    got = re.findall(r"Got value: (.*)", message) or re.findall(r"Given value: (.*)", message)
+    got = [re.sub(r"^NestedArg\(key='\w+', val='(.*)'\)$", r"\1", g.strip()) for g in got]
+    expected = [e for e in re.findall(r"Expected a <class '([^']+)'>", message) if e != "NoneType"]
+    if keys:
+        flag = _flag_of(keys, args)
+        if expected:
+            what = f"expected {' or '.join(dict.fromkeys(expected))}"
+        else:
+            what = " ".join(message.split(":", 1)[-1].split())
+        value = f" {got[0]}" if got else ""
+        return UsageError(f"{flag}{value}: {what}", f"change {flag}")
+    return UsageError(" ".join(message.split()))
+
+
+def _yaml_error(message: str, args: Sequence[str]) -> UsageError:
+    """A config file that is not valid YAML: which file, and where."""
+    import yaml
+
+    for file in _config_files(args):
+        try:
+            yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            problem = getattr(err, "problem", None) or "not valid YAML"
+            return UsageError(f"--config {file}: {problem}{line}", "fix the YAML syntax")
+        except OSError:
+            continue
+    return UsageError(" ".join(message.split()))
+
+
+def _flag_of(keys: Sequence[str], args: Sequence[str]) -> str:
+    """`--model.hidden` from jsonargparse's nested keys (`model`, `init_args.hidden`, `hidden`)."""
+    parts = [k.replace("init_args.", "") for k in keys]
+    flag = f"--{parts[0]}"
+    if len(parts) > 1 and not parts[1].startswith(parts[0]):
+        flag = f"{flag}.{parts[1].split('.')[-1]}"
+    given = [a.split("=")[0] for a in args or () if a.startswith(flag)]
+    return given[0] if given else flag
+
+
 # ------------------------------------------------------------------------------------ LightningCLI
 
 
 def _cli_classes() -> tuple[type, type]:
     """`ReglightCLI` and its config saver, built lazily so that `reglight list` stays fast."""
+    from jsonargparse import ArgumentError
     from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
     from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
@@ -183,6 +449,22 @@ def _cli_classes() -> tuple[type, type]:
                 help="The recipe's ablation study (variants, metrics), read by `reglight ablate`.",
             )
 
+        def parse_arguments(self, parser: Any, args: Any) -> None:
+            try:
+                super().parse_arguments(parser, args)
+            except ArgumentError as err:
+                raise _parse_error(str(err), parser, args) from err
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except Exception as err:
+                cause = _user_cause(err)
+                if cause is None:
+                    raise
+                config = self.config.get(self.subcommand) if self.subcommand else self.config
+                raise _value_error(cause, config) from err
+
         def instantiate_trainer(self, **kwargs: Any) -> Any:
             trainer = super().instantiate_trainer(**kwargs)
             callbacks: list[Any] = trainer.callbacks  # type: ignore[attr-defined]
@@ -213,9 +495,11 @@ def ReglightCLI(args: Sequence[str], *, run: bool, prog: str = "reglight") -> An
         (7, 'TwoMoonsDataModule')
     """
     cli_cls, saver = _cli_classes()
-    parser_kwargs: dict[str, Any] = {"prog": prog}
+    strict = {"allow_abbrev": False, "exit_on_error": False}  # errors raise; no prefix matching
+    parser_kwargs: dict[str, Any] = {"prog": prog, **strict}
     if run:
-        parser_kwargs = {sub: {"prog": f"{prog} {sub}"} for sub in _LIGHTNING_SUBCOMMANDS}
+        parser_kwargs = {sub: {"prog": f"{prog} {sub}", **strict} for sub in _LIGHTNING_SUBCOMMANDS}
+        parser_kwargs.update(strict)
     with warnings.catch_warnings():
         # `args` is always explicit here; Lightning warns when sys.argv also has arguments (as when
         # reglight is called from a script or a benchmark), which is expected.
@@ -243,6 +527,50 @@ def _metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def weights_labels(trainer: Any) -> tuple[str, str]:
+    """Which weights the final fit metrics and the test metrics of a finished fit were computed on.
+
+    Read from the Trainer's callbacks: a callback that restored the best weights at the end of fitting
+    (reglight's [EarlyStopping][reglight.callbacks.EarlyStopping] with `restore_best_weights=True`: its
+    `restored` and `best_epoch`), or one of Lightning's weight-averaging callbacks (EMA, SWA), which
+    swap the averaged weights into the model; else the last epoch's weights. When several apply, the
+    last callback in the Trainer's order acts last and wins, as in fitting.
+
+    Args:
+        trainer: A Trainer after `fit`.
+
+    Returns:
+        `(fit, test)` labels, e.g. `("last epoch (9)", "best epoch 3, restored")`.
+
+    Examples:
+        >>> from types import SimpleNamespace
+        >>> from reglight.callbacks import EarlyStopping
+        >>> stop = EarlyStopping("val/loss", restore_best_weights=True)
+        >>> stop.restored, stop.best_epoch = True, 3  # as after a fit of 10 epochs that restored epoch 3
+        >>> weights_labels(SimpleNamespace(current_epoch=10, callbacks=[stop]))
+        ('last epoch (9)', 'best epoch 3, restored')
+    """
+    from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveraging
+
+    last = f"last epoch ({max(int(trainer.current_epoch) - 1, 0)})"
+    fit, test = last, last
+    for cb in trainer.callbacks:
+        if isinstance(cb, WeightAveraging):
+            name = "EMA" if "EMA" in type(cb).__name__ else type(cb).__name__
+            fit = test = f"averaged ({name})"
+        elif isinstance(cb, StochasticWeightAveraging):
+            test = "averaged (SWA)"
+        elif getattr(cb, "restored", False) is True and getattr(cb, "best_epoch", None) is not None:
+            test = f"best epoch {cb.best_epoch}, restored"
+    return fit, test
+
+
+@dataclass
+class _NoCallbacks:
+    current_epoch: int
+    callbacks: tuple[Any, ...] = ()
+
+
 def _summary(
     recipe: Recipe, trainer: Any, fit_metrics: dict[str, Any], test_metrics: dict[str, Any]
 ) -> None:
@@ -257,10 +585,14 @@ def _summary(
     table.add_column("stage")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
+    table.add_column("weights")
+    fit_weights, test_weights = weights_labels(trainer)
+    last = weights_labels(_NoCallbacks(trainer.current_epoch))[0]
     for key, value in _metric_rows({k: v for k, v in fit_metrics.items() if k not in test_metrics}):
-        table.add_row("fit", key, value)
+        # training metrics are running values of the weights as they were trained, never averaged
+        table.add_row("fit", key, value, last if key.startswith("train/") else fit_weights)
     for key, value in _metric_rows(test_metrics):
-        table.add_row("test", key, value)
+        table.add_row("test", key, value, test_weights)
     console.print(table)
 
     model = trainer.lightning_module
@@ -308,15 +640,20 @@ def run_recipe(recipe: Recipe, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
     Returns:
         The test metrics merged over the final fit metrics (train/val), as Python floats.
+
+    Raises:
+        UsageError: For a bad option, value, config or data file, worded for the user (see
+            [reglight.errors][reglight.errors]). A run that fails before its first training step leaves
+            no logged run behind.
     """
     cli = ReglightCLI(
         ["--config", str(recipe.path), *overrides], run=False, prog=f"reglight run {recipe.name}"
     )
-    trainer, model = cli.trainer, cli.model
-    trainer.fit(model, datamodule=cli.datamodule)
-    fit_metrics = dict(trainer.callback_metrics)
-    results = trainer.test(model, datamodule=cli.datamodule, verbose=False)
-    test_metrics = dict(results[0]) if results else {}
+    trainer = cli.trainer
+    try:
+        fit_metrics, test_metrics = _fit_and_test(cli)
+    except Exception as err:
+        raise _after_failure(err, trainer, cli.config) from err
     if trainer.is_global_zero:
         _summary(recipe, trainer, fit_metrics, test_metrics)
     merged = {k: (v.item() if hasattr(v, "item") else v) for k, v in fit_metrics.items()}
@@ -324,20 +661,150 @@ def run_recipe(recipe: Recipe, overrides: Sequence[str] = ()) -> dict[str, Any]:
     return merged
 
 
+def _fit_and_test(cli: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    trainer, model = cli.trainer, cli.model
+    trainer.fit(model, datamodule=cli.datamodule)
+    fit_metrics = dict(trainer.callback_metrics)
+    results = trainer.test(model, datamodule=cli.datamodule, verbose=False)
+    return fit_metrics, dict(results[0]) if results else {}
+
+
+def _after_failure(err: Exception, trainer: Any, config: Any) -> Exception:
+    """Close the loggers of a failed run; return the exception to raise (worded when the user caused it).
+
+    Before the first training step the run is discarded (nothing logged is worth keeping); after it, the
+    logged run is kept, closed, and the message says where it is.
+    """
+    started = int(getattr(trainer, "global_step", 0)) > 0
+    kept = _close_loggers(trainer, keep=started)
+    note = f"; the run logged until the failure is kept: {', '.join(kept)}" if kept else ""
+    if isinstance(err, InputError) and not isinstance(err, UsageError):
+        usage = _value_error(err, config)
+        return UsageError(usage.message + note, usage.fix)
+    if isinstance(err, UsageError):
+        return UsageError(err.message + note, err.fix)
+    if kept:
+        print(f"reglight: the run failed{note}", file=sys.stderr)
+    return err
+
+
+def _close_loggers(trainer: Any, *, keep: bool) -> list[str]:
+    """Discard (`keep=False`) or close the loggers of a failed run; the locations of those kept.
+
+    A W&B run is finished here, so that its messages come before the error, not after it.
+    """
+    from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
+    from reglight.logging import run_location
+
+    kept: list[str] = []
+    for logger in list(getattr(trainer, "loggers", []) or []):
+        discard = getattr(logger, "discard", None)
+        if not keep and callable(discard):
+            discard()
+            continue
+        if not isinstance(logger, LightningWandbLogger):
+            kept += run_location(cast(Any, _OneLogger(logger))) if keep else []
+            continue
+        run = logger._experiment  # None until the run was started: then there is nothing to close
+        if run is None:
+            continue
+        if keep:
+            kept += run_location(cast(Any, _OneLogger(logger)))
+        run.finish(exit_code=1)
+    return kept
+
+
+@dataclass
+class _OneLogger:
+    """Just enough of a Trainer for [run_location][reglight.logging.run_location]: one logger."""
+
+    logger: Any
+
+    @property
+    def loggers(self) -> list[Any]:
+        return [self.logger]
+
+
+def _recipe_help(recipe: Recipe) -> str:
+    """`reglight run RECIPE --help`: description, model and data options, examples, pointers."""
+    prog = f"reglight run {recipe.name}"
+    options = _recipe_options([str(recipe.path)])
+    lines = [f"{prog}: {recipe.description}", ""]
+    lines += [
+        f"usage: {prog} [--config FILE.yaml] [--model.NAME VALUE] [--data.NAME VALUE] "
+        "[--trainer.NAME VALUE] [--seed_everything N] [--print_config] [--debug]",
+    ]
+    specs = _section_specs([str(recipe.path)])
+    for section, (class_path, _) in specs.items():
+        lines += ["", f"{section} options ({class_path}; value: the recipe's):"]
+        rows = [o for o in options if o.flag.startswith(f"--{section}.")]
+        width = max((len(o.flag) for o in rows), default=0)
+        kinds = max((len(o.type) for o in rows), default=0)
+        values = max((len(repr(o.default)) for o in rows), default=0)
+        for o in rows:
+            text = f"  {o.flag:<{width}}  {o.type:<{kinds}}  = {o.default!r:<{values}}  {o.doc}"
+            lines.append(text.rstrip())
+    lines += ["", "examples:"]
+    lines += [f"  {ex}" for ex in _examples(recipe, options)]
+    lines += [
+        "",
+        "more:",
+        f"  {prog} --help-trainer   every Lightning Trainer option (--trainer.*)",
+        f"  {prog} --print_config   the resolved config, to copy into a YAML of your own",
+        "  --debug, or REGLIGHT_DEBUG=1: print the traceback of an error before its message",
+    ]
+    return "\n".join(lines)
+
+
+def _examples(recipe: Recipe, options: Sequence[_Option]) -> list[str]:
+    """The recipe's own examples (`#   reglight ...` lines of its YAML header), then the common tasks."""
+    ours = []
+    with recipe.path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            text = line.lstrip("#").strip()
+            if text.startswith("reglight "):
+                ours.append(text)
+    flags = {o.flag for o in options}
+    prog, seen = f"reglight run {recipe.name}", " ".join(ours)
+    common = []
+    if {"--data.dataset", "--data.target"} <= flags and "--data.target" not in seen:
+        common.append(f"{prog} --data.dataset my.csv --data.target y   # your own CSV, column y")
+    if "--data.flag" in flags and "--data.flag" not in seen:
+        common.append(f"{prog} --data.flag pneumoniamnist   # another MedMNIST dataset")
+    common.append(
+        f"{prog} --trainer.accelerator cpu --trainer.devices 2 --trainer.strategy ddp   # 2 processes"
+    )
+    if "ablate" not in seen and "\nablation:" in recipe.path.read_text(encoding="utf-8"):
+        common.append(f"reglight ablate {recipe.name} --seeds 5   # the declared ablation study")
+    return ours + common
+
+
 def _run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(
             "usage: reglight run RECIPE [--config FILE.yaml] [--trainer.* ...] [--model.* ...] "
             "[--data.* ...] [--print_config]\n"
+            "`reglight run RECIPE --help` shows a recipe's options.\n"
         )
         _print_recipes()
         return 0 if argv else 2
     try:
         recipe = find_recipe(argv[0])
     except LookupError as err:
-        print(f"reglight run: error: {err}", file=sys.stderr)
-        return 2
-    run_recipe(recipe, argv[1:])
+        raise UsageError(str(err), "`reglight list` shows the recipes") from err
+    rest = argv[1:]
+    if "--help" in rest or "-h" in rest:
+        print(_recipe_help(recipe))
+        return 0
+    if "--help-trainer" in rest:
+        ReglightCLI(
+            ["--config", str(recipe.path), "--help"], run=False, prog=f"reglight run {recipe.name}"
+        )
+        return 0
+    run_recipe(recipe, rest)
     return 0
 
 
@@ -371,18 +838,52 @@ def _quiet_lightning() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `reglight` console script; returns the exit code.
 
+    An error that the user's input causes (an unknown option, a bad value, a missing file or data
+    folder, a malformed config) is printed as one short message on stderr, naming the option, the value
+    and the fix, with exit code 2; `--debug` (anywhere on the command line) or the environment variable
+    `REGLIGHT_DEBUG=1` print its traceback first. Any other exception is a bug and propagates.
+
     Args:
         argv: The arguments after `reglight` (default: `sys.argv[1:]`).
 
     Returns:
-        0 on success, 2 on a bad command, recipe or override (with a message on stderr).
+        0 on success, 2 on a bad command, recipe, option, value, config or data.
 
     Examples:
         >>> main(["no-such-command"])
         2
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("REGLIGHT_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
     _quiet_lightning()
+    try:
+        return _dispatch(args)
+    except InputError as err:
+        return _report(err, _prog(args), debug)
+
+
+def _prog(args: Sequence[str]) -> str:
+    if args[:1] in (["run"], ["ablate"]) and len(args) > 1 and not args[1].startswith("-"):
+        return f"reglight {args[0]} {Path(args[1]).stem}"
+    return f"reglight {args[0]}" if args else "reglight"
+
+
+def _report(err: InputError, prog: str, debug: bool) -> int:
+    """Print a user error as the last thing on screen: one line, then the fix."""
+    import traceback
+
+    sys.stdout.flush()
+    if debug:
+        traceback.print_exception(err)
+    message, fix = (err.message, err.fix) if isinstance(err, UsageError) else (str(err), "")
+    hint = f"`{prog} --help` lists the options" + ("" if debug else "; --debug shows the traceback")
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"  {fix} ({hint})" if fix else f"  ({hint})", file=sys.stderr, flush=True)
+    return 2
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(_USAGE)
         return 0 if args else 2
@@ -390,6 +891,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "list":
             _print_recipes()
+            print(
+                "\nreglight run NAME [--help]: fit, test and summarize a recipe; "
+                "reglight ablate NAME: the ablation study its YAML declares"
+            )
             return 0
         if command == "run":
             return _run(rest)
@@ -403,11 +908,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(f"reglight {__version__}")
             return 0
-    except SystemExit as exc:  # argparse/jsonargparse errors: exit code 2 with their message
+    except SystemExit as exc:  # --help, --print_config
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
-    print(f"reglight: error: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr)
-    return 2
+    raise UsageError(
+        f"unknown command {command!r}", "commands: run, list, ablate, fit, validate, test, predict"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

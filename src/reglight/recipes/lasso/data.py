@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
 from reglight._validation import check_choice, check_in_range, check_positive_int
+from reglight.errors import DataValueError
 
 from .synthetic import check_sparse_args, make_sparse_data
 from .tables import BUILTIN_TABLES, FILE_SUFFIXES, TabularData, load_builtin, load_table
@@ -269,7 +270,7 @@ class TabularDataModule(pl.LightningDataModule):
             len(data.y), self.val_fraction, self.test_fraction, self.seed, labels
         )
         if len(train) < 2 or len(test) < 1:
-            raise ValueError(
+            raise DataValueError(
                 f"{len(data.y)} rows leave {len(train)} for training and {len(test)} for testing; "
                 "lower `val_fraction` / `test_fraction` or use more data"
             )

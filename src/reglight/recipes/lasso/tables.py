@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from reglight._validation import check_choice
+from reglight.errors import DataFileError, DataValueError
 
 __all__ = ["BUILTIN_TABLES", "FILE_SUFFIXES", "TabularData", "load_builtin", "load_table"]
 
@@ -153,23 +154,23 @@ def load_table(
     path = Path(path)
     check_choice("task", task, _TASKS)
     if not path.is_file():
-        raise FileNotFoundError(f"file not found: {str(path)!r}")
+        raise DataFileError(f"file not found: {str(path)!r}")
     if path.suffix.lower() not in FILE_SUFFIXES:
-        raise ValueError(f"`path` must be a {'/'.join(FILE_SUFFIXES)} file, got {str(path)!r}")
+        raise DataValueError(f"`path` must be a {'/'.join(FILE_SUFFIXES)} file, got {str(path)!r}")
     frame = _read_frame(path)
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if target not in columns:
-        raise ValueError(f"`target` column {target!r} not in {path.name}; columns: {columns}")
+        raise DataValueError(f"`target` column {target!r} not in {path.name}; columns: {columns}")
     if features is None:
         features = [c for c in columns if c != target]
     missing = [c for c in features if c not in columns]
     if missing:
-        raise ValueError(f"`features` not in {path.name}: {missing}; columns: {columns}")
+        raise DataValueError(f"`features` not in {path.name}: {missing}; columns: {columns}")
     if target in features:
-        raise ValueError(f"`features` must not contain the target column {target!r}")
+        raise DataValueError(f"`features` must not contain the target column {target!r}")
     if not features:
-        raise ValueError(f"{path.name} has no feature column besides the target {target!r}")
+        raise DataValueError(f"{path.name} has no feature column besides the target {target!r}")
     frame = frame[[*features, target]]
     non_numeric = [
         c
@@ -178,14 +179,14 @@ def load_table(
         or pd.api.types.is_bool_dtype(frame[c].dtype)
     ]
     if non_numeric:
-        raise ValueError(
+        raise DataValueError(
             f"non-numeric feature columns in {path.name}: {non_numeric}; encode them as numbers "
             "(e.g. one-hot) or leave them out with `features`"
         )
     with_nan = [c for c in frame.columns if frame[c].isna().any()]
     if with_nan and not dropna:
         counts = {c: int(frame[c].isna().sum()) for c in with_nan}
-        raise ValueError(
+        raise DataValueError(
             f"missing values (NaN) in {path.name}, count per column: {counts}; impute them, or "
             "pass dropna=True to drop those rows"
         )
@@ -197,11 +198,15 @@ def load_table(
     X = frame[features].to_numpy(dtype=np.float64)
     if task == "regression":
         if not pd.api.types.is_numeric_dtype(y_col.dtype) or pd.api.types.is_bool_dtype(y_col):
-            raise ValueError(f"regression needs a numeric `target`; {target!r} is {y_col.dtype}")
+            raise DataValueError(
+                f"regression needs a numeric `target`; {target!r} is {y_col.dtype}"
+            )
         return TabularData(X, y_col.to_numpy(dtype=np.float64), list(features), "regression", [])
     classes, codes = np.unique(y_col.to_numpy(), return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"classification needs at least 2 classes in {target!r}, got {classes}")
+        raise DataValueError(
+            f"classification needs at least 2 classes in {target!r}, got {classes}"
+        )
     kind = "binary" if len(classes) == 2 else "multiclass"
     return TabularData(
         X, codes.astype(np.int64), list(features), kind, [str(c) for c in classes.tolist()]

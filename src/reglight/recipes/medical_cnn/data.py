@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from reglight._validation import check_choice, check_nonnegative, check_positive_int
+from reglight.errors import DataFileError
 from reglight.transforms import ScheduledTransform
 
 from .augment import medical_augmentation
@@ -71,7 +72,7 @@ MEDMNIST_2D_FLAGS: tuple[str, ...] = _flags_2d()
 """The 2D dataset flags of `medmnist.INFO` (`"breastmnist"`, `"pneumoniamnist"`, ...)."""
 
 
-class MedMNISTFileError(FileNotFoundError):
+class MedMNISTFileError(DataFileError):
     """A MedMNIST `.npz` file is missing, cannot be downloaded, or is not in MedMNIST's format."""
 
 
