@@ -13,7 +13,6 @@ from reglight.cli import main
 from reglight.logging import WandbLogger
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-HAS_DISCARD = callable(getattr(WandbLogger, "discard", None))
 
 
 @pytest.fixture(autouse=True)
@@ -234,11 +233,6 @@ def _wandb_runs(tmp_path: Path) -> list[Path]:
     return list((tmp_path / "wb").rglob("*.wandb"))
 
 
-@pytest.mark.xfail(
-    not HAS_DISCARD,
-    reason="reglight.logging.WandbLogger.discard() is not on this branch: the started run stays",
-    strict=False,
-)
 def test_failure_before_training_leaves_no_wandb_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -161,7 +161,7 @@ def test_ablation_runs_every_variant_over_two_seeds(
             "2",
             "--logger",
             "csv",
-            "--save-dir",
+            "--save_dir",
             str(tmp_path / "abl"),
             "--json",
             str(output),
