@@ -304,21 +304,38 @@ def run_recipe(recipe: Recipe, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
     Args:
         recipe: The recipe (see [find_recipe][reglight.cli.find_recipe]).
-        overrides: LightningCLI arguments applied over the recipe's YAML.
+        overrides: LightningCLI arguments applied over the recipe's YAML, and `--ckpt_path PATH|last|best`
+            to resume fitting from a checkpoint (as `trainer.fit(ckpt_path=...)`).
 
     Returns:
         The test metrics merged over the final fit metrics (train/val), as Python floats.
+
+    Raises:
+        FileNotFoundError: When `--ckpt_path` names a file that does not exist.
+        reglight.interrupt.RunInterrupted: On SIGINT or SIGTERM, after saving `last.ckpt` (a `SystemExit`
+            with code 130 or 143; see [Interruptible][reglight.interrupt.Interruptible]).
     """
+    from reglight.interrupt import Interruptible, resolve_ckpt_path, split_ckpt_path
+
+    ckpt_path, overrides = split_ckpt_path(overrides)
+    ckpt_path = resolve_ckpt_path(ckpt_path)
     cli = ReglightCLI(
         ["--config", str(recipe.path), *overrides], run=False, prog=f"reglight run {recipe.name}"
     )
     trainer, model = cli.trainer, cli.model
-    trainer.fit(model, datamodule=cli.datamodule)
-    fit_metrics = dict(trainer.callback_metrics)
-    results = trainer.test(model, datamodule=cli.datamodule, verbose=False)
+    shown = recipe.name if available_recipes().get(recipe.name) == recipe else str(recipe.path)
+    with Interruptible(trainer, ["reglight", "run", shown, *overrides]) as guard:
+        trainer.fit(model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+        fit_metrics = dict(trainer.callback_metrics)
+        results = trainer.test(model, datamodule=cli.datamodule, verbose=False)
     test_metrics = dict(results[0]) if results else {}
     if trainer.is_global_zero:
         _summary(recipe, trainer, fit_metrics, test_metrics)
+        if guard.state.resumed_from:
+            print(
+                f"resumed from {guard.state.resumed_from} (epoch {guard.state.resumed_epoch}, "
+                f"global step {guard.state.resumed_step})"
+            )
     merged = {k: (v.item() if hasattr(v, "item") else v) for k, v in fit_metrics.items()}
     merged.update(test_metrics)
     return merged

@@ -1,0 +1,137 @@
+"""Interrupt and resume: SIGINT/SIGTERM save `last.ckpt` and exit 130/143; `--ckpt_path` resumes exactly."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from reglight.cli import main
+from reglight.interrupt import RunInterrupted, resolve_ckpt_path, split_ckpt_path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = [
+    "--trainer.logger=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.accelerator=cpu",
+]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "wandb"), PYTHONUNBUFFERED="1")
+    return env
+
+
+def _reglight(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reglight", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_checkpoint_and_resume_command_finishes_the_run(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    env = _env(tmp_path)
+    # a child whose SIGINT handler is Python's default (KeyboardInterrupt), as in a terminal
+    args = ["run", "tiny", "--trainer.max_epochs=400", "--data.n_samples=400", *QUIET]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reglight", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        restore_signals=True,
+    )
+    ckpt_dir = tmp_path / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not any(ckpt_dir.glob("epoch=*.ckpt")):  # the first epoch has ended: training runs
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+
+    saved = re.search(r"Saved a resumable checkpoint: (.+)", err)
+    command = re.search(r"Resume with:\n  (.+)", err)
+    assert saved and command, err[-2000:]
+    path = Path(saved.group(1).strip())
+    assert path == (ckpt_dir / "last.ckpt").resolve() and path.is_file()
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    assert 1 <= state["epoch"] < 400 and state["global_step"] > 0
+    assert "Traceback" not in err
+
+    argv = shlex.split(command.group(1))
+    assert argv[:2] == ["reglight", "run"] and argv[-2:] == ["--ckpt_path", str(path)]
+    assert argv[2:-2] == args[1:]  # the same command line, plus --ckpt_path
+    # the printed command, with fewer epochs so that the test stays short
+    resumed_epochs = state["epoch"] + 2
+    argv = [*argv[1:-2], f"--trainer.max_epochs={resumed_epochs}", *argv[-2:]]
+    done = _reglight(argv, tmp_path, env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps_per_epoch = 240 // 64 + 1  # 60 % of 400 points in batches of 64
+    assert f"epochs run: {resumed_epochs}, global steps: {resumed_epochs * steps_per_epoch}" in (
+        done.stdout
+    )
+    assert f"resumed from {path} (epoch {state['epoch']}, global step {state['global_step']})" in (
+        done.stdout.replace("\n", "")
+    )
+
+
+def _final_weights(tmp_path: Path, name: str, args: list[str]) -> dict[str, torch.Tensor]:
+    root = tmp_path / name
+    root.mkdir()
+    cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        assert main(["run", "tiny", "--data.n_samples=200", *QUIET, *args]) == 0
+    finally:
+        os.chdir(cwd)
+    last = sorted((root / "checkpoints").glob("epoch=*.ckpt"))[-1]
+    return torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None:
+    straight = _final_weights(tmp_path, "straight", ["--trainer.max_epochs=4"])
+    _final_weights(tmp_path, "first", ["--trainer.max_epochs=2"])
+    # the checkpoint Lightning wrote at the end of the second epoch
+    (first_last,) = (tmp_path / "first" / "checkpoints").glob("epoch=1-*.ckpt")
+    resumed = _final_weights(
+        tmp_path, "resumed", ["--trainer.max_epochs=4", f"--ckpt_path={first_last}"]
+    )
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+
+
+def test_missing_checkpoint_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"--ckpt_path 'nope/last\.ckpt'"):
+        main(["run", "tiny", *QUIET, "--ckpt_path", "nope/last.ckpt"])
+    with pytest.raises(IsADirectoryError, match="--ckpt_path"):
+        resolve_ckpt_path(str(tmp_path))
+    with pytest.raises(ValueError, match="--ckpt_path"):
+        split_ckpt_path(["--ckpt_path"])
+
+
+def test_run_interrupted_exit_codes_follow_the_shell() -> None:
+    # a shell reports a process ended by signal N as 128 + N
+    assert RunInterrupted(signal.SIGINT).code == 128 + signal.SIGINT == 130
+    assert RunInterrupted(signal.SIGTERM).code == 128 + signal.SIGTERM == 143
