@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -135,3 +136,87 @@ def test_run_interrupted_exit_codes_follow_the_shell() -> None:
     # a shell reports a process ended by signal N as 128 + N
     assert RunInterrupted(signal.SIGINT).code == 128 + signal.SIGINT == 130
     assert RunInterrupted(signal.SIGTERM).code == 128 + signal.SIGTERM == 143
+
+
+SIGNAL_AT = '''
+import os, signal
+from pathlib import Path
+from lightning.pytorch import Callback
+
+
+class SignalAt(Callback):
+    """Sends a signal to its own process at the end of an epoch of the n-th fit of the process."""
+
+    def __init__(self, fit: int = 1, epoch: int = 1, signum: int = 2) -> None:
+        self.fit, self.epoch, self.signum = fit, epoch, signum
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        counter = Path("fits.txt")
+        counter.write_text(str(int(counter.read_text()) + 1 if counter.exists() else 1))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        fired = Path("fired.txt")
+        if int(Path("fits.txt").read_text()) == self.fit and trainer.current_epoch == self.epoch:
+            if not fired.exists():
+                fired.write_text("1")
+                os.kill(os.getpid(), self.signum)
+'''
+
+STUDY = """
+ablation:
+  metrics: {test/acc: test ACC, test/loss: test loss}
+  variants:
+    full: {}
+    narrow: {overrides: {model.hidden: 4}}
+"""
+
+
+def test_ablate_resumes_each_run_from_its_own_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "signal_at.py").write_text(SIGNAL_AT)
+    from reglight.cli import find_recipe
+
+    recipe = tmp_path / "study.yaml"
+    recipe.write_text(find_recipe("tiny").path.read_text() + STUDY)
+    env = _env(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    common = [str(recipe), "--seed-list", "0,1", "--logger", "none", "--save-dir", "abl"]
+    common += ["--trainer.max_epochs=4", "--data.n_samples=200", "--trainer.accelerator=cpu"]
+    # the second run (full, seed 1) receives SIGINT at the end of its second epoch (epoch index 1)
+    callback = '--trainer.callbacks=[{"class_path": "signal_at.SignalAt", "init_args": {"fit": 2}}]'
+    stopped = _reglight(["ablate", *common, callback], tmp_path, env)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    runs = tmp_path / "abl" / "study-ablation" / "runs"
+    assert (runs / "full" / "seed0" / "run.json").is_file()
+    assert (runs / "full" / "seed1" / "checkpoints" / "last.ckpt").is_file()
+    assert not (runs / "narrow").exists()  # never started
+    command = re.search(r"Resume with:\n  (.+)", stopped.stderr)
+    assert command, stopped.stderr[-3000:]
+    argv = shlex.split(command.group(1))
+    assert argv == ["reglight", "ablate", *common, callback, "--ckpt_path", "last"]
+    first = (runs / "full" / "seed0" / "run.json").read_text()
+
+    resumed = _reglight([*argv[1:], "--json", "resumed.json"], tmp_path, env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (
+        runs / "full" / "seed0" / "run.json"
+    ).read_text() == first  # read back, not trained again
+    straight = _reglight(
+        ["ablate", *common, "--save-dir", "straight", "--json", "straight.json"], tmp_path, env
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    got = json.loads((tmp_path / "resumed.json").read_text())["runs"]
+    stop = torch.load(runs / "full" / "seed1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert got["full"][1]["resumed_from"] == (
+        f"{(runs / 'full' / 'seed1' / 'checkpoints' / 'last.ckpt').resolve()} "
+        f"(epoch {stop['epoch']}, global step {stop['global_step']})"
+    )
+    assert stop["epoch"] == 2 and stop["global_step"] == 4  # stopped after two epochs of two steps
+    assert got["full"][0]["resumed_from"] is None and got["narrow"][0]["resumed_from"] is None
+    want = json.loads((tmp_path / "straight.json").read_text())["runs"]
+    for name in ("full", "narrow"):
+        for a, b in zip(got[name], want[name], strict=True):
+            assert a["epochs"] == b["epochs"] == 4
+    # the runs the signal did not touch trained exactly as in the uninterrupted study
+    assert got["full"][0]["metrics"] == want["full"][0]["metrics"]
+    for a, b in zip(got["narrow"], want["narrow"], strict=True):
+        assert (a["metrics"], a["config"]) == (b["metrics"], b["config"])

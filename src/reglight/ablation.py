@@ -220,6 +220,8 @@ class Run:
         config: The resolved init arguments of the model and the datamodule that are plain values, by
             dotted key (`model.dropout`, `data.augment`): what was actually trained.
         callbacks: Class names of the Trainer's callbacks during the run.
+        resumed_from: When the run continued from its `last.ckpt`: that checkpoint with its epoch and
+            global step; else `None`.
     """
 
     variant: str
@@ -229,6 +231,7 @@ class Run:
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
     callbacks: list[str] = field(default_factory=list)
+    resumed_from: str | None = None
 
 
 def _plain_init_args(section: Any, prefix: str) -> dict[str, Any]:
@@ -293,9 +296,9 @@ def run_one(
         if not isinstance(cb, ModelCheckpoint) and type(cb).__name__ not in dropped
     ]
     last = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
-    ckpt_path = str(last) if resume and last is not None and last.is_file() else None
+    ckpt_path = str(last.resolve()) if resume and last is not None and last.is_file() else None
     start = time.perf_counter()
-    with Interruptible(trainer, command, resume_arg="last"):
+    with Interruptible(trainer, command, resume_arg="last") as guard:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         results = trainer.test(model, datamodule=datamodule, verbose=False)
     seconds = time.perf_counter() - start
@@ -313,6 +316,12 @@ def run_one(
         seconds=seconds,
         config=config,
         callbacks=[type(cb).__name__ for cb in callbacks],
+        resumed_from=(
+            f"{guard.state.resumed_from} (epoch {guard.state.resumed_epoch}, "
+            f"global step {guard.state.resumed_step})"
+            if guard.state.resumed_from
+            else None
+        ),
     )
 
 
@@ -394,9 +403,10 @@ def run_ablation(
                 values = "  ".join(
                     f"{label} {run.metrics.get(k, math.nan):.3f}" for k, label in shown.items()
                 )
+                note = f"  resumed from {run.resumed_from}" if run.resumed_from else ""
                 print(
                     f"[ablate] {name:<18} seed {seed}: {values}  epochs {run.epochs}  "
-                    f"{run.seconds:.0f}s",
+                    f"{run.seconds:.0f}s{note}",
                     file=sys.stderr,
                     flush=True,
                 )
