@@ -45,13 +45,8 @@ def _reglight(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Com
     )
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_checkpoint_and_resume_command_finishes_the_run(
-    tmp_path: Path, signum: signal.Signals, code: int
-) -> None:
-    env = _env(tmp_path)
-    # a child whose SIGINT handler is Python's default (KeyboardInterrupt), as in a terminal
-    args = ["run", "tiny", "--trainer.max_epochs=400", "--data.n_samples=400", *QUIET]
+def _start_training(args: list[str], tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start `reglight ARGS` in a child with the default SIGINT handler; return once an epoch has ended."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "reglight", *args],
         cwd=tmp_path,
@@ -61,12 +56,23 @@ def test_signal_saves_checkpoint_and_resume_command_finishes_the_run(
         text=True,
         restore_signals=True,
     )
-    ckpt_dir = tmp_path / "checkpoints"
     deadline = time.monotonic() + 120
-    while not any(ckpt_dir.glob("epoch=*.ckpt")):  # the first epoch has ended: training runs
+    while not any((tmp_path / "checkpoints").glob("epoch=*.ckpt")):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_checkpoint_and_resume_command_finishes_the_run(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    env = _env(tmp_path)
+    # a child whose SIGINT handler is Python's default (KeyboardInterrupt), as in a terminal
+    args = ["run", "tiny", "--trainer.max_epochs=400", "--data.n_samples=400", *QUIET]
+    proc = _start_training(args, tmp_path, env)
+    ckpt_dir = tmp_path / "checkpoints"
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
@@ -220,3 +226,25 @@ def test_ablate_resumes_each_run_from_its_own_checkpoint(tmp_path: Path) -> None
     assert got["full"][0]["metrics"] == want["full"][0]["metrics"]
     for a, b in zip(got["narrow"], want["narrow"], strict=True):
         assert (a["metrics"], a["config"]) == (b["metrics"], b["config"])
+
+
+def test_lightning_slurm_requeue_still_works(tmp_path: Path) -> None:
+    """Under SLURM, Lightning's requeue signal still saves its HPC checkpoint; SIGTERM then exits 143."""
+    env = _env(tmp_path)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242"}
+    env.update(slurm, SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", PATH=env["PATH"])
+    args = ["run", "tiny", "--trainer.max_epochs=400", "--data.n_samples=400", *QUIET]
+    proc = _start_training(args, tmp_path, env)
+    proc.send_signal(signal.SIGUSR1)  # SLURM's warning before the end (`--signal=USR1@90`)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("hpc_ckpt_*.ckpt")):  # Lightning's requeue handler saved it
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "Lightning's requeue handler did not run"
+        time.sleep(0.05)
+    time.sleep(0.5)  # let Lightning finish writing and try `scontrol requeue`
+    proc.send_signal(signal.SIGTERM)  # what SLURM sends when it stops the job
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "scontrol" in err or "requeue" in err.lower()  # Lightning tried to requeue job 4242
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert "resumes by itself from" in err and "hpc_ckpt_" in err

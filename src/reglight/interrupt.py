@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from typing_extensions import override
@@ -432,5 +433,11 @@ class Interruptible:
             )
             if command:
                 print(f"Resume with:\n  {command}", file=sys.stderr)
+            if SLURMEnvironment.detect():
+                print(
+                    "(A SLURM job that Lightning requeued on its requeue signal resumes by itself from "
+                    f"{trainer.default_root_dir}/hpc_ckpt_*.ckpt.)",
+                    file=sys.stderr,
+                )
             sys.stderr.flush()
         return RunInterrupted(signum, path, command)
