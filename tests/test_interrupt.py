@@ -101,6 +101,12 @@ def test_signal_saves_checkpoint_and_resume_command_finishes_the_run(
     assert f"resumed from {path} (epoch {state['epoch']}, global step {state['global_step']})" in (
         done.stdout.replace("\n", "")
     )
+    # `last.ckpt` now holds the final state: `--ckpt_path last` does not go back to the stop
+    final = torch.load(path, map_location="cpu", weights_only=False)
+    assert (final["epoch"], final["global_step"]) == (
+        resumed_epochs,
+        resumed_epochs * steps_per_epoch,
+    )
 
 
 def _final_weights(tmp_path: Path, name: str, args: list[str]) -> dict[str, torch.Tensor]:

@@ -210,7 +210,8 @@ class ResumeState(Callback):
 
     When the run stops on such a request, or on Lightning's own stop after SIGTERM, it writes `last.ckpt`
     into the run's checkpoint folder (see [checkpoint_dir][reglight.interrupt.checkpoint_dir]) before
-    Lightning tears the run down.
+    Lightning tears the run down. When a run ends normally and such a `last.ckpt` is in its checkpoint
+    folder, it is overwritten with the final state, so that `--ckpt_path last` never goes back in time.
 
     Attributes:
         resumed_from: The checkpoint the run resumed from, or `None`.
@@ -284,6 +285,15 @@ class ResumeState(Callback):
             path
         )  # before Lightning's teardown; every rank takes part, rank 0 writes
         self.saved = path.resolve()
+
+    @override
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # a `last.ckpt` left by an earlier stop would make `--ckpt_path last` go back to it: keep it the
+        # latest state, unless a ModelCheckpoint(save_last=True) already does
+        path = checkpoint_dir(trainer) / "last.ckpt"
+        keeps_last = any(getattr(cb, "save_last", False) for cb in trainer.checkpoint_callbacks)
+        if path.is_file() and not keeps_last:
+            trainer.save_checkpoint(path)
 
     def _check(self) -> None:
         if self._stop is not None:
