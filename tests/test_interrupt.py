@@ -207,6 +207,7 @@ def test_ablate_resumes_each_run_from_its_own_checkpoint(tmp_path: Path) -> None
     assert argv == ["reglight", "ablate", *common, callback, "--ckpt_path", "last"]
     first = (runs / "full" / "seed0" / "run.json").read_text()
 
+    stop = torch.load(runs / "full" / "seed1" / "checkpoints" / "last.ckpt", weights_only=False)
     resumed = _reglight([*argv[1:], "--json", "resumed.json"], tmp_path, env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (
@@ -217,7 +218,6 @@ def test_ablate_resumes_each_run_from_its_own_checkpoint(tmp_path: Path) -> None
     )
     assert straight.returncode == 0, straight.stderr[-3000:]
     got = json.loads((tmp_path / "resumed.json").read_text())["runs"]
-    stop = torch.load(runs / "full" / "seed1" / "checkpoints" / "last.ckpt", weights_only=False)
     assert got["full"][1]["resumed_from"] == (
         f"{(runs / 'full' / 'seed1' / 'checkpoints' / 'last.ckpt').resolve()} "
         f"(epoch {stop['epoch']}, global step {stop['global_step']})"

@@ -16,7 +16,7 @@ Part of the command-line layer (next to `reglight.cli`). Two pieces:
   in the middle of an epoch resumes at the right step, epoch and states; the batches left in that epoch are
   then drawn in a new order.
 
-Lightning's SLURM auto-requeue keeps working: it saves its `hpc_ckpt_*.ckpt` and requeues the job on the
+Under DDP every rank stops at the same batch. Lightning's SLURM auto-requeue keeps working: it saves its `hpc_ckpt_*.ckpt` and requeues the job on the
 requeue signal (`SLURMEnvironment(requeue_signal=...)`, SIGUSR1 by default), which this module never
 touches, and the requeued job resumes from it by itself; the SIGTERM that follows is handled as above.
 """
@@ -295,15 +295,18 @@ class ResumeState(Callback):
         if path.is_file() and not keeps_last:
             trainer.save_checkpoint(path)
 
-    def _check(self) -> None:
-        if self._stop is not None:
-            raise _StopRequested(self._stop)
+    def _check(self, trainer: Trainer) -> None:
+        stop = self._stop is not None
+        if trainer.world_size > 1:  # every rank stops at the same batch (one tiny all-reduce)
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            raise _StopRequested(self._stop if self._stop is not None else int(signal.SIGINT))
 
     @override
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self._check()
+        self._check(trainer)
 
     @override
     def on_validation_batch_start(
@@ -315,7 +318,7 @@ class ResumeState(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if not trainer.sanity_checking:
-            self._check()
+            self._check(trainer)
 
     @override
     def on_test_batch_start(
@@ -326,7 +329,7 @@ class ResumeState(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._check()
+        self._check(trainer)
 
 
 # ------------------------------------------------------------------------------ context manager
