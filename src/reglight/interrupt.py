@@ -16,9 +16,10 @@ Part of the command-line layer (next to `reglight.cli`). Two pieces:
   in the middle of an epoch resumes at the right step, epoch and states; the batches left in that epoch are
   then drawn in a new order.
 
-Under DDP every rank stops at the same batch. Lightning's SLURM auto-requeue keeps working: it saves its `hpc_ckpt_*.ckpt` and requeues the job on the
-requeue signal (`SLURMEnvironment(requeue_signal=...)`, SIGUSR1 by default), which this module never
-touches, and the requeued job resumes from it by itself; the SIGTERM that follows is handled as above.
+Under DDP every rank stops at the same batch. Lightning's SLURM auto-requeue keeps working: it saves its
+`hpc_ckpt_*.ckpt` and requeues the job on the requeue signal (`SLURMEnvironment(requeue_signal=...)`,
+SIGUSR1 by default), which this module never touches, and the requeued job resumes from it by itself; the
+SIGTERM that follows is handled as above.
 """
 
 from __future__ import annotations
