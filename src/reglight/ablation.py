@@ -20,7 +20,9 @@ ablation:
 
 Each run goes through the same LightningCLI parser as `reglight run`: the recipe, then the overrides given
 on the command line, then the variant's overrides, then `seed_everything`; it runs in this process on its
-own Trainer without a logger, progress bar or checkpoints, is fit and then tested. The command prints a
+own Trainer without a logger, progress bar or checkpoints, is fit and then tested, in its own folder
+`<save_dir>/<recipe>-ablation/runs/<variant>/seed<N>/` (a finished run leaves its `run.json` there; Ctrl-C
+or SIGTERM leaves `checkpoints/last.ckpt`, and `--ckpt_path last` continues the study from them). The command prints a
 markdown table of mean ± standard deviation over seeds (sample standard deviation, $n - 1$) of each
 metric and of the epochs trained, and a table of every run; it logs both tables and a bar chart to one
 logger (`--logger`), and `--json PATH` writes every run's metrics and resolved settings.
@@ -219,6 +221,8 @@ class Run:
         config: The resolved init arguments of the model and the datamodule that are plain values, by
             dotted key (`model.dropout`, `data.augment`): what was actually trained.
         callbacks: Class names of the Trainer's callbacks during the run.
+        resumed_from: When the run continued from its `last.ckpt`: that checkpoint with its epoch and
+            global step; else `None`.
     """
 
     variant: str
@@ -228,6 +232,7 @@ class Run:
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
     callbacks: list[str] = field(default_factory=list)
+    resumed_from: str | None = None
 
 
 def _plain_init_args(section: Any, prefix: str) -> dict[str, Any]:
@@ -243,7 +248,15 @@ def _plain_init_args(section: Any, prefix: str) -> dict[str, Any]:
     }
 
 
-def run_one(recipe: Recipe, variant: Variant, seed: int, overrides: Sequence[str] = ()) -> Run:
+def run_one(
+    recipe: Recipe,
+    variant: Variant,
+    seed: int,
+    overrides: Sequence[str] = (),
+    run_dir: Path | None = None,
+    resume: bool = False,
+    command: Sequence[str] = (),
+) -> Run:
     """Train and test one variant of a recipe with one seed.
 
     Args:
@@ -252,11 +265,17 @@ def run_one(recipe: Recipe, variant: Variant, seed: int, overrides: Sequence[str
         seed: Passed as `seed_everything`.
         overrides: LightningCLI overrides for every run (e.g. `["--trainer.max_epochs=5"]`), applied
             before the variant's.
+        run_dir: The run's own folder (`default_root_dir`): on SIGINT/SIGTERM its `checkpoints/last.ckpt`
+            is written there (see [Interruptible][reglight.interrupt.Interruptible]).
+        resume: Continue from `run_dir/checkpoints/last.ckpt` when it exists.
+        command: The study's command line, printed with `--ckpt_path last` when a signal stops the run.
 
     Returns:
         The run's test metrics, epochs, wall time and resolved settings.
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from reglight.interrupt import Interruptible
 
     args = [
         "--config",
@@ -265,6 +284,7 @@ def run_one(recipe: Recipe, variant: Variant, seed: int, overrides: Sequence[str
         *variant.args(),
         f"--seed_everything={seed}",
         *_QUIET,
+        *([f"--trainer.default_root_dir={run_dir}"] if run_dir is not None else []),
     ]
     cli = ReglightCLI(args, run=False, prog=f"reglight ablate {recipe.name}")
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
@@ -276,10 +296,13 @@ def run_one(recipe: Recipe, variant: Variant, seed: int, overrides: Sequence[str
         for cb in callbacks
         if not isinstance(cb, ModelCheckpoint) and type(cb).__name__ not in dropped
     ]
+    last = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
+    ckpt_path = str(last.resolve()) if resume and last is not None and last.is_file() else None
     start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule)
-        results = trainer.test(model, datamodule=datamodule, verbose=False)
+        with Interruptible(trainer, command, resume_arg="last") as guard:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            results = trainer.test(model, datamodule=datamodule, verbose=False)
     except InputError as err:  # a data file or folder the user pointed at: worded with its option
         raise _value_error(err, cli.config) from err
     seconds = time.perf_counter() - start
@@ -297,6 +320,12 @@ def run_one(recipe: Recipe, variant: Variant, seed: int, overrides: Sequence[str
         seconds=seconds,
         config=config,
         callbacks=[type(cb).__name__ for cb in callbacks],
+        resumed_from=(
+            f"{guard.state.resumed_from} (epoch {guard.state.resumed_epoch}, "
+            f"global step {guard.state.resumed_step})"
+            if guard.state.resumed_from
+            else None
+        ),
     )
 
 
@@ -323,6 +352,9 @@ def run_ablation(
     variants: Sequence[str] | None = None,
     overrides: Sequence[str] = (),
     progress: bool = True,
+    run_root: Path | None = None,
+    resume: bool = False,
+    command: Sequence[str] = (),
 ) -> dict[str, list[Run]]:
     """Run every variant with every seed.
 
@@ -333,6 +365,11 @@ def run_ablation(
         variants: Names of the variants to run, in table order (default: all, in declaration order).
         overrides: LightningCLI overrides applied to every run.
         progress: Print one line per finished run to stderr.
+        run_root: Folder of the runs' own folders (`<variant>/seed<N>/`: an interrupted run's
+            `checkpoints/last.ckpt`, a finished run's `run.json`); `None` for none.
+        resume: Continue a study (`--ckpt_path last`): a finished run is read back from its `run.json`, an
+            interrupted one continues from its `last.ckpt`, the others start.
+        command: The study's command line, for the resume hint printed on SIGINT/SIGTERM.
 
     Returns:
         Variant name to one [Run][reglight.ablation.Run] per seed.
@@ -353,16 +390,27 @@ def run_ablation(
     for name in names:
         runs[name] = []
         for seed in seeds:
-            run = run_one(recipe, ablation.variants[name], seed, overrides)
+            run_dir = run_root / name / f"seed{seed}" if run_root is not None else None
+            done = run_dir / "run.json" if run_dir is not None else None
+            if resume and done is not None and done.is_file():
+                run = Run(**json.loads(done.read_text(encoding="utf-8")))
+            else:
+                run = run_one(
+                    recipe, ablation.variants[name], seed, overrides, run_dir, resume, command
+                )
+                if done is not None:
+                    done.parent.mkdir(parents=True, exist_ok=True)
+                    done.write_text(json.dumps(asdict(run)), encoding="utf-8")
             runs[name].append(run)
             if progress:
                 shown = labels or {k: k for k in run.metrics if k.startswith("test/")}
                 values = "  ".join(
                     f"{label} {run.metrics.get(k, math.nan):.3f}" for k, label in shown.items()
                 )
+                note = f"  resumed from {run.resumed_from}" if run.resumed_from else ""
                 print(
                     f"[ablate] {name:<18} seed {seed}: {values}  epochs {run.epochs}  "
-                    f"{run.seconds:.0f}s",
+                    f"{run.seconds:.0f}s{note}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -525,6 +573,14 @@ def _parser(recipe: str, ablation: Ablation | None) -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads of this process (all runs)"
     )
+    p.add_argument(
+        "--ckpt_path",
+        type=str,
+        default=None,
+        metavar="last",
+        help="continue a stopped study: finished runs are read back, an interrupted one resumes from "
+        "its own last.ckpt",
+    )
     return p
 
 
@@ -563,7 +619,9 @@ def main(argv: Sequence[str]) -> int:
     Args:
         argv: Command-line arguments after `reglight ablate`: the recipe (a name or a YAML path), then
             `--seeds N`, `--seed_list 0,3`, `--variants a,b`, `--logger wandb|csv|tensorboard|none`,
-            `--save_dir DIR`, `--json PATH`, `--threads N`, and any LightningCLI override.
+            `--save_dir DIR`, `--json PATH`, `--threads N`, `--ckpt_path last` (continue a stopped study:
+            finished runs are read back, interrupted ones resume from their own `last.ckpt`), and any
+            LightningCLI override.
 
     Returns:
         0 on success.
@@ -613,7 +671,25 @@ def main(argv: Sequence[str]) -> int:
         import torch
 
         torch.set_num_threads(opts.threads)
-    runs = run_ablation(recipe, ablation, seeds, names, overrides)
+    from reglight.interrupt import split_ckpt_path
+
+    ckpt_path = opts.ckpt_path
+    if ckpt_path not in (None, "last"):
+        _error(
+            f"--ckpt_path {ckpt_path!r}: a study resumes each run from its own folder",
+            "pass --ckpt_path last",
+        )
+    _, study_args = split_ckpt_path(argv)
+    runs = run_ablation(
+        recipe,
+        ablation,
+        seeds,
+        names,
+        overrides,
+        run_root=Path(opts.save_dir) / f"{recipe.name}-ablation" / "runs",
+        resume=ckpt_path == "last",
+        command=["reglight", "ablate", *study_args],
+    )
 
     from reglight.logging import log_figure, log_table
 

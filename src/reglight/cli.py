@@ -636,34 +636,51 @@ def run_recipe(recipe: Recipe, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
     Args:
         recipe: The recipe (see [find_recipe][reglight.cli.find_recipe]).
-        overrides: LightningCLI arguments applied over the recipe's YAML.
+        overrides: LightningCLI arguments applied over the recipe's YAML, and `--ckpt_path PATH|last|best`
+            to resume fitting from a checkpoint (as `trainer.fit(ckpt_path=...)`).
 
     Returns:
         The test metrics merged over the final fit metrics (train/val), as Python floats.
 
     Raises:
-        UsageError: For a bad option, value, config or data file, worded for the user (see
-            [reglight.errors][reglight.errors]). A run that fails before its first training step leaves
-            no logged run behind.
+        UsageError: For a bad option, value, config or data file (a missing `--ckpt_path` file included),
+            worded for the user (see [reglight.errors][reglight.errors]). A run that fails before its first
+            training step leaves no logged run behind.
+        reglight.interrupt.RunInterrupted: On SIGINT or SIGTERM, after saving `last.ckpt` (a `SystemExit`
+            with code 130 or 143; see [Interruptible][reglight.interrupt.Interruptible]).
     """
+    from reglight.interrupt import Interruptible, resolve_ckpt_path, split_ckpt_path
+
+    try:
+        ckpt_path, overrides = split_ckpt_path(overrides)
+        ckpt_path = resolve_ckpt_path(ckpt_path)
+    except (FileNotFoundError, IsADirectoryError, ValueError) as err:
+        raise UsageError(str(err), "pass a checkpoint file that exists, `last` or `best`") from err
     cli = ReglightCLI(
         ["--config", str(recipe.path), *overrides], run=False, prog=f"reglight run {recipe.name}"
     )
     trainer = cli.trainer
+    shown = recipe.name if available_recipes().get(recipe.name) == recipe else str(recipe.path)
     try:
-        fit_metrics, test_metrics = _fit_and_test(cli)
+        with Interruptible(trainer, ["reglight", "run", shown, *overrides]) as guard:
+            fit_metrics, test_metrics = _fit_and_test(cli, ckpt_path)
     except Exception as err:
         raise _after_failure(err, trainer, cli.config) from err
     if trainer.is_global_zero:
         _summary(recipe, trainer, fit_metrics, test_metrics)
+        if guard.state.resumed_from:
+            print(
+                f"resumed from {guard.state.resumed_from} (epoch {guard.state.resumed_epoch}, "
+                f"global step {guard.state.resumed_step})"
+            )
     merged = {k: (v.item() if hasattr(v, "item") else v) for k, v in fit_metrics.items()}
     merged.update(test_metrics)
     return merged
 
 
-def _fit_and_test(cli: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _fit_and_test(cli: Any, ckpt_path: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer, model = cli.trainer, cli.model
-    trainer.fit(model, datamodule=cli.datamodule)
+    trainer.fit(model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     fit_metrics = dict(trainer.callback_metrics)
     results = trainer.test(model, datamodule=cli.datamodule, verbose=False)
     return fit_metrics, dict(results[0]) if results else {}
@@ -786,7 +803,7 @@ def _run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(
             "usage: reglight run RECIPE [--config FILE.yaml] [--trainer.* ...] [--model.* ...] "
-            "[--data.* ...] [--print_config]\n"
+            "[--data.* ...] [--ckpt_path PATH|last|best] [--print_config]\n"
             "`reglight run RECIPE --help` shows a recipe's options.\n"
         )
         _print_recipes()
