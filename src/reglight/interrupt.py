@@ -359,9 +359,10 @@ class Interruptible:
         >>> from reglight.recipes.tiny import TinyClassifier, TwoMoonsDataModule
         >>> trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False,
         ...                      enable_model_summary=False, default_root_dir=tempfile.mkdtemp())
+        >>> before = signal.getsignal(signal.SIGINT)
         >>> with Interruptible(trainer, ["reglight", "run", "tiny"]) as guard:
         ...     trainer.fit(TinyClassifier(hidden=8), datamodule=TwoMoonsDataModule(n_samples=128))
-        >>> guard.state.resumed_from is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        >>> guard.state.resumed_from is None and signal.getsignal(signal.SIGINT) is before  # handlers restored
         True
     """
 
