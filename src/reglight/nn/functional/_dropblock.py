@@ -1,4 +1,4 @@
-r"""Functional DropBlock: the seed rate and an exact, fast block mask (sparse or dense sampler)."""
+r"""Functional DropBlock: the block-seed rate γ and an exact, fast block mask (sparse or dense sampler)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 r"""The lasso recipe: sparse linear models for feature selection (`reglight run lasso`).
 
-The seed's "feature selection via the lasso" as a ready recipe: a linear model with an L1 or
+Feature selection with the lasso as a ready recipe: a linear model with an L1 or
 elastic-net penalty on standardized features, trained by minibatch proximal gradient steps
 through [`PenaltyHook`][reglight.callbacks.penalty.PenaltyHook], with the features it keeps, their
 coefficients in standardized and original units, a relaxed-lasso refit that removes the

@@ -1,4 +1,4 @@
-"""Recipe: a small CNN for MedMNIST images with the seed's stacked regularization.
+"""Recipe: a small CNN for MedMNIST images with stacked regularization.
 
 `reglight run medical_cnn` trains [MedicalCNN][reglight.recipes.medical_cnn.MedicalCNN] on
 [MedMNISTDataModule][reglight.recipes.medical_cnn.MedMNISTDataModule] (BreastMNIST by default) with L2

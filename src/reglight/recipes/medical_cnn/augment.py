@@ -28,7 +28,7 @@ def medical_augmentation(
 ) -> ScheduledTransform:
     """Random flips, rotation, shift and zoom, with optional RandAugment and random erasing, schedulable.
 
-    The seed's "aggressive data augmentation (rotations, shifts)" for a dataset of a few hundred images, as a
+    Aggressive data augmentation (rotations, shifts) for a dataset of a few hundred images, as a
     `transforms.v2` pipeline on `uint8` `(C, H, W)` images:
 
     ```text

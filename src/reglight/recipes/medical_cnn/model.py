@@ -42,7 +42,7 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 
 
 class MedicalCNN(pl.LightningModule):
-    """A small CNN for MedMNIST with the seed's stacked regularization.
+    """A small CNN for MedMNIST with stacked regularization.
 
     The stack (each piece can be switched off for the ablation):
 

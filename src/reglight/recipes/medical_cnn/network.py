@@ -65,10 +65,10 @@ class SmallCNN(nn.Module):
     `depth` stages, stage `i` with `width·2^i` channels made of `blocks_per_stage` blocks
     `conv3×3 → norm → ReLU`, each stage followed by 2×2 max-pooling (ceil mode, so any depth fits a
     28×28 image); then global average pooling, a fully connected layer of `hidden` units with ReLU,
-    **dropout** `p = dropout` (the seed's "dropout after the fully connected layers"), and the output layer.
+    **dropout** `p = dropout` (dropout after the fully connected layer), and the output layer.
     Optional DropBlock (Ghiasi et al. 2018) acts on the feature maps of the last two stages.
 
-    This is the seed's "shallower network" knob: fewer layers and smaller hidden dimensions regularize a model
+    Depth and width are the "shallower network" knob: fewer layers and smaller hidden dimensions regularize a model
     for a dataset of a few hundred images. The default, 3 stages of 2 convolutions (6 layers, 32-64-128
     channels, 0.3 M parameters), was the best of 3 to 9 convolution layers in a 4-fold cross-validation on
     BreastMNIST (3 layers underfit, 8-9 overfit); the ablation's "deeper network" uses 12.
