@@ -134,6 +134,9 @@ def test_ddp_run_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
     assert proc.stdout.count("final metrics") == 1  # one summary, from rank 0
     for key in ("val/auc", "test/auc", "test/acc", "test/gap_auc", "MedMNIST metrics"):
         assert key in proc.stdout
+    # the recipe and its callbacks log epoch-level values with sync_dist: no advice from Lightning
+    advice = [line for line in proc.stderr.splitlines() if "sync_dist=True" in line]
+    assert advice == [], "\n".join(advice)
 
 
 def test_ablation_declared_in_the_recipe_yaml() -> None:
