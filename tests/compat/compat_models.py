@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+import torch.distributed as dist
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -142,8 +144,34 @@ def same_as(ours: dict[str, Any], ref: dict[str, Any]) -> None:
     assert ours["stopping_reason_message"] == expected
 
 
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class DestroyProcessGroupAtExit(Callback):
+    """Destroys the (gloo) process group when a DDP process exits, before the interpreter finalizes.
+
+    Lightning registers this clean-up only for NCCL. A gloo process group left alive at interpreter
+    finalization can abort the process (SIGABRT, "terminate called without an active exception"): gloo's
+    worker threads still hold the last collective's work, whose tensors are freed after the interpreter
+    is gone. Every spawned process of these tests runs its collectives to the end first, so destroying
+    the group at exit changes nothing else.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if dist.is_available() and dist.is_initialized():
+            atexit.register(_destroy_process_group)
+
+
 def fit(model: LightningModule, callbacks: list, **kwargs: Any) -> Trainer:
-    """Fit ``model`` on the tiny loaders with a quiet CPU Trainer (``kwargs`` override)."""
+    """Fit ``model`` on the tiny loaders with a quiet CPU Trainer (``kwargs`` override).
+
+    Under a DDP strategy, the process group is destroyed at each process's exit (see
+    `DestroyProcessGroupAtExit`).
+    """
+    if str(kwargs.get("strategy", "")).startswith("ddp"):
+        callbacks = [*callbacks, DestroyProcessGroupAtExit()]
     trainer = Trainer(callbacks=callbacks, **{**QUIET, "max_epochs": 10, **kwargs})
     trainer.fit(model, *loaders())
     return trainer
