@@ -92,12 +92,21 @@ def sam_reference(
     adaptive: bool = False,
     eta: float = 0.0,
     perturbed: Sequence[bool] | None = None,
+    lr_at: Callable[[int], float] | None = None,
+    clip: Callable[[list[Tensor]], list[Tensor]] | None = None,
 ) -> list[Tensor]:
-    """`steps` SAM steps from `params`; loss_fn(params, step) is the loss of step `step`'s batch."""
+    """`steps` SAM steps from `params`; loss_fn(params, step) is the loss of step `step`'s batch.
+
+    lr_at(step) sets the base step's learning rate; clip maps the descent gradient (gradient clipping).
+    """
     w = [p.detach().clone() for p in params]
     for step in range(steps):
         g = grads_at(w, loss_fn, step)
         e = perturbation(w, g, rho, adaptive, eta, perturbed)
         g_sam = grads_at([wi + ei for wi, ei in zip(w, e)], loss_fn, step)
+        if clip is not None:
+            g_sam = clip(g_sam)
+        if lr_at is not None:
+            base.lr = lr_at(step)
         w = base.step(w, g_sam)
     return w
