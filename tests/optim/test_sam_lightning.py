@@ -42,6 +42,7 @@ class Net(pl.LightningModule):
         self.optim, self.kw = optim, kw
         self.calls = 0
         self.logged = 0
+        self.perturbed: list[bool | None] = []
 
     def train_dataloader(self) -> DataLoader:
         x, y = data(next(self.parameters()).dtype)
@@ -49,6 +50,8 @@ class Net(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         self.calls += 1
+        opt = self.optimizers()
+        self.perturbed.append(getattr(opt, "perturbed", None))
         x, y = batch
         loss = F.mse_loss(self.net(x), y)
         self.log("train/loss", loss)
@@ -123,6 +126,7 @@ def test_fit_with_sam_optimizer_equals_hand_written_loop() -> None:
     # the scheduler stepped once per SAM step, on the base optimizer's groups
     assert model.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * gamma**steps)
     assert model.calls == 2 * steps  # the closure runs twice per step
+    assert model.perturbed == [False, True] * steps  # as the module sees it through self.optimizers()
 
 
 @pytest.mark.parametrize("adaptive", [False, True], ids=["sam", "asam"])

@@ -43,38 +43,50 @@ class PerturbationGroup(NamedTuple):
     eta: float = 0.0
 
 
-def _scaled_grads(
-    groups: Sequence[PerturbationGroup],
-) -> tuple[list[tuple[list[Tensor] | None, list[Tensor]]], Tensor | None]:
-    """`(T_w, T_w g)` per group (`T_w` is `None` for SAM) and the global norm of `T_w g`."""
-    scaled: list[tuple[list[Tensor] | None, list[Tensor]]] = []
+def _directions(groups: Sequence[PerturbationGroup], eps: float) -> list[tuple[list[Tensor], Tensor | float]]:
+    """Per group, `(d, s)` with $\\epsilon = s\\, d$: $d = T_w^2 g$ written into the gradient tensors, and
+    $s = \\rho / (\\lVert T_w g\\rVert + \\text{eps})$.
+
+    $s$ is a Python float when the norm lives on the CPU (where reading it costs nothing and lets the update
+    fuse the scaling), a 0-dim tensor elsewhere (no host synchronization).
+    """
+    temps: list[list[Tensor] | None] = []
     norms: list[Tensor] = []
     for group in groups:
-        if group.adaptive:
+        grads = list(group.grads)
+        t: list[Tensor] | None = None
+        if group.adaptive and grads:
             t = list(torch._foreach_abs(group.params))
             if group.eta:
                 torch._foreach_add_(t, group.eta)
-            tg = list(torch._foreach_mul(t, group.grads))
-            scaled.append((t, tg))
-        else:
-            tg = list(group.grads)
-            scaled.append((None, tg))
-        norms.extend(torch._foreach_norm(tg))
+            torch._foreach_mul_(grads, t)  # T g
+        temps.append(t)
+        if grads:
+            norms.extend(torch._foreach_norm(grads))
     if not norms:
-        return scaled, None
+        return [([], 0.0) for _ in groups]
     dtype = norms[0].dtype
     for n in norms[1:]:
         dtype = torch.promote_types(dtype, n.dtype)
     total = torch.linalg.vector_norm(torch.stack([n.to(dtype) for n in norms]))
-    return scaled, total
+    denom: Tensor | float = total + eps
+    if total.device.type == "cpu":
+        denom = float(denom)
+    out: list[tuple[list[Tensor], Tensor | float]] = []
+    for group, t in zip(groups, temps):
+        grads = list(group.grads)
+        if t is not None:
+            torch._foreach_mul_(grads, t)  # T^2 g
+        out.append((grads, group.rho / denom))
+    return out
 
 
 def apply_perturbation(groups: Sequence[PerturbationGroup], eps: float = 1e-12) -> None:
     r"""Move the parameters to $w + \epsilon$ in place, using the gradients as scratch space.
 
-    The gradients may be overwritten: the caller discards them and computes the gradient at $w + \epsilon$.
-    Groups with $\rho = 0$ should be left out, since they take no part in the norm. No host synchronization
-    happens.
+    The gradients are overwritten (they hold $T_w^2 g$ afterwards): the caller discards them and computes the
+    gradient at $w + \epsilon$. Groups with $\rho = 0$ should be left out, since they take no part in the
+    norm. On accelerators no host synchronization happens.
 
     Args:
         groups: the parameter groups.
@@ -87,25 +99,14 @@ def apply_perturbation(groups: Sequence[PerturbationGroup], eps: float = 1e-12) 
         >>> w
         tensor([1.3000, 2.4000])
     """
-    for group, e in zip(groups, _perturbations(groups, eps)):
-        if e:
-            torch._foreach_add_(group.params, e)
-
-
-def _perturbations(groups: Sequence[PerturbationGroup], eps: float) -> list[list[Tensor]]:
-    """$\\epsilon$ per group; for SAM the tensors are the gradient tensors themselves, scaled in place."""
-    scaled, total = _scaled_grads(groups)
-    if total is None:
-        return [[] for _ in groups]
-    denom = total + eps
-    out: list[list[Tensor]] = []
-    for group, (t, tg) in zip(groups, scaled):
-        if tg:
-            if t is not None:
-                torch._foreach_mul_(tg, t)  # T^2 g
-            torch._foreach_mul_(tg, group.rho / denom)
-        out.append(tg)
-    return out
+    for group, (d, scale) in zip(groups, _directions(groups, eps)):
+        if not d:
+            continue
+        if isinstance(scale, float):
+            torch._foreach_add_(group.params, d, alpha=scale)
+        else:
+            torch._foreach_mul_(d, scale)
+            torch._foreach_add_(group.params, d)
 
 
 def sam_perturbation(
@@ -153,4 +154,6 @@ def sam_perturbation(
         return []
     scratch = [g.detach().clone() for g in grads]
     group = PerturbationGroup([p.detach() for p in params], scratch, rho, adaptive, eta)
-    return _perturbations([group], eps)[0]
+    ((d, scale),) = _directions([group], eps)
+    torch._foreach_mul_(d, scale)
+    return d

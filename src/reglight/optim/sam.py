@@ -196,7 +196,8 @@ class SAM(Optimizer):
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be an nn.Module or None, got {type(model).__name__}")
         self.model = model
-        self._perturbed = False
+        # a dict, shared by reference with the LightningOptimizer that wraps this optimizer (a copy of __dict__)
+        self._flags = {"perturbed": False}
         self._backup: dict[Tensor, Tensor] = {}
         self._moved: list[Tensor] = []
         super().__init__(params, {"rho": rho, "adaptive": adaptive, "eta": eta})
@@ -246,7 +247,7 @@ class SAM(Optimizer):
     @property
     def perturbed(self) -> bool:
         """Whether the weights are at $w + \\epsilon$ now (between `first_step` and `second_step`)."""
-        return self._perturbed
+        return self._flags["perturbed"]
 
     # ------------------------------------------------------------------ the two half-steps
     def _active(self) -> bool:
@@ -262,7 +263,7 @@ class SAM(Optimizer):
         Raises:
             RuntimeError: if the weights are already perturbed.
         """
-        if self._perturbed:
+        if self._flags["perturbed"]:
             raise RuntimeError("SAM.first_step() called twice without second_step() in between")
         groups: list[PerturbationGroup] = []
         moved: list[Tensor] = []
@@ -292,16 +293,16 @@ class SAM(Optimizer):
             torch._foreach_copy_(backup, moved)
             apply_perturbation(groups, self.eps)
         self._moved = moved
-        self._perturbed = True
+        self._flags["perturbed"] = True
         self.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put the weights back to $w$ exactly (no optimizer step); a no-op when they are not perturbed."""
-        if self._perturbed and self._moved:
+        if self._flags["perturbed"] and self._moved:
             torch._foreach_copy_(self._moved, [self._backup[p] for p in self._moved])
         self._moved = []
-        self._perturbed = False
+        self._flags["perturbed"] = False
 
     @torch.no_grad()
     def second_step(self) -> None:
@@ -310,7 +311,7 @@ class SAM(Optimizer):
         Raises:
             RuntimeError: if `first_step` was not called.
         """
-        if not self._perturbed:
+        if not self._flags["perturbed"]:
             raise RuntimeError("SAM.second_step() called without first_step()")
         self.restore()
         self.base_optimizer.step()
