@@ -126,7 +126,8 @@ def test_fit_with_sam_optimizer_equals_hand_written_loop() -> None:
     # the scheduler stepped once per SAM step, on the base optimizer's groups
     assert model.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.1 * gamma**steps)
     assert model.calls == 2 * steps  # the closure runs twice per step
-    assert model.perturbed == [False, True] * steps  # as the module sees it through self.optimizers()
+    # as the module sees it through self.optimizers()
+    assert model.perturbed == [False, True] * steps
 
 
 @pytest.mark.parametrize("adaptive", [False, True], ids=["sam", "asam"])

@@ -43,7 +43,9 @@ class PerturbationGroup(NamedTuple):
     eta: float = 0.0
 
 
-def _directions(groups: Sequence[PerturbationGroup], eps: float) -> list[tuple[list[Tensor], Tensor | float]]:
+def _directions(
+    groups: Sequence[PerturbationGroup], eps: float
+) -> list[tuple[list[Tensor], Tensor | float]]:
     """Per group, `(d, s)` with $\\epsilon = s\\, d$: $d = T_w^2 g$ written into the gradient tensors, and
     $s = \\rho / (\\lVert T_w g\\rVert + \\text{eps})$.
 
