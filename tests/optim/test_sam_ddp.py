@@ -1,7 +1,8 @@
 """SAM under DDP (2 CPU processes, gloo): identical weights on both ranks, equal to one-process references.
 
 SAMCallback (local ascent): each rank's perturbation comes from its own half of the batch (m-sharpness, m = the
-per-rank batch). The SAM optimizer: both passes are all-reduced (m = the global batch).
+per-rank batch), also with gradient accumulation (m = the rank's micro-batches of a step). The SAM optimizer:
+both passes are all-reduced (m = the global batch).
 """
 
 from __future__ import annotations
@@ -57,16 +58,18 @@ def main(out):
     g = torch.Generator().manual_seed(7)
     x = torch.randn(32, 5, generator=g, dtype=torch.float64)
     y = torch.sin(x[:, :2]) + 0.1 * torch.randn(32, 2, generator=g, dtype=torch.float64)
-    for use_sam_optimizer in (False, True):
+    for name, use_sam_optimizer, accumulate in (
+        ("callback", False, 1), ("optimizer", True, 1), ("callback_accumulate", False, 2)
+    ):
         model = Net(TensorDataset(x, y), use_sam_optimizer)
         trainer = pl.Trainer(
             accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
             callbacks=[] if use_sam_optimizer else [SAMCallback(rho=0.1)],
+            accumulate_grad_batches=accumulate,
             enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
             use_distributed_sampler=False,
         )
         trainer.fit(model)
-        name = "optimizer" if use_sam_optimizer else "callback"
         torch.save(model.net.state_dict(), f"{out}/{name}_rank{trainer.global_rank}.pt")
 
 
@@ -75,8 +78,9 @@ if __name__ == "__main__":
 """
 
 
-def reference(local: bool) -> list[Tensor]:
-    """4 SAM steps of SGD(momentum 0.9) on 2 x 8 samples; local: one perturbation per rank's half-batch."""
+def reference(local: bool, per_rank: int = 8) -> list[Tensor]:
+    """SAM steps of SGD(momentum 0.9) on 2 x `per_rank` samples, 2 epochs of 32 samples; local: one perturbation
+    per rank's part of the batch."""
     g = torch.Generator().manual_seed(7)
     x = torch.randn(32, 5, generator=g, dtype=torch.float64)
     y = torch.sin(x[:, :2]) + 0.1 * torch.randn(32, 2, generator=g, dtype=torch.float64)
@@ -86,10 +90,13 @@ def reference(local: bool) -> list[Tensor]:
     ).double()
     w = [p.detach().clone() for p in net.parameters()]
     buf: list[Tensor] | None = None
-    for step in range(4):
-        j = step % 2  # batch index within the epoch
-        # DistributedSampler(shuffle=False): rank r holds samples r, r + 2, ...; its batch j is 8 of them
-        halves = [torch.tensor([2 * (8 * j + i) + r for i in range(8)]) for r in (0, 1)]
+    per_epoch = 16 // per_rank
+    for step in range(2 * per_epoch):
+        j = step % per_epoch  # step within the epoch
+        # DistributedSampler(shuffle=False): rank r holds samples r, r + 2, ...; its step j takes per_rank of them
+        halves = [
+            torch.tensor([2 * (per_rank * j + i) + r for i in range(per_rank)]) for r in (0, 1)
+        ]
 
         def loss_on(idx: Tensor):
             def loss_fn(params: list[Tensor], _: int) -> Tensor:
@@ -131,7 +138,12 @@ def test_ddp_local_and_global_ascent_match_references(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     local_ref, global_ref = reference(local=True), reference(local=False)
-    for name, expected in (("callback", local_ref), ("optimizer", global_ref)):
+    accumulated_ref = reference(local=True, per_rank=16)  # 2 micro-batches of 8 per rank and step
+    for name, expected in (
+        ("callback", local_ref),
+        ("optimizer", global_ref),
+        ("callback_accumulate", accumulated_ref),
+    ):
         ranks = [torch.load(tmp_path / f"{name}_rank{r}.pt") for r in (0, 1)]
         for k in ranks[0]:
             torch.testing.assert_close(ranks[0][k], ranks[1][k], rtol=0, atol=0)

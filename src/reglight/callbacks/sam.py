@@ -41,7 +41,9 @@ class SAMCallback(Callback):
     1. computes $\epsilon = \rho\, T_w^2 g / (\lVert T_w g\rVert_2 + \text{eps})$ over the selected
        parameters ($T_w = 1$ for SAM, $T_w = \lvert w\rvert + \eta$ for ASAM) and moves them to
        $w + \epsilon$;
-    2. runs the module's `training_step` on the same batch again and back-propagates its loss, with
+    2. runs the module's `training_step` on the same batch again and back-propagates its loss (with gradient
+       accumulation: on every micro-batch of the step, kept since the step began, each loss divided by
+       `accumulate_grad_batches` as Lightning does), with
        `self.log` / `self.log_dict` silenced and the running statistics of normalization layers kept from
        changing ([`frozen_running_stats`][reglight.optim.frozen_running_stats]);
     3. restores $w$ exactly. The gradients are now $\nabla L(w + \epsilon)$ for every parameter.
@@ -50,6 +52,10 @@ class SAMCallback(Callback):
     the first pass; gradient clipping (by norm or by value) and `on_before_optimizer_step` hooks (e.g.
     [`PenaltyHook`][reglight.callbacks.PenaltyHook]) act on the SAM gradient; learning-rate schedulers and
     checkpoints see the optimizer of `configure_optimizers`, unchanged.
+
+    **Gradient accumulation** (`accumulate_grad_batches = k`) is exact: $g$ is the accumulated gradient of
+    the $k$ micro-batches, and the second pass re-runs all $k$ of them at $w + \epsilon$ (the callback holds
+    references to them until the step).
 
     **DDP**: by default ($m$-sharpness, as in Foret et al.) each process computes $\epsilon$ from its own
     gradient, so the first backward pass runs under DDP's `no_sync` (no all-reduce); the second pass's
@@ -61,9 +67,9 @@ class SAMCallback(Callback):
     `configure_optimizers` and keeps the logs clean, but it calls `training_step` a second time itself, so
     side effects there other than logging (updating a torchmetrics object, counting batches) happen twice.
     Supported: single device and DDP (`ddp`, `ddp_spawn`), precision `32`, `64`, `bf16-mixed`, `bf16-true`,
-    automatic optimization with one optimizer. Refused at fit start, with an error that says so: gradient
-    accumulation (`accumulate_grad_batches > 1`), fp16 with a gradient scaler (`16-mixed`), manual
-    optimization, other strategies, and a [`SAM`][reglight.optim.SAM] optimizer (that would be SAM twice).
+    automatic optimization with one optimizer, gradient accumulation. Refused at fit start, with an error that
+    says so: fp16 with a gradient scaler (`16-mixed`), manual optimization, other strategies, and a
+    [`SAM`][reglight.optim.SAM] optimizer (that would be SAM twice).
 
     Args:
         rho: radius $\rho \ge 0$ (0 turns the second pass off; [`SAMRho`][reglight.callbacks.SAMRho]
@@ -100,6 +106,7 @@ class SAMCallback(Callback):
     ) -> None:
         super().__init__()
         self._batch: tuple[Any, int] | None = None
+        self._micro: list[tuple[Any, int]] = []  # the micro-batches of the current optimizer step
         self._rho = check_nonnegative("rho", rho)
         self.eta = check_nonnegative("eta", eta)
         self.eps = check_positive("eps", eps)
@@ -143,12 +150,6 @@ class SAMCallback(Callback):
                 "SAMCallback needs automatic optimization (the module sets automatic_optimization=False); "
                 "with manual optimization use reglight.optim.SAM's first_step() and second_step()"
             )
-        if trainer.accumulate_grad_batches != 1:
-            raise ValueError(
-                "SAMCallback does not support gradient accumulation: it needs the whole gradient at w + e, "
-                f"but only the last micro-batch is at hand; got accumulate_grad_batches="
-                f"{trainer.accumulate_grad_batches}. Use a larger batch instead."
-            )
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
             raise ValueError(
                 f"SAMCallback does not support fp16 with a gradient scaler (precision={trainer.precision!r}): "
@@ -186,18 +187,41 @@ class SAMCallback(Callback):
     ) -> None:
         """Keep the batch for the second pass; under DDP, start the first pass without gradient sync."""
         self._close_no_sync()
-        self._local_pass = False
+        if batch_idx % trainer.accumulate_grad_batches == 0:  # the first micro-batch of a step
+            self._micro = []
+            self._local_pass = False
         self._strategy = trainer.strategy
         self._batch = (batch, batch_idx)
+        self._micro.append(self._batch)
         self._set_sync()
 
     @override
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Replace the gradients by the gradients at $w + \\epsilon$."""
+        """On the last micro-batch of a step, replace the gradients by the gradients at $w + \\epsilon$."""
+        if self._batch is None:
+            return
+        _, batch_idx = self._batch
+        acc = trainer.accumulate_grad_batches
+        last = (batch_idx + 1) % acc == 0 or batch_idx + 1 == trainer.num_training_batches
+        self._batch = None
+        if last:
+            self._second_pass(trainer, pl_module)
+        # otherwise DDP's no_sync stays open until on_train_batch_end: Lightning's own no_sync for the
+        # micro-batches of an accumulation is nested inside ours and must be left first
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
+    ) -> None:
+        """A step whose last micro-batch was not recognized (an iterable of unknown length): second pass now."""
+        if self._micro:
+            self._second_pass(trainer, pl_module)
+
+    def _second_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close_no_sync()
-        batch, self._batch = self._batch, None  # one second pass per step
+        micro, self._micro = self._micro, []
         # a first pass without gradient sync needs the (synced) second pass, even if rho became 0
-        if batch is None or not (self._rho > 0 or self._local_pass):
+        if not micro or not (self._rho > 0 or self._local_pass):
             return
         params = [p for p in self._params if p.grad is not None]
         if not params and not self._local_pass:
@@ -209,11 +233,16 @@ class SAMCallback(Callback):
                 group = PerturbationGroup(params, grads, self._rho, self.adaptive, self.eta)
                 apply_perturbation([group], self.eps)
         pl_module.zero_grad(set_to_none=True)
+        acc = trainer.accumulate_grad_batches
         try:
             with frozen_running_stats(pl_module), _silenced(pl_module), torch.enable_grad():
-                loss = self._second_loss(trainer, batch)
-                if loss is not None:
-                    pl_module.backward(loss)
+                for i, batch in enumerate(micro):
+                    with ExitStack() as stack:
+                        if i < len(micro) - 1 and isinstance(trainer.strategy, DDPStrategy):
+                            stack.enter_context(trainer.strategy.block_backward_sync())
+                        loss = self._second_loss(trainer, batch)
+                        if loss is not None:
+                            pl_module.backward(loss / acc if acc > 1 else loss)
         finally:
             if params:
                 with torch.no_grad():
@@ -228,7 +257,7 @@ class SAMCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        """Release the batch."""
+        """Leave DDP's gradient sync on between batches."""
         self._close_no_sync()
         self._batch = None
 
@@ -237,6 +266,7 @@ class SAMCallback(Callback):
         """Release what a skipped batch may have left."""
         self._close_no_sync()
         self._batch = None
+        self._micro = []
 
     @override
     def on_exception(
