@@ -130,7 +130,8 @@ class SAM(Optimizer):
       ($m$-sharpness, no all-reduce in the first pass) needs DDP's `no_sync`, which only
       [`SAMCallback`][reglight.callbacks.SAMCallback] can reach.
     - **Gradient accumulation** is refused: `step` raises if gradients already exist when it starts (the
-      closure must compute the whole gradient, twice). The gradients are released (`None`) after each step.
+      closure must compute the whole gradient, twice; [`SAMCallback`][reglight.callbacks.SAMCallback]
+      supports accumulation). The gradients are released (`None`) after each step.
     - **Gradient clipping** (Lightning clips inside the closure, after each pass): by norm, $\epsilon$ is
       unchanged (it does not depend on the gradient's scale) and the descent gradient is clipped, as usual;
       by value, $\epsilon$ is computed from the clipped first gradient too.
