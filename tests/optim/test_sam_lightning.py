@@ -301,3 +301,15 @@ def test_rho_knob_schedules_rho_and_zero_rho_skips_the_second_pass(form: str) ->
         trainer(max_steps=1, callbacks=[RegularizationScheduler([SAMRho(0.1)])]).fit(
             Net("sgd", lr=0.1)
         )
+
+
+def test_callback_exclude_leaves_biases_unperturbed() -> None:
+    steps = 3
+    model = Net("sgd", lr=0.1)
+    trainer(max_steps=steps, callbacks=[SAMCallback(rho=0.2, exclude="*.bias")]).fit(model)
+    x, y = data()
+    expected = sam_reference(
+        initial_params(), loss_fn_for(x, y), steps, SGDRef(lr=0.1), 0.2,
+        perturbed=[True, False, True, False],
+    )  # fmt: skip
+    assert_params(model, expected)
