@@ -325,3 +325,20 @@ def test_argument_validation_names_argument_and_value() -> None:
         SAM([{"params": params, "rho": -1}], torch.optim.SGD, lr=0.1)
     with pytest.raises(ValueError, match=r"`eta`"):
         SAM(params, torch.optim.SGD, eta=-1.0, lr=0.1)
+
+
+def test_perturb_flag_survives_a_zero_rho_checkpoint() -> None:
+    model, batches = make_problem()
+    opt = SAM(perturbation_groups(model, exclude="*.bias"), torch.optim.SGD, rho=0.1, lr=0.1)
+    assert [g["perturb"] for g in opt.param_groups] == [True, False]
+    opt.param_groups[0]["rho"] = 0.0  # a warm-up schedule at rho = 0
+    calls: list[int] = []
+    x, y = batches[0]
+    opt.step(mse_closure(opt, model, x, y, calls))
+    assert len(calls) == 1  # nothing perturbed: one pass
+    fresh = SAM(perturbation_groups(model, exclude="*.bias"), torch.optim.SGD, rho=0.3, lr=0.1)
+    fresh.load_state_dict(opt.state_dict())
+    assert [(g["rho"], g["perturb"]) for g in fresh.param_groups] == [(0.0, True), (0.0, False)]
+    fresh.param_groups[1]["rho"] = 0.5  # perturb=False: still not perturbed
+    fresh.step(mse_closure(fresh, model, x, y, calls))
+    assert len(calls) == 2

@@ -732,9 +732,10 @@ class SAMRho(Knob):
     parameter groups of a [`reglight.optim.SAM`][reglight.optim.SAM] optimizer.
 
     A [`SAMCallback`][reglight.callbacks.SAMCallback] among the trainer's callbacks is driven first;
-    otherwise the `optimizer`-th optimizer must be a [`SAM`][reglight.optim.SAM], whose groups with an initial
-    $\rho > 0$ are driven (groups left unperturbed with $\rho = 0$ stay so). $\rho = 0$ skips SAM's second
-    pass, so a schedule that starts at 0 is a cheap warm-up with the base optimizer alone.
+    otherwise the `optimizer`-th optimizer must be a [`SAM`][reglight.optim.SAM], whose perturbed groups
+    (`perturb=True`, by default those created with $\rho > 0$) are driven; the others stay unperturbed.
+    $\rho = 0$ skips SAM's second pass, so a schedule that starts at 0 is a cheap warm-up with the base
+    optimizer alone (and a run resumed during the warm-up finds the same groups).
 
     Args:
         schedule: $\rho$ over training, $\ge 0$.
@@ -781,11 +782,11 @@ class SAMRho(Knob):
                 f"{self.optimizer} is not a reglight.optim.SAM (optimizers: {found})"
             )
         groups = optimizers[self.optimizer].param_groups
-        self.group_indices = [i for i, g in enumerate(groups) if g.get("rho", 0.0) > 0]
+        self.group_indices = [i for i, g in enumerate(groups) if g.get("perturb", False)]
         if not self.group_indices:
             raise ValueError(
-                f"SAMRho {self.name!r}: every parameter group of the SAM optimizer has rho=0; give the groups "
-                "to perturb a rho > 0 when creating it"
+                f"SAMRho {self.name!r}: no parameter group of the SAM optimizer is perturbed; create the groups "
+                "to perturb with rho > 0 (or perturb=True)"
             )
 
     @override

@@ -67,7 +67,7 @@ def perturbation_groups(
 
     Returns:
         One group with the perturbed parameters and, if any parameter is left out, a second group with
-        `rho=0`. Add other per-group options (`weight_decay`, `lr`) to the dictionaries as usual.
+        `rho=0` and `perturb=False`. Add other per-group options (`weight_decay`, `lr`) to the dictionaries as usual.
 
     Raises:
         ValueError: if an `include` entry matches no parameter.
@@ -85,11 +85,13 @@ def perturbation_groups(
     groups: list[dict[str, Any]] = [{"params": [p for _, p in chosen]}]
     rest = [p for p in model.parameters() if id(p) not in ids]
     if rest:
-        groups.append({"params": rest, "rho": 0.0})
+        groups.append({"params": rest, "rho": 0.0, "perturb": False})
     return [g for g in groups if g["params"]]
 
 
 def _check_group(group: dict[str, Any], where: str) -> None:
+    if not isinstance(group["perturb"], bool):
+        raise TypeError(f"`{where}['perturb']` must be a bool, got {group['perturb']!r}")
     check_nonnegative(f"{where}['rho']", group["rho"])
     check_nonnegative(f"{where}['eta']", group["eta"])
     if not isinstance(group["adaptive"], bool):
@@ -104,7 +106,7 @@ class SAM(Optimizer):
     $$\epsilon_i = \rho_i\,\frac{T_i^2\, g_i}{\lVert T g\rVert_2 + \text{eps}}, \qquad
     T_i = 1 \text{ (SAM)}, \quad T_i = \lvert w_i\rvert + \eta \text{ (ASAM)},$$
 
-    the norm running over every perturbed parameter ($\rho_i > 0$). The weights are then restored exactly
+    the norm running over every perturbed parameter (those of groups with `perturb=True` and $\rho > 0$). The weights are then restored exactly
     and the base optimizer steps with the gradient at $w + \epsilon$ (Foret et al., 2021, "Sharpness-Aware
     Minimization for Efficiently Improving Generalization"; Kwon et al., 2021, "ASAM: Adaptive
     Sharpness-Aware Minimization for Scale-Invariant Learning of Deep Neural Networks"). `eta=0` gives the
@@ -113,9 +115,11 @@ class SAM(Optimizer):
     It works through Lightning's automatic optimization: return it from `configure_optimizers`, and
     Lightning's closure (training step, zero-grad, backward) is what `step` calls twice. The parameter groups
     (`lr`, `weight_decay`, `rho`, ...) are those of the base optimizer, so learning-rate schedulers and
-    [`SAMRho`][reglight.callbacks.SAMRho] act on them, and they step once per SAM step. `rho` is per group:
-    `rho=0` leaves a group unperturbed ([`perturbation_groups`][reglight.optim.perturbation_groups]). When every
-    group has `rho=0`, a step is one plain base-optimizer step (one pass).
+    [`SAMRho`][reglight.callbacks.SAMRho] act on them, and they step once per SAM step. `rho` is per group,
+    and a group's `perturb` (default: its initial `rho > 0`) says whether it takes part at all: `perturb=False`
+    leaves a group unperturbed whatever its `rho` ([`perturbation_groups`][reglight.optim.perturbation_groups]),
+    and [`SAMRho`][reglight.callbacks.SAMRho] schedules the `rho` of the others. When no group is perturbed
+    (or all have `rho=0`), a step is one plain base-optimizer step (one pass).
 
     What to know when training with it (see also [`SAMCallback`][reglight.callbacks.SAMCallback], which
     leaves the optimizer alone):
@@ -140,7 +144,7 @@ class SAM(Optimizer):
       raises. `first_step`/`second_step` let a hand-written loop do it.
 
     Args:
-        params: parameters or parameter groups (groups may set `rho`, `adaptive`, `eta`).
+        params: parameters or parameter groups (groups may set `rho`, `adaptive`, `eta`, `perturb`).
         base_optimizer: the optimizer class that takes the real step, e.g. `torch.optim.SGD`.
         rho: default radius $\rho \ge 0$ (Foret et al. use 0.05; ASAM papers use larger values, e.g. 0.5-2).
         adaptive: default for ASAM's scale-invariant neighbourhood.
@@ -213,13 +217,14 @@ class SAM(Optimizer):
         """Add a parameter group (SAM's and the base optimizer's defaults fill missing options).
 
         Args:
-            param_group: the group; may set `rho`, `adaptive` and `eta`.
+            param_group: the group; may set `rho`, `adaptive`, `eta` and `perturb`.
 
         Raises:
             ValueError: for a negative `rho` or `eta`.
         """
         for key in _SAM_KEYS:
             param_group.setdefault(key, self.defaults[key])
+        param_group.setdefault("perturb", param_group["rho"] > 0)
         _check_group(param_group, f"param_groups[{len(self.param_groups)}]")
         base = getattr(self, "base_optimizer", None)
         if base is None:  # during __init__: the base optimizer adopts these groups afterwards
@@ -228,7 +233,7 @@ class SAM(Optimizer):
             base.add_param_group(param_group)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base optimizer's state dict; the groups carry `rho`, `adaptive` and `eta` too."""
+        """The base optimizer's state dict; the groups carry `rho`, `adaptive`, `eta` and `perturb` too."""
         return self.base_optimizer.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -243,6 +248,7 @@ class SAM(Optimizer):
         for i, group in enumerate(self.param_groups):
             for key in _SAM_KEYS:
                 group.setdefault(key, self.defaults[key])
+            group.setdefault("perturb", group["rho"] > 0)
             _check_group(group, f"param_groups[{i}]")
 
     @property
@@ -252,7 +258,7 @@ class SAM(Optimizer):
 
     # ------------------------------------------------------------------ the two half-steps
     def _active(self) -> bool:
-        return any(g["rho"] > 0 and g["params"] for g in self.param_groups)
+        return any(g["perturb"] and g["rho"] > 0 and g["params"] for g in self.param_groups)
 
     @torch.no_grad()
     def first_step(self) -> None:
@@ -269,7 +275,7 @@ class SAM(Optimizer):
         groups: list[PerturbationGroup] = []
         moved: list[Tensor] = []
         for g in self.param_groups:
-            if g["rho"] <= 0:
+            if not g["perturb"] or g["rho"] <= 0:
                 continue
             params = [p for p in g["params"] if p.grad is not None]
             if params:
