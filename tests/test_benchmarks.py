@@ -119,6 +119,14 @@ def test_bench_penalties_quick(tmp_path: Path) -> None:
     assert [r["ratios"]["step / none step"] for r in baseline] == [1.0, 1.0]
 
 
+def test_bench_optim_quick(tmp_path: Path) -> None:
+    report = run_script("bench_optim", "--quick", "--threads", "1", tmp_path=tmp_path)
+    (table,) = report["tables"]
+    assert len(table["rows"]) == 2 * 2 * 6  # two models x two base optimizers x six variants
+    base = [r for r in table["rows"] if r["labels"]["variant"] == "base"]
+    assert [r["ratios"]["step / base step"] for r in base] == [1.0] * 4
+
+
 @pytest.mark.slow
 @pytest.mark.data
 def test_medmnist_one_epoch(tmp_path: Path, data_dir: Path) -> None:

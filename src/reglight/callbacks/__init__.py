@@ -6,6 +6,8 @@
   [`reglight.transforms.ScheduledTransform`][reglight.transforms.ScheduledTransform]s, in DataLoader workers too.
 - [`RegularizationScheduler`][reglight.callbacks.RegularizationScheduler] and its knobs: schedules dropout
   rates, DropPath rates, penalty alpha, weight decay or any module attribute.
+- [`SAMCallback`][reglight.callbacks.SAMCallback]: sharpness-aware minimization (SAM, ASAM) without changing
+  the optimizer; [`SAMRho`][reglight.callbacks.SAMRho] schedules its radius.
 """
 
 from reglight.callbacks.augmentation import AugmentationScheduler
@@ -18,8 +20,10 @@ from reglight.callbacks.regularization import (
     ModuleAttribute,
     PenaltyAlpha,
     RegularizationScheduler,
+    SAMRho,
     WeightDecay,
 )
+from reglight.callbacks.sam import SAMCallback
 
 __all__ = [
     "AugmentationScheduler",
@@ -31,5 +35,7 @@ __all__ = [
     "PenaltyAlpha",
     "PenaltyHook",
     "RegularizationScheduler",
+    "SAMCallback",
+    "SAMRho",
     "WeightDecay",
 ]

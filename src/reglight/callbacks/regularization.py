@@ -725,3 +725,83 @@ class RegularizationScheduler(Callback):
 
     def __repr__(self) -> str:
         return f"RegularizationScheduler({self.knobs!r}, interval={self.interval!r})"
+
+
+class SAMRho(Knob):
+    r"""Schedule SAM's radius $\rho$: of a [`SAMCallback`][reglight.callbacks.SAMCallback], or of the
+    parameter groups of a [`reglight.optim.SAM`][reglight.optim.SAM] optimizer.
+
+    A [`SAMCallback`][reglight.callbacks.SAMCallback] among the trainer's callbacks is driven first;
+    otherwise the `optimizer`-th optimizer must be a [`SAM`][reglight.optim.SAM], whose perturbed groups
+    (`perturb=True`, by default those created with $\rho > 0$) are driven; the others stay unperturbed.
+    $\rho = 0$ skips SAM's second pass, so a schedule that starts at 0 is a cheap warm-up with the base
+    optimizer alone (and a run resumed during the warm-up finds the same groups).
+
+    Args:
+        schedule: $\rho$ over training, $\ge 0$.
+        optimizer: index of the optimizer in `trainer.optimizers` (when no `SAMCallback` is used).
+        name: key under which $\rho$ is logged.
+
+    Raises:
+        ValueError: for a negative index or a schedule that takes negative values.
+
+    Examples:
+        >>> from reglight.schedules import Linear
+        >>> knob = SAMRho(Linear(0.0, 0.05, duration=10))
+        >>> knob.value(5)
+        0.025
+    """
+
+    def __init__(self, schedule: ScheduleLike, optimizer: int = 0, name: str = "sam_rho") -> None:
+        super().__init__(schedule, name, low=0.0)
+        self.optimizer = check_positive_int("optimizer", optimizer, minimum=0)
+        self.callbacks: list[Any] = []
+        self.group_indices: list[int] = []
+        self._trainer: pl.Trainer | None = None
+
+    @override
+    def bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Find the `SAMCallback`, or the `SAM` optimizer's perturbed groups.
+
+        Args:
+            trainer: the trainer.
+            pl_module: the module being trained.
+        """
+        from reglight.callbacks.sam import SAMCallback
+        from reglight.optim import SAM
+
+        self._trainer = trainer
+        self.callbacks = [cb for cb in trainer.callbacks if isinstance(cb, SAMCallback)]  # type: ignore[attr-defined]
+        if self.callbacks:
+            return
+        optimizers = trainer.optimizers
+        if self.optimizer >= len(optimizers) or not isinstance(optimizers[self.optimizer], SAM):
+            found = ", ".join(type(o).__name__ for o in optimizers) or "none"
+            raise ValueError(
+                f"SAMRho {self.name!r} found no SAMCallback among the trainer's callbacks and optimizer "
+                f"{self.optimizer} is not a reglight.optim.SAM (optimizers: {found})"
+            )
+        groups = optimizers[self.optimizer].param_groups
+        self.group_indices = [i for i, g in enumerate(groups) if g.get("perturb", False)]
+        if not self.group_indices:
+            raise ValueError(
+                f"SAMRho {self.name!r}: no parameter group of the SAM optimizer is perturbed; create the groups "
+                "to perturb with rho > 0 (or perturb=True)"
+            )
+
+    @override
+    def apply(self, value: float) -> None:
+        """Set $\\rho$.
+
+        Args:
+            value: the radius.
+        """
+        for cb in self.callbacks:
+            cb.rho = value
+        if self.group_indices:
+            if self._trainer is None:
+                raise RuntimeError("SAMRho.apply() before bind()")
+            # looked up at every call: loading an optimizer's state (resume) replaces its group dicts
+            groups = self._trainer.optimizers[self.optimizer].param_groups
+            for i in self.group_indices:
+                groups[i]["rho"] = value
