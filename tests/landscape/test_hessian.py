@@ -35,7 +35,9 @@ def test_hvp_on_a_selection_is_the_hessian_block(mlp_problem):
 @pytest.mark.parametrize("method", ["lanczos", "power"])
 def test_top3_eigenvalues_within_0_1_percent(problem, method):
     if method == "power" and problem.eigenvalues.min() < -0.5 * problem.eigenvalues.max():
-        pytest.skip("power iteration targets magnitudes; this Hessian has large negative eigenvalues")
+        pytest.skip(
+            "power iteration targets magnitudes; this Hessian has large negative eigenvalues"
+        )
     exact = problem.eigenvalues.flip(0)
     if method == "power":  # power iteration finds the largest magnitudes
         exact = exact[exact.abs().argsort(descending=True)][:3].sort(descending=True).values

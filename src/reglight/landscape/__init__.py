@@ -18,17 +18,38 @@ from reglight.landscape.hessian import (
     spectral_density,
     top_eigenvalues,
 )
+from reglight.landscape.plot import plot_contour, plot_slice_1d, plot_surface
+from reglight.landscape.sharpness import SharpnessResult, sharpness
+from reglight.landscape.slices import (
+    Direction,
+    Slice1D,
+    Slice2D,
+    random_directions,
+    slice_1d,
+    slice_2d,
+)
 
 __all__ = [
+    "Direction",
     "EigenResult",
     "LossFn",
     "Reduce",
+    "SharpnessResult",
+    "Slice1D",
+    "Slice2D",
     "SpectralDensity",
     "TraceResult",
     "hessian_trace",
     "hvp",
+    "plot_contour",
+    "plot_slice_1d",
+    "plot_surface",
     "preserved",
+    "random_directions",
     "select_landscape_parameters",
+    "sharpness",
+    "slice_1d",
+    "slice_2d",
     "spectral_density",
     "top_eigenvalues",
 ]
