@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -133,8 +132,8 @@ def sharpness(
         if adaptive:
             flat = flat * (0.5 * radius / torch.linalg.vector_norm(flat))
         z = obj.split(flat)
-        best_loss = -math.inf
-        best_z = [t.clone() for t in z]
+        best_loss = base  # delta = 0 is in the neighbourhood
+        best_z = [torch.zeros_like(t) for t in z]
         for _ in range(steps):
             with torch.no_grad():
                 for p, o, s, t in zip(params, origin, scale, z, strict=True):
