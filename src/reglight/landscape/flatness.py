@@ -1,4 +1,4 @@
-"""Sharpness: how much the loss can rise in a small neighbourhood of the weights."""
+"""Sharpness (flatness) of a minimum: how much the loss can rise in a small neighbourhood of the weights."""
 
 from __future__ import annotations
 
