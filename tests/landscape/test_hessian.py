@@ -65,6 +65,17 @@ def test_top3_eigenvalues_power_iteration_within_0_1_percent(mlp_problem):
     _check_top3(mlp_problem, "power")
 
 
+def test_lanczos_restarts_after_an_invariant_subspace():
+    """A rank-1 Hessian: the Krylov space of the start vector has dimension 1; the second eigenvalue (0)
+    comes from a restart."""
+    model = torch.nn.Linear(3, 1, bias=False).double()
+    x = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)
+    res = top_eigenvalues(model, lambda m, b: 0.5 * m(b).pow(2).sum(), [x], k=2, generator=_gen())
+    torch.testing.assert_close(res.eigenvalues, torch.tensor([14.0, 0.0], dtype=torch.float64))
+    u = torch.cat([t.reshape(-1) for t in res.eigenvectors[0]])
+    torch.testing.assert_close(u.abs(), x[0] / x[0].norm())
+
+
 def test_lanczos_needs_fewer_products_than_power_iteration(mlp_problem):
     args = (mlp_problem.model, mlp_problem.loss_fn, mlp_problem.one_batch)
     lanczos = top_eigenvalues(*args, k=3, tol=1e-6, generator=_gen())

@@ -149,10 +149,14 @@ def _lanczos(
     *,
     k: int | None = None,
     tol: float = 0.0,
+    restart: torch.Generator | None = None,
 ) -> _Lanczos:
     """Lanczos with full reorthogonalization (classical Gram-Schmidt, twice) from `v0`.
 
     With `k`, stops once the top `k` Ritz values change by less than `tol` relatively between two steps.
+    With `restart`, an invariant subspace found before `max_iter` steps does not end the iteration: it
+    goes on from a new random vector orthogonal to the basis (a zero off-diagonal entry), since the top
+    eigenvalues may lie outside the subspace the start vector spans.
     All decisions use quantities computed from reduced Hessian-vector products, so every process takes
     them identically.
     """
@@ -185,8 +189,16 @@ def _lanczos(
             previous = ritz
         b = float(beta)
         scale = max(abs(a) for a in alphas) + max(betas, default=0.0)
-        if j + 1 == m or b <= 1e-10 * max(scale, 1e-30) or not math.isfinite(b):
-            converged = j + 1 == n or b <= 1e-10 * max(scale, 1e-30)
+        exhausted = b <= 1e-10 * max(scale, 1e-30)
+        if exhausted and restart is not None and j + 1 < m:
+            w = obj.rademacher(restart)
+            for _ in range(2):
+                w = w - q.T @ (q @ w)
+            beta = torch.linalg.vector_norm(w)
+            b = 0.0  # the tridiagonal matrix splits into blocks
+            exhausted = float(beta) <= 1e-6 * math.sqrt(n)
+        if j + 1 == m or exhausted or not math.isfinite(b):
+            converged = j + 1 == n or exhausted
             return _Lanczos(basis[: j + 1], alphas, betas, converged)
         betas.append(b)
         basis[j + 1] = w / beta
@@ -294,7 +306,7 @@ def top_eigenvalues(
         obj = Objective(model, loss_fn, batch_list, named, reduce, hvp_method)
         gen = obj.common_generator(generator)
         if method == "lanczos":
-            lz = _lanczos(obj, obj.rademacher(gen), max(max_iter, k + 1), k=k, tol=tol)
+            lz = _lanczos(obj, obj.rademacher(gen), max(max_iter, k + 1), k=k, tol=tol, restart=gen)
             t = _tridiagonal(lz.alphas, lz.betas)
             evals, evecs = torch.linalg.eigh(t)
             order = torch.argsort(evals, descending=True)[:k]
