@@ -11,8 +11,10 @@ each after 30 Adam steps on its batch (weights near a minimum of the batch's los
 
 Tables:
 
-1. Hessian-vector product: double backward (graph of the gradient built once, as PyHessian does with one
-   batch) against forward-over-reverse (``torch.func.jvp`` over ``torch.func.grad``), per product.
+1. Hessian-vector product: one ``hvp`` call with one vector, double backward against forward-over-reverse
+   (``torch.func.jvp`` over ``torch.func.grad``). Within one call of the iterative functions, double
+   backward also reuses the gradient's graph for every further product (one batch), which
+   forward-over-reverse cannot.
 2. Top eigenvalue, each library with its default stopping rule: reglight Lanczos (``tol=1e-3``),
    PyHessian power iteration (``maxIter=100, tol=1e-3``), hessian-eigenthings ``lanczos(k=1)`` (its
    default: 2 Lanczos steps); then PyHessian with ``tol=1e-6``, which reaches about reglight's error.
@@ -475,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     probs = problems(args.quick, args.root)
 
     t1 = report.table(
-        "Hessian-vector product, per product (median ms)",
+        "Hessian-vector product, one `hvp` call with one vector (median ms)",
         ["model", "parameters", "double backward", "forward-over-reverse", "ratio"],
         "--rrr",
     )
