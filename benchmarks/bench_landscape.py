@@ -245,7 +245,7 @@ def ours_trace(model: nn.Module, batch: Batch, seed: int, **kw: Any) -> tuple[fl
     res = ls.hessian_trace(
         model, loss_fn, [batch], generator=torch.Generator().manual_seed(seed), **kw
     )
-    return res.trace, res.n_samples
+    return res.trace, res.n_hvp
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
