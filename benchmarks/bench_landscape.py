@@ -469,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             "ref_samples": ref_samples,
             "slice_steps": steps,
             "json": str(args.json) if args.json else None,
+            "only": args.only,
         },
     )
     print(
@@ -476,13 +477,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     probs = problems(args.quick, args.root)
 
+    parts = {p.strip() for p in args.only.split(",")}
+    unknown = parts - {"hvp", "top", "trace", "slice"}
+    if unknown:
+        parser.error(f"--only: unknown parts {sorted(unknown)}")
+    if "hvp" in parts:
+        hvp_table(report, probs, args.quick)
+    if "top" in parts:
+        top_table(report, probs, repeats)
+    if "trace" in parts:
+        trace_table(report, probs, repeats, ref_samples, args.quick)
+    if "slice" in parts:
+        slice_table(report, probs, repeats, steps)
+    report.write(args.json)
+    return 0
+
+
+def hvp_table(report: Report, probs: list[Any], quick: bool) -> None:
     t1 = report.table(
         "Hessian-vector product, one `hvp` call with one vector (median ms)",
         ["model", "parameters", "double backward", "forward-over-reverse", "ratio"],
         "--rrr",
     )
     for title, model, batch, key in probs:
-        bench_hvp(t1, title, model, batch, key, 3 if args.quick else 10)
+        bench_hvp(t1, title, model, batch, key, 3 if quick else 10)
+
+
+def top_table(report: Report, probs: list[Any], repeats: int) -> None:
     t2 = report.table(
         "Top eigenvalue, default stopping rules (median time; error relative to ARPACK)",
         ["model", "library", "time (s)", "products", "rel. error", "time ratio (ours / it)"],
@@ -490,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for title, model, batch, key in probs:
         bench_top(t2, title, model, batch, key, repeats)
+
+
+def trace_table(
+    report: Report, probs: list[Any], repeats: int, ref_samples: int, quick: bool
+) -> None:
     t3 = report.table(
         "Hessian trace (median time; error relative to a Hutchinson reference)",
         [
@@ -505,7 +531,10 @@ def main(argv: list[str] | None = None) -> int:
         "---rrrrr",
     )
     for title, model, batch, key in probs:
-        bench_trace(t3, title, model, batch, key, repeats, ref_samples, 4 if args.quick else 20)
+        bench_trace(t3, title, model, batch, key, repeats, ref_samples, 4 if quick else 20)
+
+
+def slice_table(report: Report, probs: list[Any], repeats: int, steps: int) -> None:
     t4 = report.table(
         f"2-D slice, {steps} x {steps} grid, filter-normalized directions (median s)",
         ["model", "reglight slice_2d", "loss-landscapes random_plane", "ratio (ours / it)"],
@@ -513,8 +542,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     for title, model, batch, key in probs:
         bench_slice(t4, title, model, batch, key, repeats, steps)
-    report.write(args.json)
-    return 0
 
 
 if __name__ == "__main__":
