@@ -449,6 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", default=None, help="folder with breastmnist.npz (else REGLIGHT_DATA)"
     )
+    parser.add_argument(
+        "--only",
+        default="hvp,top,trace,slice",
+        help="comma-separated parts to run (hvp, top, trace, slice); default all",
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.threads:
