@@ -69,6 +69,9 @@ sys.path.insert(0, _HERE)
 
 Batch = tuple[Tensor, Tensor]
 
+# --quick caps every iteration count at this (a smoke run of the script, not a measurement)
+CAP = {"iterations": 1000}
+
 
 def loss_fn(model: nn.Module, batch: Batch) -> Tensor:
     return F.cross_entropy(model(batch[0]), batch[1])
@@ -194,7 +197,7 @@ def pyhessian_trace(
     m = copy.deepcopy(model)
     h = hessian(m, nn.CrossEntropyLoss(), data=batch, cuda=False)
     if fixed is None:
-        samples = h.trace(maxIter=100, tol=1e-3)  # its defaults
+        samples = h.trace(maxIter=min(100, CAP["iterations"]), tol=1e-3)  # its defaults
     else:
         # one sample per call: no tolerance stops it early (its test divides by the signed running
         # mean, so a negative trace passes any negative tolerance)
@@ -232,8 +235,8 @@ def eigenthings_trace(model: nn.Module, batch: Batch, seed: int) -> tuple[float,
     from hessian_eigenthings import HessianOperator, trace
 
     op = HessianOperator(model, [batch], loss_fn)
-    res = trace(op, seed=seed)
-    return float(res.estimate), 100
+    res = trace(op, num_matvecs=min(100, CAP["iterations"]), seed=seed)  # its default: 100
+    return float(res.estimate), min(100, CAP["iterations"])
 
 
 def ours_top(model: nn.Module, batch: Batch, seed: int) -> tuple[float, int]:
@@ -242,6 +245,7 @@ def ours_top(model: nn.Module, batch: Batch, seed: int) -> tuple[float, int]:
 
 
 def ours_trace(model: nn.Module, batch: Batch, seed: int, **kw: Any) -> tuple[float, int]:
+    kw.setdefault("n_samples", min(100, CAP["iterations"]))  # its default: 100
     res = ls.hessian_trace(
         model, loss_fn, [batch], generator=torch.Generator().manual_seed(seed), **kw
     )
@@ -303,7 +307,9 @@ def bench_top(
             "PyHessian": lambda r: pyhessian_top(model, batch, r),
             "hessian-eigenthings": lambda r: eigenthings_top(model, batch, r),
             # the same error as reglight's default: PyHessian with a tighter tolerance
-            "PyHessian tol=1e-6": lambda r: pyhessian_top(model, batch, r, tol=1e-6, max_iter=1000),
+            "PyHessian tol=1e-6": lambda r: pyhessian_top(
+                model, batch, r, tol=1e-6, max_iter=CAP["iterations"]
+            ),
         },
         repeats,
     )
@@ -463,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # PyHessian's backward(create_graph=True)
     warnings.filterwarnings("ignore", category=FutureWarning)
     repeats = args.repeats or (1 if args.quick else 3)
+    if args.quick:
+        CAP["iterations"] = 12
     ref_samples = args.ref_samples or (20 if args.quick else 400)
     steps = args.steps or (5 if args.quick else 21)
     report = Report(
