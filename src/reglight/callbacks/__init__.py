@@ -6,10 +6,13 @@
   [`reglight.transforms.ScheduledTransform`][reglight.transforms.ScheduledTransform]s, in DataLoader workers too.
 - [`RegularizationScheduler`][reglight.callbacks.RegularizationScheduler] and its knobs: schedules dropout
   rates, DropPath rates, penalty alpha, weight decay or any module attribute.
+- [`LossLandscapeProbe`][reglight.callbacks.LossLandscapeProbe]: logs the top Hessian eigenvalue, trace and
+  sharpness of the training loss every few epochs, without changing training.
 """
 
 from reglight.callbacks.augmentation import AugmentationScheduler
 from reglight.callbacks.early_stopping import EarlyStopping
+from reglight.callbacks.landscape import LossLandscapeProbe
 from reglight.callbacks.penalty import PenaltyHook
 from reglight.callbacks.regularization import (
     DropoutRate,
@@ -27,6 +30,7 @@ __all__ = [
     "DropoutRate",
     "EarlyStopping",
     "Knob",
+    "LossLandscapeProbe",
     "ModuleAttribute",
     "PenaltyAlpha",
     "PenaltyHook",
