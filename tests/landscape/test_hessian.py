@@ -1,0 +1,139 @@
+"""Curvature functions against the dense Hessian of small float64 networks (``torch.func.hessian``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reglight.landscape import hessian_trace, hvp, spectral_density, top_eigenvalues
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("method", ["double_backward", "forward_over_reverse", "auto"])
+def test_hvp_equals_dense_hessian_times_vector(problem, method):
+    g = _gen(1)
+    vectors = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in problem.model.parameters()]
+    got = hvp(problem.model, problem.loss_fn, problem.batches, vectors, method=method)
+    expected = problem.hessian @ problem.flat(vectors)
+    torch.testing.assert_close(problem.flat(got), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_hvp_on_a_selection_is_the_hessian_block(mlp_problem):
+    model = mlp_problem.model
+    sizes = [p.numel() for p in model.parameters()]
+    v = [torch.ones(8, 5, dtype=torch.float64)]  # parameter "0.weight", the first block
+    got = hvp(model, mlp_problem.loss_fn, mlp_problem.batches, v, include="0.weight")
+    block = mlp_problem.hessian[: sizes[0], : sizes[0]]
+    torch.testing.assert_close(got[0].reshape(-1), block @ v[0].reshape(-1))
+
+
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_top3_eigenvalues_within_0_1_percent(problem, method):
+    if method == "power" and problem.eigenvalues.min() < -0.5 * problem.eigenvalues.max():
+        pytest.skip(
+            "power iteration targets magnitudes; this Hessian has large negative eigenvalues"
+        )
+    exact = problem.eigenvalues.flip(0)
+    if method == "power":  # power iteration finds the largest magnitudes
+        exact = exact[exact.abs().argsort(descending=True)][:3].sort(descending=True).values
+    res = top_eigenvalues(
+        problem.model,
+        problem.loss_fn,
+        problem.batches,
+        k=3,
+        tol=1e-9,
+        max_iter=2000 if method == "power" else 200,
+        method=method,
+        generator=_gen(),
+    )
+    assert res.eigenvalues.shape == (3,)
+    assert res.converged
+    torch.testing.assert_close(res.eigenvalues, exact[:3], rtol=1e-3, atol=0)
+    # the eigenvectors are unit vectors with H u = lambda u
+    for value, vec in zip(res.eigenvalues, res.eigenvectors):
+        u = problem.flat(vec)
+        assert math.isclose(float(u.norm()), 1.0, rel_tol=1e-6)
+        residual = problem.hessian @ u - value * u
+        assert float(residual.norm()) < 2e-2 * float(exact.abs().max())
+
+
+def test_lanczos_needs_fewer_products_than_power_iteration(mlp_problem):
+    args = (mlp_problem.model, mlp_problem.loss_fn, mlp_problem.batches)
+    lanczos = top_eigenvalues(*args, k=3, tol=1e-6, generator=_gen())
+    power = top_eigenvalues(*args, k=3, tol=1e-6, max_iter=1000, method="power", generator=_gen())
+    assert lanczos.n_hvp < power.n_hvp
+
+
+def test_hutchinson_trace_within_three_standard_errors(problem):
+    res = hessian_trace(
+        problem.model, problem.loss_fn, problem.batches, n_samples=300, tol=0, generator=_gen(3)
+    )
+    exact = float(problem.hessian.trace())
+    assert res.n_samples == 300
+    assert res.std_error > 0
+    assert abs(res.trace - exact) <= 3 * res.std_error
+    # the standard error of the mean, from the samples
+    assert math.isclose(res.std_error, float(res.samples.std() / math.sqrt(300)), rel_tol=1e-12)
+
+
+def test_trace_stops_early_at_the_relative_standard_error(mlp_problem):
+    res = hessian_trace(
+        mlp_problem.model,
+        mlp_problem.loss_fn,
+        mlp_problem.batches,
+        n_samples=500,
+        tol=0.05,
+        generator=_gen(),
+    )
+    assert 10 <= res.n_samples < 500
+    assert res.std_error <= 0.05 * abs(res.trace)
+
+
+def test_spectral_density_full_lanczos_recovers_the_eigenvalues(mlp_problem):
+    """With as many steps as the Krylov space allows, the nodes are exact eigenvalues and the
+    weights' moments are those of the probe: E[sum tau theta^p] = tr(H^p)/n."""
+    h, ev = mlp_problem.hessian, mlp_problem.eigenvalues
+    n = h.shape[0]
+    sd = spectral_density(
+        mlp_problem.model,
+        mlp_problem.loss_fn,
+        mlp_problem.batches,
+        n_probes=20,
+        n_iter=n,
+        generator=_gen(5),
+    )
+    # every node with a visible weight is an exact eigenvalue
+    visible = sd.weights > 1e-8
+    dist = (sd.nodes[visible][:, None] - ev[None, :]).abs().min(dim=1).values
+    assert float(dist.max()) < 1e-6 * float(ev.abs().max())
+    torch.testing.assert_close(sd.weights.sum(dim=1), torch.ones(20, dtype=torch.float64))
+    # moments: probe average vs exact, within sampling error (unit Gaussian probes)
+    for p in (1, 2):
+        per_probe = (sd.weights * sd.nodes**p).sum(dim=1)
+        exact = float((ev**p).mean())
+        se = float(per_probe.std() / math.sqrt(20))
+        assert abs(float(per_probe.mean()) - exact) <= 4 * se + 1e-12
+    # the smoothed density integrates to 1 and puts the exact histogram's mass in each interval
+    dx = float(sd.grid[1] - sd.grid[0])
+    assert math.isclose(float(sd.density.sum()) * dx, 1.0, rel_tol=1e-3)
+    top = float(ev.max())
+    mass_top = float(sd.density[sd.grid > 0.5 * top].sum()) * dx
+    exact_top = float((ev > 0.5 * top).double().mean())
+    assert abs(mass_top - exact_top) < 0.05
+
+
+def test_deterministic_for_a_seeded_generator_and_global_rng_untouched(mlp_problem):
+    args = (mlp_problem.model, mlp_problem.loss_fn, mlp_problem.batches)
+    state = torch.get_rng_state()
+    a = hessian_trace(*args, n_samples=5, tol=0, generator=_gen(7))
+    b = hessian_trace(*args, n_samples=5, tol=0, generator=_gen(7))
+    e1 = top_eigenvalues(*args, k=2, generator=_gen(7))
+    e2 = top_eigenvalues(*args, k=2, generator=_gen(7))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a.samples, b.samples)
+    assert torch.equal(e1.eigenvalues, e2.eigenvalues)
