@@ -76,6 +76,7 @@ def _trainer(
         "deterministic": True,
         "default_root_dir": tmp_path,
         "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,
     }
     options.update(kwargs)
     return pl.Trainer(callbacks=callbacks, **options)
@@ -203,7 +204,7 @@ def test_history_and_batches_survive_resume(tmp_path: Path) -> None:
         pl.seed_everything(0, verbose=False)
         probe = LossLandscapeProbe(batches=2, max_iter=10, trace_samples=4)
         callbacks: list[Callback] = [probe]
-        if save:
+        if save or ckpt_path:
             callbacks.append(
                 ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
             )
@@ -212,7 +213,7 @@ def test_history_and_batches_survive_resume(tmp_path: Path) -> None:
             callbacks,
             max_epochs=max_epochs,
             limit_val_batches=0,
-            enable_checkpointing=save,
+            enable_checkpointing=save or ckpt_path is not None,
         )
         trainer.fit(Net(shuffle=False, dropout=0.0), ckpt_path=ckpt_path)
         return probe

@@ -122,14 +122,16 @@ class LossLandscapeProbe(Callback):
     $L(\theta) = \frac1n\sum_{b} \ell(\theta; B_b)$ and its Hessian $H = \nabla^2 L(\theta)$ over all trained
     parameters, and logs (with the default `name="landscape"`):
 
-    - `landscape/top_eigenvalue`: $\lambda_{\max}(H)$ by power iteration on Hessian-vector products
-      (Pearlmutter 1994; Yao et al. 2020, *PyHessian*), see
+    - `landscape/top_eigenvalue`: $\lambda_{\max}(H)$ by the Lanczos iteration on Hessian-vector products
+      (Pearlmutter 1994; Lanczos 1950; Yao et al. 2020, *PyHessian*), see
       [`top_eigenvalues`][reglight.landscape.top_eigenvalues];
     - `landscape/trace` and `landscape/trace_std_error`: Hutchinson's estimate
       $\operatorname{tr} H \approx \frac1m\sum_{i} v_i^\top H v_i$ with Rademacher $v_i$ (Hutchinson 1990;
       Avron & Toledo 2011), see [`hessian_trace`][reglight.landscape.hessian_trace];
-    - `landscape/sharpness`: $\max_{\lVert\delta\rVert\le\epsilon} L(\theta+\delta) - L(\theta)$ (Keskar et al.
-      2017), see [`sharpness`][reglight.landscape.sharpness];
+    - `landscape/sharpness`: Keskar et al.'s (2017) $\epsilon$-sharpness
+      $100\,(\max_{\delta\in\mathcal C_\epsilon} L(\theta+\delta) - L(\theta))/(1 + L(\theta))$ over the box
+      $|\delta_i| \le \epsilon(|\theta_i| + 1)$ (or ASAM's scale-invariant ball, `adaptive=True`), found by
+      projected gradient ascent, see [`sharpness`][reglight.landscape.sharpness];
     - `landscape/seconds`: the probe's own wall time on this process;
     - optionally figures (`figures`): the loss along one or two random filter-normalized directions
       (Li et al. 2018), through [`log_figure`][reglight.logging.log_figure] (W&B image, TensorBoard figure,
@@ -165,7 +167,7 @@ class LossLandscapeProbe(Callback):
     ([`preserved`][reglight.landscape.preserved]); optimizer state and dataloaders are not touched.
 
     **Cost.** One Hessian-vector product costs about two to three training steps per batch; a probe costs
-    about `batches * (power iterations + trace_samples)` of them (plus the slices). The defaults keep the
+    about `batches * (Lanczos steps + trace_samples)` of them (plus the slices). The defaults keep the
     probe under 5 % of the training time of `reglight run medical_cnn` (see the callbacks guide).
 
     Args:
@@ -179,11 +181,12 @@ class LossLandscapeProbe(Callback):
         include: Which parameters span the landscape (default: every parameter with `requires_grad`), in
             the selector vocabulary of [`select_parameters`][reglight.penalties.select_parameters].
         exclude: Which parameters to leave out.
-        max_iter: Most power iterations for the top eigenvalue.
-        tol: Relative change of the eigenvalue estimate at which power iteration stops.
+        max_iter: Most Lanczos steps (Hessian-vector products) for the top eigenvalue.
+        tol: Relative change of the top eigenvalue estimate between two steps at which Lanczos stops.
         trace_samples: Hutchinson samples for the trace (at least 2, for the standard error).
-        epsilon: Radius $\epsilon$ of the sharpness ball.
-        adaptive: Adaptive sharpness (the ball scaled by $|\theta|$, Kwon et al. 2021).
+        epsilon: Size $\epsilon$ of the sharpness neighbourhood.
+        adaptive: Adaptive sharpness (ASAM's ball scaled by $|\theta|$, Kwon et al. 2021) instead of the box.
+        sharpness_steps: Gradient-ascent steps of the sharpness search (each a gradient over the batches).
         figures: Slice figures to log at each probe, a subset of `FIGURES`.
         slice_points: Points per axis of a slice.
         slice_distance: Half-width of a slice, in units of the (filter-normalized) direction.
@@ -236,6 +239,7 @@ class LossLandscapeProbe(Callback):
         trace_samples: int = 10,
         epsilon: float = 1e-3,
         adaptive: bool = False,
+        sharpness_steps: int = 10,
         figures: Sequence[str] = (),
         slice_points: int = 21,
         slice_distance: float = 1.0,
@@ -268,6 +272,7 @@ class LossLandscapeProbe(Callback):
         self.trace_samples = check_positive_int("trace_samples", trace_samples, minimum=2)
         self.epsilon = check_positive("epsilon", epsilon)
         self.adaptive = bool(adaptive)
+        self.sharpness_steps = check_positive_int("sharpness_steps", sharpness_steps)
         self.slice_points = check_positive_int("slice_points", slice_points, minimum=3)
         self.slice_distance = check_positive("slice_distance", slice_distance)
         self.seed = check_positive_int("seed", seed, minimum=0)
@@ -502,10 +507,11 @@ class LossLandscapeProbe(Callback):
                     batch_list,
                     epsilon=self.epsilon,
                     adaptive=self.adaptive,
+                    steps=self.sharpness_steps,
                     generator=generator(),
                     **common,
                 )
-                out["sharpness"] = float(getattr(sh, "sharpness", sh))
+                out["sharpness"] = float(sh.sharpness)
             if self.figures:
                 out["_figures"] = self._slices(pl_module, loss_fn, batch_list, generator(), common)
         return out
@@ -518,35 +524,28 @@ class LossLandscapeProbe(Callback):
         generator: torch.Generator,
         common: dict[str, Any],
     ) -> dict[str, Any]:
+        """The slice figures: the loss along filter-normalized random directions (Li et al. 2018)."""
         from reglight import landscape as ls
 
+        points = torch.linspace(-self.slice_distance, self.slice_distance, self.slice_points)
+        select = {"include": common["include"], "exclude": common["exclude"]}
         figures: dict[str, Any] = {}
-        steps = torch.linspace(
-            -self.slice_distance, self.slice_distance, self.slice_points
-        ).tolist()
         if "slice_1d" in self.figures:
-            result = ls.slice_1d(
-                pl_module, loss_fn, batches, steps=steps, generator=generator, **common
-            )
-            figures["slice_1d"] = result
+            d = ls.random_directions(pl_module, "filter", generator=generator, **select)
+            line = ls.slice_1d(pl_module, loss_fn, batches, direction=d, alphas=points, **common)
+            figures["slice_1d"] = ls.plot_slice_1d(line, title=f"epoch {pl_module.current_epoch}")
         if "slice_2d" in self.figures:
-            result = ls.slice_2d(
-                pl_module, loss_fn, batches, steps=steps, generator=generator, **common
-            )
-            figures["slice_2d"] = result
+            dx = ls.random_directions(pl_module, "filter", generator=generator, **select)
+            dy = ls.random_directions(pl_module, "filter", generator=generator, **select)
+            plane = ls.slice_2d(pl_module, loss_fn, batches, dx, dy, xs=points, ys=points, **common)
+            figures["slice_2d"] = ls.plot_contour(plane, title=f"epoch {pl_module.current_epoch}")
         return figures
 
     def _log_figures(self, trainer: pl.Trainer, figures: Mapping[str, Any]) -> None:
-        if not figures:
-            return
-        import matplotlib.pyplot as plt
-
         from reglight.logging import log_figure
 
-        for key, result in figures.items():
-            fig = result.plot() if hasattr(result, "plot") else result
+        for key, fig in figures.items():
             log_figure(trainer, f"{self.name}/{key}", fig, step=int(trainer.global_step))
-            plt.close(fig)
 
     # -------------------------------------------------------------------------------- checkpointing
 
