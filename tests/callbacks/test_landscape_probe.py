@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ def test_training_is_bit_exact_with_and_without_the_probe(tmp_path: Path) -> Non
             callbacks = [
                 # the default loss (training_step, which logs), every metric and a slice figure
                 LossLandscapeProbe(
+                    max_overhead=None,
                     batches=2,
                     metrics=("top_eigenvalue", "trace", "sharpness"),
                     max_iter=5,
@@ -106,6 +108,7 @@ def test_training_is_bit_exact_with_and_without_the_probe(tmp_path: Path) -> Non
                 ),
                 # validation batches, a given loss, batch statistics
                 LossLandscapeProbe(
+                    max_overhead=None,
                     batches=1,
                     source="val",
                     train_mode=True,
@@ -172,7 +175,9 @@ class DenseReference(Callback):
 def test_values_match_the_dense_hessian(tmp_path: Path) -> None:
     pl.seed_everything(0, verbose=False)
     model = Net(shuffle=False, dropout=0.0, norm=False)
-    probe = LossLandscapeProbe(batches=3, max_iter=60, tol=1e-6, trace_samples=60)
+    probe = LossLandscapeProbe(
+        max_overhead=None, batches=3, max_iter=60, tol=1e-6, trace_samples=60
+    )
     reference = DenseReference(3)  # after the probe: the same weights
     _trainer(tmp_path, [probe, reference], max_epochs=2, limit_val_batches=0).fit(model)
     assert len(probe.history) == len(reference.eigenvalues) == 2
@@ -202,7 +207,7 @@ def test_history_and_batches_survive_resume(tmp_path: Path) -> None:
         max_epochs: int, ckpt_path: Path | None = None, save: bool = False
     ) -> LossLandscapeProbe:
         pl.seed_everything(0, verbose=False)
-        probe = LossLandscapeProbe(batches=2, max_iter=10, trace_samples=4)
+        probe = LossLandscapeProbe(max_overhead=None, batches=2, max_iter=10, trace_samples=4)
         callbacks: list[Callback] = [probe]
         if save or ckpt_path:
             callbacks.append(
@@ -231,6 +236,7 @@ def test_history_and_batches_survive_resume(tmp_path: Path) -> None:
 
 def test_logged_keys_and_figures_reach_a_csv_logger(tmp_path: Path) -> None:
     probe = LossLandscapeProbe(
+        max_overhead=None,
         every_n_epochs=2,
         batches=1,
         metrics=("top_eigenvalue", "trace", "sharpness"),
@@ -246,7 +252,7 @@ def test_logged_keys_and_figures_reach_a_csv_logger(tmp_path: Path) -> None:
     keys = {k for row in rows for k, v in row.items() if v != ""}
     expected = {
         f"landscape/{k}"
-        for k in ("top_eigenvalue", "trace", "trace_std_error", "sharpness", "seconds")
+        for k in ("top_eigenvalue", "trace", "trace_std_error", "sharpness", "seconds", "overhead")
     }
     assert expected <= keys
     assert [int(row["epoch"]) for row in rows if row.get("landscape/trace")] == [
@@ -255,6 +261,17 @@ def test_logged_keys_and_figures_reach_a_csv_logger(tmp_path: Path) -> None:
     assert [p.name for p in (Path(logger.log_dir) / "media").glob("*.png")] == [
         f"landscape_slice_2d-step{probe.history[0]['step']}.png"
     ]
+
+
+@pytest.mark.parametrize(("max_overhead", "probed"), [(1e-9, 0), (1e9, 3)])
+def test_time_budget_skips_probes_that_would_exceed_it(
+    tmp_path: Path, max_overhead: float, probed: int
+) -> None:
+    probe = LossLandscapeProbe(max_overhead=max_overhead, max_iter=3, trace_samples=2)
+    _trainer(tmp_path, [probe], max_epochs=3, limit_val_batches=0).fit(Net())
+    assert len(probe.history) == probed
+    for h in probe.history:  # the probes' time over the training time so far
+        assert math.isfinite(h["overhead"]) and h["overhead"] > 0
 
 
 def test_manual_optimization_needs_a_loss_fn(tmp_path: Path) -> None:
@@ -282,6 +299,7 @@ def test_manual_optimization_needs_a_loss_fn(tmp_path: Path) -> None:
         ({"source": "test"}, ValueError, "`source` must be one of 'train', 'val', got 'test'"),
         ({"loss_fn": "cross_entropy"}, TypeError, "`loss_fn` must be callable"),
         ({"train_mode": "yes"}, TypeError, "`train_mode` must be a bool, got 'yes'"),
+        ({"max_overhead": 0.0}, ValueError, "`max_overhead` must be a finite number > 0, got 0.0"),
         ({"tol": 0.0}, ValueError, "`tol` must be a finite number > 0, got 0.0"),
         ({"trace_samples": 1}, ValueError, "`trace_samples` must be an integer >= 2, got 1"),
         ({"epsilon": -1e-3}, ValueError, "`epsilon` must be a finite number > 0"),

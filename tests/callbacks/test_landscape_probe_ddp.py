@@ -78,7 +78,8 @@ class Net(pl.LightningModule):
 
 def main(out):
     torch.set_num_threads(1)
-    probe = LossLandscapeProbe(every_n_epochs=2, batches=4, max_iter=40, tol=1e-6, trace_samples=20)
+    probe = LossLandscapeProbe(every_n_epochs=2, batches=4, max_iter=40, tol=1e-6, trace_samples=20,
+                               max_overhead=1e9)  # the budget decision (broadcast from rank 0) always says yes
     model = Net()
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, callbacks=[probe],
@@ -99,7 +100,9 @@ if __name__ == "__main__":
 """
 
 
-def _dense_hessian_eigenvalues(namespace: dict[str, object], state: dict[str, Tensor], batches: list) -> Tensor:
+def _dense_hessian_eigenvalues(
+    namespace: dict[str, object], state: dict[str, Tensor], batches: list
+) -> Tensor:
     """Eigenvalues of the exact Hessian of the mean loss over `batches`, at the weights `state`."""
     model = namespace["Net"]()  # type: ignore[operator]
     names = list(state)
@@ -113,7 +116,10 @@ def _dense_hessian_eigenvalues(namespace: dict[str, object], state: dict[str, Te
     blocks = torch.autograd.functional.hessian(mean_loss, tuple(state.values()))
     sizes = [v.numel() for v in state.values()]
     dense = torch.cat(
-        [torch.cat([blocks[i][j].reshape(sizes[i], sizes[j]) for j in range(len(sizes))], 1) for i in range(len(sizes))]
+        [
+            torch.cat([blocks[i][j].reshape(sizes[i], sizes[j]) for j in range(len(sizes))], 1)
+            for i in range(len(sizes))
+        ]
     )
     return torch.linalg.eigvalsh(dense.double())
 

@@ -132,13 +132,15 @@ class LossLandscapeProbe(Callback):
       $100\,(\max_{\delta\in\mathcal C_\epsilon} L(\theta+\delta) - L(\theta))/(1 + L(\theta))$ over the box
       $|\delta_i| \le \epsilon(|\theta_i| + 1)$ (or ASAM's scale-invariant ball, `adaptive=True`), found by
       projected gradient ascent, see [`sharpness`][reglight.landscape.sharpness];
-    - `landscape/seconds`: the probe's own wall time on this process;
+    - `landscape/seconds`: the probe's own wall time, and `landscape/overhead`: the time of all probes so far
+      over the training time so far (see the time budget below);
     - optionally figures (`figures`): the loss along one or two random filter-normalized directions
       (Li et al. 2018), through [`log_figure`][reglight.logging.log_figure] (W&B image, TensorBoard figure,
       PNG file next to a CSV log).
 
     **When.** At the end of every `every_n_epochs`-th training epoch (epochs `every_n_epochs - 1`,
-    `2 * every_n_epochs - 1`, ...), after that epoch's validation.
+    `2 * every_n_epochs - 1`, ...), after that epoch's validation, as long as the time budget allows
+    (`max_overhead`, below). Every process probes at the same epochs.
 
     **The batches.** The first `batches` batches that the Trainer itself feeds to the model during the
     first training epoch (`source="train"`) or the first validation epoch after the sanity check
@@ -166,14 +168,24 @@ class LossLandscapeProbe(Callback):
     Parameters, buffers, gradients, `requires_grad` flags and train/eval modes are left exactly as found
     ([`preserved`][reglight.landscape.preserved]); optimizer state and dataloaders are not touched.
 
-    **Cost.** One Hessian-vector product costs about two to three training steps per batch; a probe costs
-    about `batches * (Lanczos steps + trace_samples)` of them (plus the slices). The defaults keep the
-    probe under 5 % of the training time of `reglight run medical_cnn` (see the callbacks guide).
+    **Cost and the time budget.** A Hessian-vector product on a batch costs about two training steps
+    (forward, backward and the derivative of the backward), so a probe costs about
+    `2 * batches * (max_iter + trace_samples)` training steps at the defaults, more than a training epoch
+    of a small data set. With `max_overhead=0.05` (default) a due probe runs only if the total time of the
+    probes, this one's included, stays within 5 % of the training time so far (validation included); this
+    probe's time is estimated by the last probe's, or before the first one from the pace of the training
+    batches. Long epochs are probed every `every_n_epochs` epochs; short ones wait until enough training
+    time has passed, so which epochs are probed depends on the machine's speed (rank 0's clock decides
+    under DDP). `landscape/overhead` logs the fraction spent so far. Pass `max_overhead=None` to probe at
+    every due epoch whatever it costs (reproducible epochs, e.g. for a study of the landscape).
 
     Args:
         every_n_epochs: Probe at the end of every `every_n_epochs`-th training epoch.
         batches: Number of probe batches (over all processes; at least the number of processes).
         metrics: What to measure, a subset of `METRICS`.
+        max_overhead: Time budget: skip a due probe unless the probes' total time, this one's included
+            (estimated), stays within this fraction of the training time so far; `None` probes at every
+            due epoch.
         source: `"train"` or `"val"`: where the probe batches come from.
         loss_fn: `loss_fn(pl_module, batch) -> scalar`; `None` for the loss `training_step` returns.
         train_mode: Batch-norm layers use the batch statistics (without updating their running ones);
@@ -200,7 +212,8 @@ class LossLandscapeProbe(Callback):
             checkpoints and continued by a resumed run.
 
     Raises:
-        ValueError: For a non-positive `every_n_epochs`, `batches`, `max_iter`, `tol` or `epsilon`, an
+        ValueError: For a non-positive `every_n_epochs`, `batches`, `max_overhead`, `max_iter`, `tol`,
+            `epsilon`, `sharpness_steps` or `slice_distance`, an
             unknown metric, figure or `source`, nothing to measure, fewer than 2 `trace_samples` or 3
             `slice_points`, an empty `name`; at the start of `fit`, for fewer `batches` than processes, or
             no `loss_fn` with manual optimization.
@@ -211,13 +224,13 @@ class LossLandscapeProbe(Callback):
         >>> from lightning.pytorch import Trainer
         >>> from lightning.pytorch.demos.boring_classes import BoringModel
         >>> _ = torch.manual_seed(0)
-        >>> probe = LossLandscapeProbe(every_n_epochs=1, batches=2, metrics=("top_eigenvalue", "trace"))
+        >>> probe = LossLandscapeProbe(batches=2, metrics=("top_eigenvalue", "trace"), max_overhead=None)
         >>> trainer = Trainer(max_epochs=2, limit_train_batches=4, limit_val_batches=0, callbacks=[probe],
         ...                   logger=False, enable_checkpointing=False, enable_progress_bar=False,
         ...                   enable_model_summary=False)
         >>> trainer.fit(BoringModel())
         >>> [(h["epoch"], sorted(k for k in h if k not in ("epoch", "step"))) for h in probe.history]
-        [(0, ['seconds', 'top_eigenvalue', 'trace', 'trace_std_error']), (1, ['seconds', 'top_eigenvalue', 'trace', 'trace_std_error'])]
+        [(0, ['overhead', 'seconds', 'top_eigenvalue', 'trace', 'trace_std_error']), (1, ['overhead', 'seconds', 'top_eigenvalue', 'trace', 'trace_std_error'])]
         >>> h = probe.history[-1]
         >>> 0 < h["top_eigenvalue"] <= h["trace"] + 4 * h["trace_std_error"]
         True
@@ -226,15 +239,16 @@ class LossLandscapeProbe(Callback):
     def __init__(
         self,
         every_n_epochs: int = 1,
-        batches: int = 4,
+        batches: int = 1,
         metrics: Sequence[str] = ("top_eigenvalue", "trace"),
         *,
+        max_overhead: float | None = 0.05,
         source: str = "train",
         loss_fn: ProbeLossFn | None = None,
         train_mode: bool = False,
         include: Pattern | Sequence[Pattern] | None = None,
         exclude: Pattern | Sequence[Pattern] | None = None,
-        max_iter: int = 20,
+        max_iter: int = 10,
         tol: float = 1e-3,
         trace_samples: int = 10,
         epsilon: float = 1e-3,
@@ -249,6 +263,9 @@ class LossLandscapeProbe(Callback):
     ) -> None:
         self.every_n_epochs = check_positive_int("every_n_epochs", every_n_epochs)
         self.batches = check_positive_int("batches", batches)
+        self.max_overhead = (
+            None if max_overhead is None else check_positive("max_overhead", max_overhead)
+        )
         self.metrics = self._check_subset("metrics", metrics, METRICS)
         self.figures = self._check_subset("figures", figures, FIGURES)
         if not self.metrics and not self.figures:
@@ -286,6 +303,13 @@ class LossLandscapeProbe(Callback):
         self._local: list[Any] = []  # this process's batches while collecting
         self._share: list[Any] | None = None  # this process's share, on the module's device
         self._world = (1, 0)
+        # the time budget: seconds spent probing and training (earlier fits included), training batches seen
+        self._probe_seconds = 0.0
+        self._last_seconds: float | None = None
+        self._train_before = 0.0
+        self._train_batches = 0
+        self._clock: float | None = None
+        self._clock_probe = 0.0
 
     @staticmethod
     def _check_subset(
@@ -364,7 +388,9 @@ class LossLandscapeProbe(Callback):
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Probe at the end of every `every_n_epochs`-th epoch (the same epochs on every process)."""
-        if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0 or not self._within_budget(
+            trainer
+        ):
             return
         start = time.perf_counter()
         share = self._probe_batches(trainer, pl_module)
@@ -375,12 +401,15 @@ class LossLandscapeProbe(Callback):
         )
         figures = values.pop("_figures", {})
         seconds = time.perf_counter() - start
+        self._probe_seconds += seconds
+        self._last_seconds = seconds
         values["seconds"] = seconds
+        values["overhead"] = self._probe_seconds / max(self._train_seconds(), 1e-9)
         self.history.append(
             {"epoch": int(trainer.current_epoch), "step": int(trainer.global_step), **values}
         )
         for key, value in values.items():
-            # identical on every process but `seconds`: the max is exact, and the slowest process's time
+            # identical on every process but the times: the max is exact, and the slowest process's time
             pl_module.log(
                 f"{self.name}/{key}",
                 float(value),
@@ -391,6 +420,67 @@ class LossLandscapeProbe(Callback):
             )
         if trainer.is_global_zero:
             self._log_figures(trainer, figures)
+
+    # -------------------------------------------------------------------------------- the time budget
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Start the training clock of the time budget."""
+        self._clock = time.perf_counter()
+        self._clock_probe = self._probe_seconds
+
+    @override
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Count training batches (for the cost estimate of the first probe)."""
+        self._train_batches += 1
+
+    def _train_seconds(self) -> float:
+        """Wall time of training (validation included) without the probes, over this and earlier fits."""
+        if self._clock is None:
+            return self._train_before
+        elapsed = time.perf_counter() - self._clock - (self._probe_seconds - self._clock_probe)
+        return self._train_before + elapsed
+
+    def _estimate(self) -> float:
+        """Seconds the next probe will take: the last one's, or, before any, from the training batches' pace.
+
+        A Hessian-vector product on a batch costs about two training steps (forward, backward and their
+        derivative); a sharpness step about one; a slice point a third (a forward pass).
+        """
+        if self._last_seconds is not None:
+            return self._last_seconds
+        n = len(range(0, self.batches, max(self._world[0], 1)))
+        hvps = 0.0
+        if "top_eigenvalue" in self.metrics:
+            hvps += self.max_iter + 1
+        if "trace" in self.metrics:
+            hvps += self.trace_samples
+        if "sharpness" in self.metrics:
+            hvps += 0.5 * (self.sharpness_steps + 2)
+        if "slice_1d" in self.figures:
+            hvps += self.slice_points / 6
+        if "slice_2d" in self.figures:
+            hvps += self.slice_points**2 / 6
+        per_batch = self._train_seconds() / max(self._train_batches, 1)
+        return 2.0 * hvps * n * per_batch
+
+    def _within_budget(self, trainer: pl.Trainer) -> bool:
+        """Whether probing now keeps the probes' time within `max_overhead` of the training time.
+
+        Rank 0 decides (clocks differ between processes) and every process follows.
+        """
+        if self.max_overhead is None:
+            return True
+        self._world = _dist_world()
+        fits = self._probe_seconds + self._estimate() <= self.max_overhead * self._train_seconds()
+        return bool(trainer.strategy.broadcast(fits, src=0))
 
     def _probe_batches(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
@@ -552,7 +642,15 @@ class LossLandscapeProbe(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         """The history and, with `save_batches=True`, the probe batches (on the CPU)."""
-        state: dict[str, Any] = {"history": [dict(h) for h in self.history]}
+        state: dict[str, Any] = {
+            "history": [dict(h) for h in self.history],
+            "budget": {
+                "probe_seconds": self._probe_seconds,
+                "last_seconds": self._last_seconds,
+                "train_seconds": self._train_seconds(),
+                "train_batches": self._train_batches,
+            },
+        }
         if self.save_batches and self._batches is not None:
             state["batches"] = self._batches
         return state
@@ -565,6 +663,12 @@ class LossLandscapeProbe(Callback):
             state_dict: What `state_dict` returned.
         """
         self.history = [dict(h) for h in state_dict.get("history", [])]
+        budget = state_dict.get("budget", {})
+        self._probe_seconds = float(budget.get("probe_seconds", 0.0))
+        self._last_seconds = budget.get("last_seconds")
+        self._train_before = float(budget.get("train_seconds", 0.0))
+        self._train_batches = int(budget.get("train_batches", 0))
+        self._clock = None
         batches = state_dict.get("batches")
         self._batches = list(batches) if batches is not None and self.save_batches else None
         self._share = None
