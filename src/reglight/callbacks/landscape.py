@@ -170,8 +170,8 @@ class LossLandscapeProbe(Callback):
 
     **Cost and the time budget.** A Hessian-vector product on a batch costs about two training steps
     (forward, backward and the derivative of the backward), so a probe costs about
-    `2 * batches * (max_iter + trace_samples)` training steps at the defaults, more than a training epoch
-    of a small data set. With `max_overhead=0.05` (default) a due probe runs only if the total time of the
+    `2 * batches * (max_iter + 1)` training steps for the top eigenvalue (plus `2 * batches * trace_samples`
+    for the trace), more than a training epoch of a small data set. With `max_overhead=0.05` (default) a due probe runs only if the total time of the
     probes, this one's included, stays within 5 % of the training time so far (validation included); this
     probe's time is estimated by the last probe's, or before the first one from the pace of the training
     batches. Long epochs are probed every `every_n_epochs` epochs; short ones wait until enough training
@@ -240,7 +240,7 @@ class LossLandscapeProbe(Callback):
         self,
         every_n_epochs: int = 1,
         batches: int = 1,
-        metrics: Sequence[str] = ("top_eigenvalue", "trace"),
+        metrics: Sequence[str] = ("top_eigenvalue",),
         *,
         max_overhead: float | None = 0.05,
         source: str = "train",
@@ -310,6 +310,7 @@ class LossLandscapeProbe(Callback):
         self._train_batches = 0
         self._clock: float | None = None
         self._clock_probe = 0.0
+        self._skipped: tuple[int, float, float] | None = None  # (epoch, estimate, training seconds)
 
     @staticmethod
     def _check_subset(
@@ -428,6 +429,7 @@ class LossLandscapeProbe(Callback):
         """Start the training clock of the time budget."""
         self._clock = time.perf_counter()
         self._clock_probe = self._probe_seconds
+        self._skipped = None
 
     @override
     def on_train_batch_end(
@@ -451,8 +453,9 @@ class LossLandscapeProbe(Callback):
     def _estimate(self) -> float:
         """Seconds the next probe will take: the last one's, or, before any, from the training batches' pace.
 
-        A Hessian-vector product on a batch costs about two training steps (forward, backward and their
-        derivative); a sharpness step about one; a slice point a third (a forward pass).
+        A Hessian-vector product on a batch costs about one and a half times the average training batch
+        (whose time includes data loading and validation); a sharpness step half that; a slice point a
+        sixth (a forward pass).
         """
         if self._last_seconds is not None:
             return self._last_seconds
@@ -469,7 +472,7 @@ class LossLandscapeProbe(Callback):
         if "slice_2d" in self.figures:
             hvps += self.slice_points**2 / 6
         per_batch = self._train_seconds() / max(self._train_batches, 1)
-        return 2.0 * hvps * n * per_batch
+        return 1.5 * hvps * n * per_batch
 
     def _within_budget(self, trainer: pl.Trainer) -> bool:
         """Whether probing now keeps the probes' time within `max_overhead` of the training time.
@@ -479,8 +482,23 @@ class LossLandscapeProbe(Callback):
         if self.max_overhead is None:
             return True
         self._world = _dist_world()
-        fits = self._probe_seconds + self._estimate() <= self.max_overhead * self._train_seconds()
+        estimate = self._estimate()
+        fits = self._probe_seconds + estimate <= self.max_overhead * self._train_seconds()
+        if not fits:
+            self._skipped = (int(trainer.current_epoch), estimate, self._train_seconds())
         return bool(trainer.strategy.broadcast(fits, src=0))
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Warn when the time budget let no probe run at all."""
+        if not self.history and self._skipped is not None:
+            epoch, estimate, train = self._skipped
+            rank_zero_warn(
+                f"LossLandscapeProbe: no probe ran. At epoch {epoch} a probe would have taken about "
+                f"{estimate:.3g} s, more than max_overhead={self.max_overhead:g} of the {train:.3g} s of "
+                "training so far; raise `max_overhead`, probe less (`batches`, `metrics`, `max_iter`), "
+                "or pass max_overhead=None to probe every `every_n_epochs` epochs whatever it costs"
+            )
 
     def _probe_batches(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
