@@ -74,15 +74,16 @@ def _no_log(*args: Any, **kwargs: Any) -> None:
 @contextmanager
 def _silenced(pl_module: pl.LightningModule) -> Iterator[None]:
     """`pl_module.log` and `pl_module.log_dict` do nothing inside the block (instance attributes shadow them)."""
-    saved = {
-        name: pl_module.__dict__[name] for name in ("log", "log_dict") if name in pl_module.__dict__
+    names: tuple[str, ...] = ("log", "log_dict")
+    saved: dict[str, Any] = {
+        name: pl_module.__dict__[name] for name in names if name in pl_module.__dict__
     }
     try:
         pl_module.__dict__["log"] = _no_log
         pl_module.__dict__["log_dict"] = _no_log
         yield
     finally:
-        for name in ("log", "log_dict"):
+        for name in names:
             pl_module.__dict__.pop(name, None)
         pl_module.__dict__.update(saved)
 
