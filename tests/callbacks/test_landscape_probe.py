@@ -176,7 +176,12 @@ def test_values_match_the_dense_hessian(tmp_path: Path) -> None:
     pl.seed_everything(0, verbose=False)
     model = Net(shuffle=False, dropout=0.0, norm=False)
     probe = LossLandscapeProbe(
-        max_overhead=None, batches=3, max_iter=60, tol=1e-6, trace_samples=60
+        max_overhead=None,
+        batches=3,
+        metrics=("top_eigenvalue", "trace"),
+        max_iter=60,
+        tol=1e-6,
+        trace_samples=60,
     )
     reference = DenseReference(3)  # after the probe: the same weights
     _trainer(tmp_path, [probe, reference], max_epochs=2, limit_val_batches=0).fit(model)
@@ -207,7 +212,13 @@ def test_history_and_batches_survive_resume(tmp_path: Path) -> None:
         max_epochs: int, ckpt_path: Path | None = None, save: bool = False
     ) -> LossLandscapeProbe:
         pl.seed_everything(0, verbose=False)
-        probe = LossLandscapeProbe(max_overhead=None, batches=2, max_iter=10, trace_samples=4)
+        probe = LossLandscapeProbe(
+            max_overhead=None,
+            batches=2,
+            metrics=("top_eigenvalue", "trace"),
+            max_iter=10,
+            trace_samples=4,
+        )
         callbacks: list[Callback] = [probe]
         if save or ckpt_path:
             callbacks.append(

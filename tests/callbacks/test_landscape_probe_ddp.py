@@ -78,7 +78,8 @@ class Net(pl.LightningModule):
 
 def main(out):
     torch.set_num_threads(1)
-    probe = LossLandscapeProbe(every_n_epochs=2, batches=4, max_iter=40, tol=1e-6, trace_samples=20,
+    probe = LossLandscapeProbe(every_n_epochs=2, batches=4, metrics=("top_eigenvalue", "trace"), max_iter=40,
+                               tol=1e-6, trace_samples=20,
                                max_overhead=1e9)  # the budget decision (broadcast from rank 0) always says yes
     model = Net()
     trainer = pl.Trainer(
@@ -166,7 +167,12 @@ def test_ddp_ranks_agree_and_equal_one_process_on_all_batches(tmp_path: Path) ->
     model = namespace["Net"]()  # type: ignore[operator]
     model.load_state_dict(rank0["state"])
     single = LossLandscapeProbe(
-        batches=4, max_iter=40, tol=1e-6, trace_samples=20, loss_fn=namespace["loss_fn"]
+        batches=4,
+        metrics=("top_eigenvalue", "trace"),
+        max_iter=40,
+        tol=1e-6,
+        trace_samples=20,
+        loss_fn=namespace["loss_fn"],
     ).probe(model, blocks)  # type: ignore[arg-type]
     ddp = rank0["history"][0]
     for key in ("top_eigenvalue", "trace", "trace_std_error"):
