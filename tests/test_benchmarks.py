@@ -182,3 +182,18 @@ def test_gpu_check_exits_nonzero_when_a_check_fails(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "FAIL" in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_landscape_quick(tmp_path: Path) -> None:
+    report = run_script("bench_landscape", "--quick", "--threads", "1", tmp_path=tmp_path)
+    hvp, top, trace, planes = report["tables"]
+    assert len(hvp["rows"]) == 2 and len(planes["rows"]) == 2  # CNN and MLP
+    assert (
+        len(top["rows"]) == 2 * 4
+    )  # x (reglight, PyHessian, hessian-eigenthings, PyHessian tight)
+    assert len(trace["rows"]) == 2 * (4 + 2)  # default rules (+ Hutch++), then equal sample counts
+    for row in top["rows"]:  # every library found the same eigenvalue's neighbourhood
+        assert row["extra"]["median_rel_error"] < 1.0
+    ours = [r for r in top["rows"] if r["labels"]["library"] == "reglight"]
+    assert all(r["extra"]["median_rel_error"] < 1e-2 for r in ours)

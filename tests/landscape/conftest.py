@@ -1,4 +1,5 @@
-"""Small float64 problems with their dense Hessian (``torch.func.hessian``), the reference of the tests."""
+"""Small float64 problems with their dense Hessian (``torch.autograd.functional.hessian``, row by row),
+the reference of the tests."""
 
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ class Problem:
     def eigenvalues(self) -> Tensor:
         return torch.linalg.eigvalsh(self.hessian)
 
+    @property
+    def one_batch(self) -> list[Any]:
+        """All the data as one batch: the same mean loss (the batches have equal sizes)."""
+        return [tuple(torch.cat(parts) for parts in zip(*self.batches))]
+
     def flat(self, tensors: list[Tensor]) -> Tensor:
         return torch.cat([t.reshape(-1) for t in tensors])
 
@@ -58,7 +64,7 @@ def dense_hessian(
         state = {f"model.{n}": p for n, p in zip(names, ps)}
         return torch.stack([functional_call(wrapper, state, (b,)) for b in batches]).mean()
 
-    blocks = torch.func.hessian(mean_loss, argnums=tuple(range(len(params))))(*params)
+    blocks = torch.autograd.functional.hessian(mean_loss, params)
     sizes = [p.numel() for p in params]
     rows = [
         torch.cat([blocks[i][j].reshape(sizes[i], sizes[j]) for j in range(len(params))], dim=1)
@@ -70,18 +76,20 @@ def dense_hessian(
 
 
 def make_mlp_problem(seed: int = 0) -> Problem:
+    torch.set_num_threads(1)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 4)).double()
-    x = torch.randn(48, 5, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 4, (48,), generator=g)
+        model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x = torch.randn(48, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (48,), generator=g)
     batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 48, 16)]
     h, loss = dense_hessian(model, cross_entropy_loss, batches)
     return Problem(model, batches, cross_entropy_loss, h, loss)
 
 
 def make_conv_problem(seed: int = 0) -> Problem:
+    torch.set_num_threads(1)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)

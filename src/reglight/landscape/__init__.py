@@ -9,6 +9,7 @@ that sums a tensor over processes). The model is left exactly as found: see
 """
 
 from reglight.landscape._core import LossFn, Reduce, preserved, select_landscape_parameters
+from reglight.landscape.flatness import SharpnessResult, sharpness
 from reglight.landscape.hessian import (
     EigenResult,
     SpectralDensity,
@@ -19,7 +20,6 @@ from reglight.landscape.hessian import (
     top_eigenvalues,
 )
 from reglight.landscape.plot import plot_contour, plot_slice_1d, plot_surface
-from reglight.landscape.sharpness import SharpnessResult, sharpness
 from reglight.landscape.slices import (
     Direction,
     Slice1D,

@@ -149,10 +149,14 @@ def _lanczos(
     *,
     k: int | None = None,
     tol: float = 0.0,
+    restart: torch.Generator | None = None,
 ) -> _Lanczos:
     """Lanczos with full reorthogonalization (classical Gram-Schmidt, twice) from `v0`.
 
     With `k`, stops once the top `k` Ritz values change by less than `tol` relatively between two steps.
+    With `restart`, an invariant subspace found before `max_iter` steps does not end the iteration: it
+    goes on from a new random vector orthogonal to the basis (a zero off-diagonal entry), since the top
+    eigenvalues may lie outside the subspace the start vector spans.
     All decisions use quantities computed from reduced Hessian-vector products, so every process takes
     them identically.
     """
@@ -185,8 +189,16 @@ def _lanczos(
             previous = ritz
         b = float(beta)
         scale = max(abs(a) for a in alphas) + max(betas, default=0.0)
-        if j + 1 == m or b <= 1e-10 * max(scale, 1e-30) or not math.isfinite(b):
-            converged = j + 1 == n or b <= 1e-10 * max(scale, 1e-30)
+        exhausted = b <= 1e-10 * max(scale, 1e-30)
+        if exhausted and restart is not None and j + 1 < m:
+            w = obj.rademacher(restart)
+            for _ in range(2):
+                w = w - q.T @ (q @ w)
+            beta = torch.linalg.vector_norm(w)
+            b = 0.0  # the tridiagonal matrix splits into blocks
+            exhausted = float(beta) <= 1e-6 * math.sqrt(n)
+        if j + 1 == m or exhausted or not math.isfinite(b):
+            converged = j + 1 == n or exhausted
             return _Lanczos(basis[: j + 1], alphas, betas, converged)
         betas.append(b)
         basis[j + 1] = w / beta
@@ -294,7 +306,7 @@ def top_eigenvalues(
         obj = Objective(model, loss_fn, batch_list, named, reduce, hvp_method)
         gen = obj.common_generator(generator)
         if method == "lanczos":
-            lz = _lanczos(obj, obj.rademacher(gen), max(max_iter, k + 1), k=k, tol=tol)
+            lz = _lanczos(obj, obj.rademacher(gen), max(max_iter, k + 1), k=k, tol=tol, restart=gen)
             t = _tridiagonal(lz.alphas, lz.betas)
             evals, evecs = torch.linalg.eigh(t)
             order = torch.argsort(evals, descending=True)[:k]
@@ -349,16 +361,20 @@ class TraceResult:
     """Hutchinson's estimate of the Hessian's trace.
 
     Attributes:
-        trace: The estimate, the mean of $v^\\top H v$ over the samples.
+        trace: The estimate: the mean of $v^\\top H v$ over the samples (plus `low_rank` with a sketch).
         std_error: Its standard error, $s/\\sqrt{n}$ with $s$ the samples' standard deviation.
         n_samples: Rademacher vectors used.
         samples: The values $v_i^\\top H v_i$, float64 on the CPU.
+        low_rank: $\\operatorname{tr}(Q^\\top H Q)$ of the Hutch++ sketch (0 without one).
+        n_hvp: Hessian-vector products computed.
     """
 
     trace: float
     std_error: float
     n_samples: int
     samples: Tensor
+    low_rank: float = 0.0
+    n_hvp: int = 0
 
 
 def hessian_trace(
@@ -369,6 +385,7 @@ def hessian_trace(
     *,
     tol: float = 1e-2,
     min_samples: int = 10,
+    sketch: int = 0,
     hvp_method: str = "auto",
     include: Patterns = None,
     exclude: Patterns = None,
@@ -383,6 +400,12 @@ def hessian_trace(
     $s / \\sqrt n$. Sampling stops after `n_samples` vectors, or earlier, once at least `min_samples` were
     drawn, when the standard error falls below `tol` times the estimate's magnitude.
 
+    With `sketch=s > 0` the estimator is Hutch++ (Meyer, Musco, Musco & Woodruff 2021): $2s$ products give
+    an orthonormal basis $Q$ of $H S$ ($S$: $s$ Rademacher vectors) and the exact $\\operatorname{tr}(Q^\\top
+    H Q)$; Hutchinson then only estimates the trace of the deflated $(I - QQ^\\top) H (I - QQ^\\top)$,
+    whose variance is much smaller when a few eigenvalues dominate $\\lVert H\\rVert_F$, as they usually do
+    for trained networks. `samples` and `std_error` are those of the deflated part.
+
     Args:
         model: The model.
         loss_fn: `loss_fn(model, batch) -> scalar Tensor`.
@@ -390,6 +413,7 @@ def hessian_trace(
         n_samples: Most Rademacher vectors.
         tol: Relative standard error that stops sampling early (`0` never stops early).
         min_samples: Vectors drawn before the early stop is considered (at least 2).
+        sketch: Rank $s$ of the Hutch++ deflation; `0` (default) is plain Hutchinson.
         hvp_method: How Hessian-vector products are computed (see [`hvp`][reglight.landscape.hvp]).
         include: Parameters to differentiate with respect to (default: every one with `requires_grad`).
         exclude: Parameters to leave out.
@@ -413,6 +437,7 @@ def hessian_trace(
     """
     check_positive_int("n_samples", n_samples)
     check_positive_int("min_samples", min_samples, minimum=2)
+    check_positive_int("sketch", sketch, minimum=0)
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
         raise ValueError(f"`tol` must be a number >= 0, got {tol!r}")
     named, batch_list = prepare(
@@ -421,18 +446,34 @@ def hessian_trace(
     with preserved(model, train_mode=train_mode):
         obj = Objective(model, loss_fn, batch_list, named, reduce, hvp_method)
         gen = obj.common_generator(generator)
+        low_rank = 0.0
+        basis: Tensor | None = None
+        if sketch:
+            rank = min(sketch, obj.dim)
+            sketched = torch.stack([obj.matvec(obj.rademacher(gen)) for _ in range(rank)], dim=1)
+            basis = torch.linalg.qr(sketched.double(), mode="reduced")[0].to(obj.dtype)
+            low_rank = sum(float(torch.dot(q, obj.matvec(q))) for q in basis.T.contiguous())
         samples: list[float] = []
         for i in range(n_samples):
             v = obj.rademacher(gen)
+            if basis is not None:
+                v = v - basis @ (basis.T @ v)
             samples.append(float(torch.dot(v, obj.matvec(v))))
             if tol > 0 and i + 1 >= min_samples:
                 t = torch.tensor(samples, dtype=torch.float64)
-                if float(t.std() / math.sqrt(len(samples))) <= tol * abs(float(t.mean())):
+                se = float(t.std() / math.sqrt(len(samples)))
+                if se <= tol * abs(low_rank + float(t.mean())):
                     break
+        n_hvp = obj.n_hvp
     t = torch.tensor(samples, dtype=torch.float64)
     std_error = float(t.std() / math.sqrt(len(samples))) if len(samples) > 1 else math.nan
     return TraceResult(
-        trace=float(t.mean()), std_error=std_error, n_samples=len(samples), samples=t
+        trace=low_rank + float(t.mean()),
+        std_error=std_error,
+        n_samples=len(samples),
+        samples=t,
+        low_rank=low_rank,
+        n_hvp=n_hvp,
     )
 
 

@@ -1,4 +1,4 @@
-"""Sharpness: how much the loss can rise in a small neighbourhood of the weights."""
+"""Sharpness (flatness) of a minimum: how much the loss can rise in a small neighbourhood of the weights."""
 
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ def sharpness(
     The maximum is searched by projected gradient ascent from a random point of the neighbourhood drawn
     from `generator`: sign-gradient steps of `step_size` times the box's half-widths for the box,
     normalized-gradient steps of `step_size`·ε in the scaled coordinates for the ball, each followed by
-    the projection back. The best loss seen (a lower bound of the true maximum) is reported.
+    the projection back; the step is halved whenever the loss went down. The best loss seen (a lower bound
+    of the true maximum, and at least $L(\theta)$) is reported.
 
     Args:
         model: The model.
@@ -75,7 +76,7 @@ def sharpness(
         epsilon: The neighbourhood's size ε, `> 0`.
         adaptive: Use ASAM's scale-invariant ball instead of Keskar's box.
         steps: Gradient-ascent steps.
-        step_size: Step length as a fraction of the neighbourhood's size; default `2.5 / steps`.
+        step_size: First step length as a fraction of the neighbourhood's size (the box's half-widths, or ε).
         eta: ASAM's η, added to $|\\theta|$ so zero weights can move (only with `adaptive=True`).
         include: Parameters to perturb (default: every one with `requires_grad`).
         exclude: Parameters to leave out.
@@ -104,7 +105,7 @@ def sharpness(
     if step_size is not None:
         check_positive("step_size", step_size)
     check_positive("eta", eta)
-    size = 2.5 / steps if step_size is None else step_size
+    size = 0.5 if step_size is None else step_size
     named, batch_list = prepare(model, loss_fn, batches, include, exclude, generator, reduce)
     with preserved(model, train_mode=train_mode):
         obj = Objective(model, loss_fn, batch_list, named, reduce)
@@ -133,16 +134,20 @@ def sharpness(
         if adaptive:
             flat = flat * (0.5 * radius / torch.linalg.vector_norm(flat))
         z = obj.split(flat)
-        best_loss = -math.inf
-        best_z = [t.clone() for t in z]
+        best_loss = base  # delta = 0 is in the neighbourhood
+        best_z = [torch.zeros_like(t) for t in z]
+        previous = -math.inf
         for _ in range(steps):
             with torch.no_grad():
                 for p, o, s, t in zip(params, origin, scale, z, strict=True):
                     p.copy_(o + s * t)
             loss, grads = obj.loss_and_gradient()
-            value = float(loss)
+            value = float(loss)  # reduced: every process takes the same decisions
             if value > best_loss:
                 best_loss, best_z = value, [t.clone() for t in z]
+            if value < previous:  # overshoot: shorter steps
+                size *= 0.5
+            previous = value
             g = [gr * s for gr, s in zip(grads, scale, strict=True)]  # gradient with respect to z
             if adaptive:
                 gnorm = torch.linalg.vector_norm(
