@@ -182,7 +182,8 @@ class LossLandscapeProbe(Callback):
 
     Args:
         every_n_epochs: Probe at the end of every `every_n_epochs`-th training epoch.
-        batches: Number of probe batches (over all processes; at least the number of processes).
+        batches: Number of probe batches over all processes (raised to the number of processes if smaller:
+            every process evaluates at least one).
         metrics: What to measure, a subset of `METRICS`.
         max_overhead: Time budget: skip a due probe unless the probes' total time, this one's included
             (estimated), stays within this fraction of the training time so far; `None` probes at every
@@ -216,8 +217,8 @@ class LossLandscapeProbe(Callback):
         ValueError: For a non-positive `every_n_epochs`, `batches`, `max_overhead`, `max_iter`, `tol`,
             `epsilon`, `sharpness_steps` or `slice_distance`, an
             unknown metric, figure or `source`, nothing to measure, fewer than 2 `trace_samples` or 3
-            `slice_points`, an empty `name`; at the start of `fit`, for fewer `batches` than processes, or
-            no `loss_fn` with manual optimization.
+            `slice_points`, an empty `name`; at the start of `fit`, for no `loss_fn` with manual
+            optimization.
         TypeError: For a `loss_fn` that is not callable, or a bad `include`/`exclude` entry.
 
     Examples:
@@ -338,15 +339,9 @@ class LossLandscapeProbe(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check that every process gets a probe batch and that the loss can be computed."""
+        """Check that the loss can be computed."""
         if stage != "fit":
             return
-        world = int(trainer.world_size)
-        if self.batches < world:
-            raise ValueError(
-                f"`batches`={self.batches} is smaller than the number of processes ({world}): every process "
-                f"needs at least one probe batch; use batches >= {world}"
-            )
         if self.loss_fn is None and not pl_module.automatic_optimization:
             raise ValueError(
                 "LossLandscapeProbe cannot use `training_step` as the loss of a module with manual "
@@ -355,10 +350,14 @@ class LossLandscapeProbe(Callback):
         self._local = []
         self._share = None
 
+    def _count(self, world: int) -> int:
+        """Probe batches over all processes: `batches`, raised to one per process."""
+        return max(self.batches, world)
+
     def _local_needed(self, trainer: pl.Trainer) -> int:
         """How many local batches this process contributes: global indices `r, r + W, ... < batches`."""
         world, rank = int(trainer.world_size), int(trainer.global_rank)
-        return len(range(rank, self.batches, world))
+        return len(range(rank, self._count(world), world))
 
     def _collect(self, trainer: pl.Trainer, batch: Any) -> None:
         if self._batches is None and len(self._local) < self._local_needed(trainer):
@@ -460,7 +459,8 @@ class LossLandscapeProbe(Callback):
         """
         if self._last_seconds is not None:
             return self._last_seconds
-        n = len(range(0, self.batches, max(self._world[0], 1)))
+        world = max(self._world[0], 1)
+        n = len(range(0, self._count(world), world))
         hvps = 0.0
         if "top_eigenvalue" in self.metrics:
             hvps += self.max_iter + 1
@@ -523,9 +523,9 @@ class LossLandscapeProbe(Callback):
                     "probing starts once batches were seen"
                 )
                 return None
-            if len(ordered) < self.batches:
+            if len(ordered) < self._count(world):
                 rank_zero_warn(
-                    f"LossLandscapeProbe: only {len(ordered)} {self.source} batches of the {self.batches} "
+                    f"LossLandscapeProbe: only {len(ordered)} {self.source} batches of the {self._count(world)} "
                     "asked for; probing on those"
                 )
             self._batches = [b for _, b in sorted(ordered, key=lambda item: item[0])]
