@@ -5,7 +5,7 @@ BreastMNIST training images with plain SGD (momentum 0.9), changing one thing at
 
 - ``baseline``: batch norm, no dropout, batches of 16;
 - ``dropout``: dropout 0.5 before the classifier;
-- ``large batch``: batches of 256 (same epochs and learning rate: fewer steps);
+- ``large batch``: batches of 256 (same epochs and learning rate: 16 times fewer steps);
 - ``no batch norm``: the baseline without normalization layers.
 
 At the end of training, on a fixed set of 256 training images in evaluation mode, ``reglight.landscape``
@@ -15,7 +15,7 @@ directions (Li et al. 2018). The table gives the mean over seeds (and the spread
 training loss and the test accuracy, so that the curvature is read together with how well each network
 fits. ``--figure PATH`` draws the slices side by side (seed 0).
 
-Run (a few minutes on two cores)::
+Run (one thread; 40 minutes of wall time on a shared, heavily loaded 2-core machine)::
 
     nice -n 10 python benchmarks/landscape_claims.py --figure landscape_claims.png --json claims.json
 
