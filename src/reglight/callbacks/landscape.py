@@ -139,6 +139,10 @@ class LossLandscapeProbe(Callback):
       (Li et al. 2018), through [`log_figure`][reglight.logging.log_figure] (W&B image, TensorBoard figure,
       PNG file next to a CSV log).
 
+    By default only the top eigenvalue is measured, on one batch: on the medical-image recipe a trace from
+    10 Hutchinson vectors had a standard error larger than the trace itself, and each metric adds to the
+    cost (below).
+
     **When.** At the end of every `every_n_epochs`-th training epoch (epochs `every_n_epochs - 1`,
     `2 * every_n_epochs - 1`, ...), after that epoch's validation, as long as the time budget allows
     (`max_overhead`, below). Every process probes at the same epochs.
@@ -172,10 +176,10 @@ class LossLandscapeProbe(Callback):
     **Cost and the time budget.** A Hessian-vector product on a batch costs about two training steps
     (forward, backward and the derivative of the backward), so a probe costs about
     `2 * batches * (max_iter + 1)` training steps for the top eigenvalue (plus `2 * batches * trace_samples`
-    for the trace), more than a training epoch of a small data set. With `max_overhead=0.05` (default) a due probe runs only if the total time of the
-    probes, this one's included, stays within 5 % of the training time so far (validation included); this
-    probe's time is estimated by the last probe's, or before the first one from the pace of the training
-    batches. Long epochs are probed every `every_n_epochs` epochs; short ones wait until enough training
+    for the trace), more than a training epoch of a small data set. With `max_overhead=0.05` (default) a
+    due probe runs only if the total time of the probes, this one's included, stays within 5 % of the
+    training time so far (validation included); this probe's time is estimated by the last probe's, or
+    before the first one from the pace of the training batches. Long epochs are probed every `every_n_epochs` epochs; short ones wait until enough training
     time has passed, so which epochs are probed depends on the machine's speed (rank 0's clock decides
     under DDP). `landscape/overhead` logs the fraction spent so far. Pass `max_overhead=None` to probe at
     every due epoch whatever it costs (reproducible epochs, e.g. for a study of the landscape).
