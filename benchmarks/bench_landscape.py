@@ -69,6 +69,9 @@ sys.path.insert(0, _HERE)
 
 Batch = tuple[Tensor, Tensor]
 
+# --quick caps every iteration count at this (a smoke run of the script, not a measurement)
+CAP = {"iterations": 1000}
+
 
 def loss_fn(model: nn.Module, batch: Batch) -> Tensor:
     return F.cross_entropy(model(batch[0]), batch[1])
@@ -194,7 +197,7 @@ def pyhessian_trace(
     m = copy.deepcopy(model)
     h = hessian(m, nn.CrossEntropyLoss(), data=batch, cuda=False)
     if fixed is None:
-        samples = h.trace(maxIter=100, tol=1e-3)  # its defaults
+        samples = h.trace(maxIter=min(100, CAP["iterations"]), tol=1e-3)  # its defaults
     else:
         # one sample per call: no tolerance stops it early (its test divides by the signed running
         # mean, so a negative trace passes any negative tolerance)
@@ -232,8 +235,8 @@ def eigenthings_trace(model: nn.Module, batch: Batch, seed: int) -> tuple[float,
     from hessian_eigenthings import HessianOperator, trace
 
     op = HessianOperator(model, [batch], loss_fn)
-    res = trace(op, seed=seed)
-    return float(res.estimate), 100
+    res = trace(op, num_matvecs=min(100, CAP["iterations"]), seed=seed)  # its default: 100
+    return float(res.estimate), min(100, CAP["iterations"])
 
 
 def ours_top(model: nn.Module, batch: Batch, seed: int) -> tuple[float, int]:
@@ -242,10 +245,11 @@ def ours_top(model: nn.Module, batch: Batch, seed: int) -> tuple[float, int]:
 
 
 def ours_trace(model: nn.Module, batch: Batch, seed: int, **kw: Any) -> tuple[float, int]:
+    kw.setdefault("n_samples", min(100, CAP["iterations"]))  # its default: 100
     res = ls.hessian_trace(
         model, loss_fn, [batch], generator=torch.Generator().manual_seed(seed), **kw
     )
-    return res.trace, res.n_samples
+    return res.trace, res.n_hvp
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -303,7 +307,9 @@ def bench_top(
             "PyHessian": lambda r: pyhessian_top(model, batch, r),
             "hessian-eigenthings": lambda r: eigenthings_top(model, batch, r),
             # the same error as reglight's default: PyHessian with a tighter tolerance
-            "PyHessian tol=1e-6": lambda r: pyhessian_top(model, batch, r, tol=1e-6, max_iter=1000),
+            "PyHessian tol=1e-6": lambda r: pyhessian_top(
+                model, batch, r, tol=1e-6, max_iter=CAP["iterations"]
+            ),
         },
         repeats,
     )
@@ -449,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", default=None, help="folder with breastmnist.npz (else REGLIGHT_DATA)"
     )
+    parser.add_argument(
+        "--only",
+        default="hvp,top,trace,slice",
+        help="comma-separated parts to run (hvp, top, trace, slice); default all",
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.threads:
@@ -458,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # PyHessian's backward(create_graph=True)
     warnings.filterwarnings("ignore", category=FutureWarning)
     repeats = args.repeats or (1 if args.quick else 3)
+    if args.quick:
+        CAP["iterations"] = 12
     ref_samples = args.ref_samples or (20 if args.quick else 400)
     steps = args.steps or (5 if args.quick else 21)
     report = Report(
@@ -469,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             "ref_samples": ref_samples,
             "slice_steps": steps,
             "json": str(args.json) if args.json else None,
+            "only": args.only,
         },
     )
     print(
@@ -476,13 +490,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     probs = problems(args.quick, args.root)
 
+    parts = {p.strip() for p in args.only.split(",")}
+    unknown = parts - {"hvp", "top", "trace", "slice"}
+    if unknown:
+        parser.error(f"--only: unknown parts {sorted(unknown)}")
+    if "hvp" in parts:
+        hvp_table(report, probs, args.quick)
+    if "top" in parts:
+        top_table(report, probs, repeats)
+    if "trace" in parts:
+        trace_table(report, probs, repeats, ref_samples, args.quick)
+    if "slice" in parts:
+        slice_table(report, probs, repeats, steps)
+    report.write(args.json)
+    return 0
+
+
+def hvp_table(report: Report, probs: list[Any], quick: bool) -> None:
     t1 = report.table(
         "Hessian-vector product, one `hvp` call with one vector (median ms)",
         ["model", "parameters", "double backward", "forward-over-reverse", "ratio"],
         "--rrr",
     )
     for title, model, batch, key in probs:
-        bench_hvp(t1, title, model, batch, key, 3 if args.quick else 10)
+        bench_hvp(t1, title, model, batch, key, 3 if quick else 10)
+
+
+def top_table(report: Report, probs: list[Any], repeats: int) -> None:
     t2 = report.table(
         "Top eigenvalue, default stopping rules (median time; error relative to ARPACK)",
         ["model", "library", "time (s)", "products", "rel. error", "time ratio (ours / it)"],
@@ -490,6 +524,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for title, model, batch, key in probs:
         bench_top(t2, title, model, batch, key, repeats)
+
+
+def trace_table(
+    report: Report, probs: list[Any], repeats: int, ref_samples: int, quick: bool
+) -> None:
     t3 = report.table(
         "Hessian trace (median time; error relative to a Hutchinson reference)",
         [
@@ -505,7 +544,10 @@ def main(argv: list[str] | None = None) -> int:
         "---rrrrr",
     )
     for title, model, batch, key in probs:
-        bench_trace(t3, title, model, batch, key, repeats, ref_samples, 4 if args.quick else 20)
+        bench_trace(t3, title, model, batch, key, repeats, ref_samples, 4 if quick else 20)
+
+
+def slice_table(report: Report, probs: list[Any], repeats: int, steps: int) -> None:
     t4 = report.table(
         f"2-D slice, {steps} x {steps} grid, filter-normalized directions (median s)",
         ["model", "reglight slice_2d", "loss-landscapes random_plane", "ratio (ours / it)"],
@@ -513,8 +555,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     for title, model, batch, key in probs:
         bench_slice(t4, title, model, batch, key, repeats, steps)
-    report.write(args.json)
-    return 0
 
 
 if __name__ == "__main__":

@@ -200,18 +200,32 @@ def _evaluate(
     train_mode: bool,
     reduce: Reduce | None,
 ) -> Tensor:
-    """The mean loss at $\\theta + \\sum_k c_k d_k$ for each row $c$ of `coords` (one collective in all)."""
+    """The mean loss at $\\theta + \\sum_k c_k d_k$ for each row $c$ of `coords` (one collective in all).
+
+    Coordinate 0 varies fastest: for each value of the others, $b = \\theta + \\sum_{k>0} c_k d_k$ is
+    formed once, and each point writes $b + c_0 d_0$ straight into the parameters (one pass over the
+    weights per point, from saved copies: no accumulated rounding).
+    """
     with preserved(model, train_mode=train_mode), torch.no_grad():
         obj = Objective(model, loss_fn, batch_list, named, reduce)
-        params: list[Tensor] = [p for _, p in named]
-        origin = [p.detach().clone() for p in params]
+        targets = [p.detach() for _, p in named]
+        origin = [t.clone() for t in targets]
+        fast, slow = directions[0], directions[1:]
+        base: list[Tensor] = origin
+        base_key: tuple[float, ...] | None = None
         sums = []
         for c in coords.tolist():
-            torch._foreach_copy_(params, origin)
-            for ck, d in zip(c, directions, strict=True):
-                if ck != 0.0:
-                    torch._foreach_add_(params, d, alpha=ck)
-            sums.append(torch.stack([obj._batch_loss(b).detach() for b in batch_list]).sum())
+            key = tuple(c[1:])
+            if key != base_key:
+                base = origin
+                for ck, direction in zip(key, slow, strict=True):
+                    if ck != 0.0:
+                        base = list(torch._foreach_add(base, direction, alpha=ck))
+                base_key = key
+            for target, start, step in zip(targets, base, fast, strict=True):
+                torch.add(start, step, alpha=c[0], out=target)
+            losses = [obj._batch_loss(b).detach() for b in batch_list]
+            sums.append(losses[0] if len(losses) == 1 else torch.stack(losses).sum())
         return obj.mean([torch.stack(sums)])[0].to(torch.float64).cpu()
 
 
