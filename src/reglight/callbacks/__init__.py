@@ -6,12 +6,15 @@
   [`reglight.transforms.ScheduledTransform`][reglight.transforms.ScheduledTransform]s, in DataLoader workers too.
 - [`RegularizationScheduler`][reglight.callbacks.RegularizationScheduler] and its knobs: schedules dropout
   rates, DropPath rates, penalty alpha, weight decay or any module attribute.
+- [`LossLandscapeProbe`][reglight.callbacks.LossLandscapeProbe]: logs the top Hessian eigenvalue, trace and
+  sharpness of the training loss every few epochs, without changing training.
 - [`SAMCallback`][reglight.callbacks.SAMCallback]: sharpness-aware minimization (SAM, ASAM) without changing
   the optimizer; [`SAMRho`][reglight.callbacks.SAMRho] schedules its radius.
 """
 
 from reglight.callbacks.augmentation import AugmentationScheduler
 from reglight.callbacks.early_stopping import EarlyStopping
+from reglight.callbacks.landscape import LossLandscapeProbe
 from reglight.callbacks.penalty import PenaltyHook
 from reglight.callbacks.regularization import (
     DropoutRate,
@@ -31,6 +34,7 @@ __all__ = [
     "DropoutRate",
     "EarlyStopping",
     "Knob",
+    "LossLandscapeProbe",
     "ModuleAttribute",
     "PenaltyAlpha",
     "PenaltyHook",
