@@ -71,6 +71,8 @@ def test_bad_pattern_types() -> None:
         select_parameters(Net(), exclude=[3])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="`include`"):
         select_parameters(Net(), include=int)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`include` must be a pattern .* got include=3"):
+        select_parameters(Net(), include=3)  # type: ignore[arg-type]
 
 
 def test_penalty_loss_is_the_value_of_the_selection() -> None:

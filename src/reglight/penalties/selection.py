@@ -23,6 +23,7 @@ import fnmatch
 import importlib
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -96,7 +97,15 @@ def normalize_patterns(
     """
     if patterns is None:
         return ()
-    items = [patterns] if isinstance(patterns, (str, type)) else list(patterns)
+    if isinstance(patterns, (str, type)):
+        items: list[Any] = [patterns]
+    elif isinstance(patterns, Iterable):
+        items = list(patterns)
+    else:
+        raise TypeError(
+            f"`{name}` must be a pattern (non-empty str or nn.Module subclass) or a sequence of them, "
+            f"got {name}={patterns!r}"
+        )
     for p in items:
         if not ((isinstance(p, str) and p) or (isinstance(p, type) and issubclass(p, nn.Module))):
             raise TypeError(
