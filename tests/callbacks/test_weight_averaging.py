@@ -276,3 +276,28 @@ def test_checkpoint_holds_the_average_and_a_resumed_fit_ends_where_an_uninterrup
     assert _close(_params(resumed), _params(whole))
     # the recursion continued from the saved average over the resumed steps
     assert _close(_params(resumed), _ema_by_hand([ckpt["state_dict"], *rec_resumed.steps], 0.8))
+
+
+def test_lightning_ema_after_restoring_early_stopping_overwrites_the_restored_weights() -> None:
+    model, rec = Regression(lr=0.3), StepRecorder()
+    stop = EarlyStopping("val/loss", patience=100, restore_best_weights=True, log_gap=False)
+    trainer = _trainer([rec, stop, LightningEMA(decay=0.7)], max_epochs=4)
+    trainer.fit(model, _loader(), _val_loader())
+    assert stop.restored
+    assert _close(_params(model), _ema_by_hand(rec.steps, 0.7))  # the final average, not the best
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_swa_with_restoring_early_stopping_ends_with_the_best_validated_weights(
+    batch_norm: bool,
+) -> None:
+    model = Regression(lr=0.3, batch_norm=batch_norm)
+    stop = EarlyStopping("val/loss", patience=100, restore_best_weights=True, log_gap=False)
+    swa = StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=2, annealing_epochs=1)
+    trainer = _trainer([stop, swa], max_epochs=4)
+    trainer.fit(model, _loader(), _val_loader())
+    # with batch norm, the extra epoch validates the average: 5 validations
+    assert len(model.validated) == (5 if batch_norm else 4)
+    best = min(range(len(model.val_losses)), key=model.val_losses.__getitem__)
+    assert stop.best_epoch == best
+    assert _close(_params(model), model.validated[best])
