@@ -34,6 +34,7 @@ a figure of the metric against the training size (log scale) are printed, logged
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
@@ -267,7 +268,7 @@ def run_learning_curve(
                         run_dir,
                         resume,
                         command,
-                        configure=lambda trainer, s=scale: _scale_epochs(trainer, s),
+                        configure=functools.partial(_scale_epochs, scale=scale),
                     )
                     if done is not None:
                         done.parent.mkdir(parents=True, exist_ok=True)

@@ -413,8 +413,8 @@ class MedicalCNN(pl.LightningModule):
         logits = torch.cat(self._calibration_logits.pop(split))
         target = torch.cat(self._calibration_targets.pop(split))
         if self.trainer.world_size > 1:
-            logits = self.all_gather(logits).flatten(0, 1)
-            target = self.all_gather(target).flatten(0, 1)
+            logits = cast(Tensor, self.all_gather(logits)).flatten(0, 1)
+            target = cast(Tensor, self.all_gather(target)).flatten(0, 1)
         return logits, target
 
     def _validation_logits(self) -> tuple[Tensor, Tensor]:
