@@ -587,8 +587,8 @@ def _parser(recipe: str, ablation: Ablation | None) -> argparse.ArgumentParser:
         "its own last.ckpt",
     )
     p.add_argument(
-        "--train-sizes",
         "--train_sizes",
+        "--train-sizes",
         dest="train_sizes",
         type=str,
         default=None,
@@ -597,8 +597,8 @@ def _parser(recipe: str, ablation: Ablation | None) -> argparse.ArgumentParser:
         "variants of `ablation.learning_curve`, else of the ablation); see reglight.learning_curve",
     )
     p.add_argument(
-        "--max-epoch-scale",
         "--max_epoch_scale",
+        "--max-epoch-scale",
         dest="max_epoch_scale",
         type=float,
         default=4.0,
@@ -680,11 +680,11 @@ def main(argv: Sequence[str]) -> int:
         try:
             sizes = [int(s) for s in opts.train_sizes.split(",") if s.strip()]
         except ValueError:
-            _error(f"--train-sizes {opts.train_sizes}: expected comma-separated integers")
+            _error(f"--train_sizes {opts.train_sizes}: expected comma-separated integers")
         if not sizes or min(sizes) < 1:
             _error(
-                f"--train-sizes {opts.train_sizes}: need positive sizes",
-                "e.g. --train-sizes 50,100",
+                f"--train_sizes {opts.train_sizes}: need positive sizes",
+                "e.g. --train_sizes 50,100",
             )
         section = learning_curve_section(
             (yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}).get("ablation")
@@ -788,7 +788,7 @@ def _learning_curve(
     opts: argparse.Namespace,
     argv: Sequence[str],
 ) -> int:
-    """`reglight ablate RECIPE --train-sizes ...`: run, then print, save and log the table and the figure."""
+    """`reglight ablate RECIPE --train_sizes ...`: run, then print, save and log the table and the figure."""
     from reglight.interrupt import split_ckpt_path
     from reglight.learning_curve import (
         learning_curve_figure,

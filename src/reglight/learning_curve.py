@@ -1,4 +1,4 @@
-r"""`reglight ablate RECIPE --train-sizes 50,100,200,546`: a learning curve of the regularizers, with statistics.
+r"""`reglight ablate RECIPE --train_sizes 50,100,200,546`: a learning curve of the regularizers, with statistics.
 
 Each variant is trained on class-stratified subsets of the training split of several sizes, with several seeds.
 A seed fixes the subset of each size (nested across sizes, see [reglight.subsets][reglight.subsets]) and the
@@ -18,6 +18,8 @@ ablation:
       full: {description: full stack}
       none: {overrides: {...}, drop_callbacks: [...]}
 ```
+
+`--train-sizes` and `--max-epoch-scale` are accepted as spellings of `--train_sizes` and `--max_epoch_scale`.
 
 **Budget.** A smaller subset has fewer optimizer steps per epoch; the epochs are scaled by
 $s(n) = \min(\text{max\_epoch\_scale},\ n_{max} / n)$, with $n_{max}$ the largest size of the study:
