@@ -42,7 +42,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -51,6 +51,7 @@ import yaml
 
 from reglight.cli import Recipe, ReglightCLI, _value_error, find_recipe
 from reglight.errors import InputError, UsageError
+from reglight.learning_curve import learning_curve_section, variants_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -76,7 +77,7 @@ _QUIET = (
     "--trainer.enable_model_summary=false",
 )
 _VARIANT_KEYS = frozenset({"description", "overrides", "drop_callbacks"})
-_ABLATION_KEYS = frozenset({"title", "metrics", "variants"})
+_ABLATION_KEYS = frozenset({"title", "metrics", "variants", "learning_curve"})
 
 
 def _cli_value(value: Any) -> str:
@@ -256,6 +257,7 @@ def run_one(
     run_dir: Path | None = None,
     resume: bool = False,
     command: Sequence[str] = (),
+    configure: Callable[[Any], None] | None = None,
 ) -> Run:
     """Train and test one variant of a recipe with one seed.
 
@@ -269,6 +271,7 @@ def run_one(
             is written there (see [Interruptible][reglight.interrupt.Interruptible]).
         resume: Continue from `run_dir/checkpoints/last.ckpt` when it exists.
         command: The study's command line, printed with `--ckpt_path last` when a signal stops the run.
+        configure: Called with the Trainer before fitting (e.g. to scale its epochs).
 
     Returns:
         The run's test metrics, epochs, wall time and resolved settings.
@@ -296,6 +299,8 @@ def run_one(
         for cb in callbacks
         if not isinstance(cb, ModelCheckpoint) and type(cb).__name__ not in dropped
     ]
+    if configure is not None:
+        configure(trainer)
     last = run_dir / "checkpoints" / "last.ckpt" if run_dir is not None else None
     ckpt_path = str(last.resolve()) if resume and last is not None and last.is_file() else None
     start = time.perf_counter()
@@ -581,6 +586,30 @@ def _parser(recipe: str, ablation: Ablation | None) -> argparse.ArgumentParser:
         help="continue a stopped study: finished runs are read back, an interrupted one resumes from "
         "its own last.ckpt",
     )
+    p.add_argument(
+        "--train_sizes",
+        "--train-sizes",
+        dest="train_sizes",
+        type=str,
+        default=None,
+        metavar="N,N,...",
+        help="learning curve: train each variant on class-stratified subsets of these sizes (the "
+        "variants of `ablation.learning_curve`, else of the ablation); see reglight.learning_curve",
+    )
+    p.add_argument(
+        "--max_epoch_scale",
+        "--max-epoch-scale",
+        dest="max_epoch_scale",
+        type=float,
+        default=4.0,
+        help="learning curve: epochs and patience are scaled by min(this, largest size / size)",
+    )
+    p.add_argument(
+        "--metric",
+        type=str,
+        default="test/auc",
+        help="learning curve: the metric compared across variants (default test/auc)",
+    )
     return p
 
 
@@ -647,6 +676,26 @@ def main(argv: Sequence[str]) -> int:
     except argparse.ArgumentError as err:
         _error(str(err), f"change {err.argument_name}" if err.argument_name else "")
     _check_overrides(parser, overrides)
+    if opts.train_sizes is not None:
+        try:
+            sizes = [int(s) for s in opts.train_sizes.split(",") if s.strip()]
+        except ValueError:
+            _error(f"--train_sizes {opts.train_sizes}: expected comma-separated integers")
+        if not sizes or min(sizes) < 1:
+            _error(
+                f"--train_sizes {opts.train_sizes}: need positive sizes",
+                "e.g. --train_sizes 50,100",
+            )
+        section = learning_curve_section(
+            (yaml.safe_load(recipe.path.read_text(encoding="utf-8")) or {}).get("ablation")
+        )
+        if section is not None:
+            try:
+                ablation, reference = variants_of(section, recipe.name)
+            except ValueError as err:
+                _error(str(err), f"fix `ablation.learning_curve` in {recipe.path}")
+        else:
+            reference = None
     if opts.seed_list:
         try:
             seeds = [int(s) for s in opts.seed_list.split(",") if s.strip()]
@@ -680,6 +729,10 @@ def main(argv: Sequence[str]) -> int:
             "pass --ckpt_path last",
         )
     _, study_args = split_ckpt_path(argv)
+    if opts.train_sizes is not None:
+        return _learning_curve(
+            recipe, ablation, reference, sizes, seeds, names, overrides, opts, argv
+        )
     runs = run_ablation(
         recipe,
         ablation,
@@ -719,6 +772,82 @@ def main(argv: Sequence[str]) -> int:
             "overrides": overrides,
             "variants": {n: asdict(ablation.variants[n]) for n in runs},
             "runs": {n: [asdict(r) for r in rs] for n, rs in runs.items()},
+        }
+        Path(opts.json).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return 0
+
+
+def _learning_curve(
+    recipe: Recipe,
+    curve: Ablation,
+    reference: str | None,
+    sizes: list[int],
+    seeds: list[int],
+    names: list[str],
+    overrides: Sequence[str],
+    opts: argparse.Namespace,
+    argv: Sequence[str],
+) -> int:
+    """`reglight ablate RECIPE --train_sizes ...`: run, then print, save and log the table and the figure."""
+    from reglight.interrupt import split_ckpt_path
+    from reglight.learning_curve import (
+        learning_curve_figure,
+        learning_curve_table,
+        run_learning_curve,
+    )
+    from reglight.logging import log_figure, log_table
+
+    if reference is not None and reference not in names:
+        _error(f"the reference variant {reference!r} is not among --variants {','.join(names)}")
+    if reference is not None:
+        names = [reference, *(n for n in names if n != reference)]
+    _, study_args = split_ckpt_path(argv)
+    out = Path(opts.save_dir) / f"{recipe.name}-learning-curve"
+    try:
+        results = run_learning_curve(
+            recipe,
+            curve,
+            sizes,
+            seeds,
+            names,
+            overrides,
+            max_epoch_scale=opts.max_epoch_scale,
+            run_root=out / "runs",
+            resume=opts.ckpt_path == "last",
+            command=["reglight", "ablate", *study_args],
+        )
+    except ValueError as err:
+        _error(str(err))
+    label = curve.metrics.get(opts.metric, opts.metric)
+    extra = {
+        k: v for k, v in curve.metrics.items() if k != opts.metric and k.endswith(("acc", "auc"))
+    }
+    table = learning_curve_table(results, opts.metric, reference, extra)
+    figure = learning_curve_figure(results, opts.metric, label)
+    markdown = table.to_markdown()
+    print(f"\n## {table.title}\n\n{markdown}\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "learning_curve.md").write_text(f"## {table.title}\n\n{markdown}\n", encoding="utf-8")
+    figure.savefig(out / "learning_curve.png", dpi=120)
+    print(f"table and figure written to {out}/learning_curve.md, learning_curve.png")
+    logger = _make_logger(opts.logger, opts.save_dir, f"{recipe.name}-learning-curve")
+    if logger is not None:
+        log_table(logger, "learning_curve/table", table.columns, table.rows)
+        log_figure(logger, "learning_curve/figure", figure)
+        logger.finalize("success")
+        if opts.logger == "wandb":
+            logger.experiment.finish()
+    if opts.json:
+        payload = {
+            "recipe": recipe.name,
+            "sizes": sizes,
+            "seeds": seeds,
+            "overrides": list(overrides),
+            "max_epoch_scale": opts.max_epoch_scale,
+            "runs": {
+                str(n): {v: [asdict(r) for r in rs] for v, rs in by.items()}
+                for n, by in results.items()
+            },
         }
         Path(opts.json).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return 0

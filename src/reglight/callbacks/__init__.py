@@ -1,6 +1,10 @@
 """Lightning callbacks that apply reglight's regularizers during training.
 
 - [`PenaltyHook`][reglight.callbacks.PenaltyHook]: a penalty by gradient or proximal steps.
+- [`EMAWeightAveraging`][reglight.callbacks.EMAWeightAveraging],
+  [`WeightAveraging`][reglight.callbacks.WeightAveraging] and
+  [`StochasticWeightAveraging`][reglight.callbacks.StochasticWeightAveraging]: Lightning's weight averaging,
+  made to agree with best-weight restoring and with models built in `configure_model`.
 - [`EarlyStopping`][reglight.callbacks.EarlyStopping]: Lightning's early stopping with Prechelt's criteria.
 - [`AugmentationScheduler`][reglight.callbacks.AugmentationScheduler]: schedules the strength of
   [`reglight.transforms.ScheduledTransform`][reglight.transforms.ScheduledTransform]s, in DataLoader workers too.
@@ -13,6 +17,11 @@
 """
 
 from reglight.callbacks.augmentation import AugmentationScheduler
+from reglight.callbacks.averaging import (
+    EMAWeightAveraging,
+    StochasticWeightAveraging,
+    WeightAveraging,
+)
 from reglight.callbacks.early_stopping import EarlyStopping
 from reglight.callbacks.landscape import LossLandscapeProbe
 from reglight.callbacks.penalty import PenaltyHook
@@ -32,6 +41,7 @@ __all__ = [
     "AugmentationScheduler",
     "DropPathRates",
     "DropoutRate",
+    "EMAWeightAveraging",
     "EarlyStopping",
     "Knob",
     "LossLandscapeProbe",
@@ -41,5 +51,7 @@ __all__ = [
     "RegularizationScheduler",
     "SAMCallback",
     "SAMRho",
+    "StochasticWeightAveraging",
+    "WeightAveraging",
     "WeightDecay",
 ]

@@ -504,6 +504,11 @@ class MedMNISTDataModule(pl.LightningDataModule):
         erasing: Random-erasing probability at full strength (0 disables it).
         magnitude: Initial augmentation strength in `[0, 1]`; an `AugmentationScheduler` (group
             `"default"`) changes it during training, in DataLoader workers too.
+        train_size: Train on a class-stratified subset of this many training images (`None`: all); the
+            subset is fixed by `subset_seed` and nested across sizes (see
+            [stratified_subset][reglight.subsets.stratified_subset]). The normalization statistics and the
+            `train` test loader use the subset; validation and test splits are whole.
+        subset_seed: Seed of the training subset (`train_size` only).
 
     Examples:
         >>> dm = MedMNISTDataModule("breastmnist", root="/nonexistent", download=False)
@@ -530,8 +535,15 @@ class MedMNISTDataModule(pl.LightningDataModule):
         rand_augment_magnitude: int = 9,
         erasing: float = 0.0,
         magnitude: float = 1.0,
+        train_size: int | None = None,
+        subset_seed: int = 0,
     ) -> None:
         super().__init__()
+        if train_size is not None:
+            check_positive_int("train_size", train_size)
+        check_positive_int("subset_seed", subset_seed, minimum=0)
+        self.train_size = train_size
+        self.subset_seed = subset_seed
         self.spec = task_spec(flag)
         if size not in MEDMNIST_SIZES:
             raise ValueError(f"`size` must be one of {MEDMNIST_SIZES}, got {size!r}")
@@ -596,6 +608,8 @@ class MedMNISTDataModule(pl.LightningDataModule):
         """Load the three splits and compute the normalization statistics on the training split."""
         if self._arrays is None:
             self._arrays = load_medmnist_npz(self.path, self.spec, self.size)
+            if self.train_size is not None:
+                self._arrays["train"] = self._train_subset(*self._arrays["train"])
         arrays = self._arrays
         self.mean, self.std = channel_stats(arrays["train"][0])
         kw: dict[str, Any] = {
@@ -609,6 +623,21 @@ class MedMNISTDataModule(pl.LightningDataModule):
             "val": MedMNISTSplit(*arrays["val"], **kw),
             "test": MedMNISTSplit(*arrays["test"], **kw),
         }
+
+    def _train_subset(
+        self, images: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from reglight.subsets import stratified_subset
+
+        assert self.train_size is not None
+        if self.train_size > len(labels):
+            raise ValueError(
+                f"`train_size` must be at most the {len(labels)} training images of {self.flag}, got "
+                f"{self.train_size}"
+            )
+        # multi-label: stratified on the first label
+        index = np.sort(stratified_subset(labels[:, 0], self.train_size, self.subset_seed))
+        return images[index], labels[index]
 
     def _loader(self, split: str, train: bool = False) -> DataLoader[tuple[Tensor, Tensor]]:
         if not self.splits:

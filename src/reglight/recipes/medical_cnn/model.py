@@ -18,12 +18,14 @@ from reglight._validation import (
     check_positive_int,
     check_probability,
 )
+from reglight.calibration import CALIBRATIONS, PlattScaling, TemperatureScaling, make_calibrator
 
 from .data import TASKS
 from .metrics import (
     medmnist_confusion_matrix,
     medmnist_inputs,
     medmnist_metric_collection,
+    medmnist_metrics,
     scores_from_logits,
 )
 from .network import SmallCNN, check_architecture
@@ -91,6 +93,11 @@ class MedicalCNN(pl.LightningModule):
         tta: Test-time augmentation: validate, test and predict on the average of the class probabilities
             of each image and its horizontal mirror (see
             [evaluate][reglight.recipes.medical_cnn.MedicalCNN.evaluate]).
+        calibration: Calibration of the output layer fitted on the validation split at test time:
+            `"none"`, `"temperature"` (temperature scaling, Guo et al. 2017) or `"platt"` (Platt scaling,
+            binary tasks only); see [reglight.calibration][reglight.calibration]. Testing then also logs
+            `test/calibrated_{auc,acc,nll}` (the 0.5 threshold on the calibrated probabilities) next to the
+            uncalibrated `test/{auc,acc}` and `test/nll`, and prediction returns calibrated scores.
         ema_decay: Decay of an exponential moving average of the weights (and batch-norm statistics),
             updated after every training batch and used for validation, testing and prediction (Polyak &
             Juditsky 1992); 0 disables it.
@@ -125,6 +132,7 @@ class MedicalCNN(pl.LightningModule):
         label_smoothing: float = 0.0,
         mixup: float = 0.0,
         tta: bool = False,
+        calibration: Literal["none", "temperature", "platt"] = "none",
         ema_decay: float = 0.0,
         task: str | None = None,
         num_classes: int | None = None,
@@ -139,6 +147,7 @@ class MedicalCNN(pl.LightningModule):
         check_choice("lr_schedule", lr_schedule, ("cosine", "constant"))
         check_probability("label_smoothing", label_smoothing)
         check_probability("ema_decay", ema_decay)
+        check_choice("calibration", calibration, CALIBRATIONS)
         check_nonnegative("mixup", mixup)
         if task is not None:
             check_choice("task", task, TASKS)
@@ -165,7 +174,11 @@ class MedicalCNN(pl.LightningModule):
         self.test_losses = nn.ModuleDict()
         self.test_confusion: Metric | None = None
         self.results: dict[str, dict[str, float]] = {}
+        self.calibrated_results: dict[str, float] = {}
         self.confusion: Tensor | None = None
+        self.calibrator: TemperatureScaling | PlattScaling | None = None
+        self._calibration_logits: dict[str, list[Tensor]] = {}
+        self._calibration_targets: dict[str, list[Tensor]] = {}
         if task is not None and num_classes is not None and in_channels is not None:
             self._build()
 
@@ -178,6 +191,15 @@ class MedicalCNN(pl.LightningModule):
 
     def _build(self) -> None:
         hp = self.hparams
+        if hp["calibration"] != "none" and hp["task"] == "multi-label, binary-class":
+            raise ValueError(
+                f"`calibration={hp['calibration']!r}` needs a single-label task, got task={hp['task']!r}"
+            )
+        if hp["calibration"] == "platt" and hp["task"] != "binary-class":
+            raise ValueError(
+                f"`calibration='platt'` is binary; use 'temperature' for task={hp['task']!r}"
+            )
+        self.calibrator = make_calibrator(hp["calibration"])
         self.net = SmallCNN(
             in_channels=hp["in_channels"],
             num_classes=hp["num_classes"],
@@ -201,6 +223,14 @@ class MedicalCNN(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Take the task, classes and channels from `trainer.datamodule.spec` and build the network."""
+        self.configure_model()
+
+    def configure_model(self) -> None:
+        """Build the network (once), from the arguments or `trainer.datamodule.spec`.
+
+        Weight-averaging callbacks call this hook before they copy the model (Lightning's
+        `WeightAveraging`, reglight's [StochasticWeightAveraging][reglight.callbacks.StochasticWeightAveraging]).
+        """
         if self.net is not None:
             return
         spec = getattr(self._datamodule(), "spec", None)
@@ -323,6 +353,8 @@ class MedicalCNN(pl.LightningModule):
         ).to(self.device)
         self.test_losses = nn.ModuleDict({_key(s): MeanMetric() for s in names}).to(self.device)
         self.test_confusion = None
+        self._calibration_logits = {"test": [], "val": []}
+        self._calibration_targets = {"test": [], "val": []}
         if "test" in names:
             self.test_confusion = medmnist_confusion_matrix(hp["task"], hp["num_classes"]).to(
                 self.device
@@ -339,6 +371,9 @@ class MedicalCNN(pl.LightningModule):
         self._split_loss(split).update(self.loss(logits, y), weight=len(x))
         if split == "test" and self.test_confusion is not None:
             self.test_confusion.update(preds, target)
+        if split in self._calibration_logits:
+            self._calibration_logits[split].append(logits.detach().float())
+            self._calibration_targets[split].append(y.detach().view(-1))
 
     def _split_metrics(self, split: str) -> MetricCollection:
         return cast(MetricCollection, self.test_metrics[_key(split)])
@@ -363,6 +398,7 @@ class MedicalCNN(pl.LightningModule):
         for split, values in results.items():
             for name, v in values.items():
                 logged[f"test/{name}" if split == "test" else f"test/{split}_{name}"] = v
+        logged.update(self._calibrate())
         if "test" in results and "train" in results:
             logged["test/gap_auc"] = results["train"]["auc"] - results["test"]["auc"]
             logged["test/gap_acc"] = results["train"]["acc"] - results["test"]["acc"]
@@ -371,6 +407,60 @@ class MedicalCNN(pl.LightningModule):
         self.log_dict(logged, add_dataloader_idx=False, sync_dist=True)
         if self.confusion is not None and self.trainer.is_global_zero:
             self._log_confusion()
+
+    def _gathered(self, split: str) -> tuple[Tensor, Tensor]:
+        """The logits and targets of a split seen in this test run, from every process."""
+        logits = torch.cat(self._calibration_logits.pop(split))
+        target = torch.cat(self._calibration_targets.pop(split))
+        if self.trainer.world_size > 1:
+            logits = cast(Tensor, self.all_gather(logits)).flatten(0, 1)
+            target = cast(Tensor, self.all_gather(target)).flatten(0, 1)
+        return logits, target
+
+    def _validation_logits(self) -> tuple[Tensor, Tensor]:
+        """Validation logits: from the test run's `val` loader, else from `datamodule.val_dataloader()`."""
+        if self._calibration_logits.get("val"):
+            return self._gathered("val")
+        datamodule = self._datamodule()
+        if datamodule is None:
+            raise RuntimeError("calibration needs the validation split: test with a datamodule")
+        zs, ys = [], []
+        with torch.no_grad():
+            for x, y in datamodule.val_dataloader():
+                zs.append(self.evaluate(x.to(self.device)).float())
+                ys.append(y.to(self.device).view(-1))
+        return torch.cat(zs), torch.cat(ys)
+
+    def _calibrate(self) -> dict[str, float]:
+        """Fit the calibrator on the validation logits; the calibrated (and uncalibrated) test metrics.
+
+        Every process fits on the same gathered logits, so all hold the same calibrator.
+        """
+        if self.calibrator is None or not self._calibration_logits.get("test"):
+            self._calibration_logits, self._calibration_targets = {}, {}
+            return {}
+        test_logits, test_target = self._gathered("test")
+        val_logits, val_target = self._validation_logits()
+        self._calibration_logits, self._calibration_targets = {}, {}
+        self.calibrator.fit(val_logits, val_target)
+        calibrated = self.calibrator(test_logits)
+        out = {
+            "test/nll": float(F.cross_entropy(test_logits, test_target)),
+            "test/calibrated_nll": float(F.cross_entropy(calibrated, test_target)),
+        }
+        for name, value in medmnist_metrics(calibrated, test_target, self.task).items():
+            out[f"test/calibrated_{name}"] = value
+        if isinstance(self.calibrator, TemperatureScaling):
+            out["calibration/temperature"] = float(self.calibrator.temperature)
+        else:
+            out["calibration/a"] = float(self.calibrator.a)
+            out["calibration/b"] = float(self.calibrator.b)
+        self.calibrated_results = {
+            k.removeprefix("test/calibrated_"): v
+            for k, v in out.items()
+            if k.startswith("test/calibrated_")
+        }
+        return out
 
     def _class_names(self) -> list[str]:
         names = self.hparams["class_names"]
@@ -391,7 +481,10 @@ class MedicalCNN(pl.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """Per-class scores (softmax, or sigmoid for multi-label) of a batch `x` or `(x, y)`."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return scores_from_logits(self.evaluate(x), self.task)
+        logits = self.evaluate(x)
+        if self.calibrator is not None:
+            logits = self.calibrator(logits)
+        return scores_from_logits(logits, self.task)
 
     # ------------------------------------------------------------------------------------- optimizer
 
@@ -456,6 +549,11 @@ class MedicalCNN(pl.LightningModule):
             tr, te = self.results["train"], self.results["test"]
             rows.append(
                 ["gap", te["loss"] - tr["loss"], tr["auc"] - te["auc"], tr["acc"] - te["acc"]]
+            )
+        if self.calibrated_results:
+            c = self.calibrated_results
+            rows.append(
+                [f"test, {self.hparams['calibration']} (NLL)", c["nll"], c["auc"], c["acc"]]
             )
         tables = [Table("MedMNIST metrics", ["split", "loss", "AUC", "ACC"], rows)]
         if self.confusion is not None:
