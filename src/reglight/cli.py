@@ -534,7 +534,10 @@ def weights_labels(trainer: Any) -> tuple[str, str]:
     (reglight's [EarlyStopping][reglight.callbacks.EarlyStopping] with `restore_best_weights=True`: its
     `restored` and `best_epoch`), or one of Lightning's weight-averaging callbacks (EMA, SWA), which
     swap the averaged weights into the model; else the last epoch's weights. When several apply, the
-    last callback in the Trainer's order acts last and wins, as in fitting.
+    last callback in the Trainer's order acts last and wins, as in fitting; except that reglight's
+    averaging callbacks ([`EMAWeightAveraging`][reglight.callbacks.EMAWeightAveraging],
+    `WeightAveraging`, `StochasticWeightAveraging`) never overwrite restored best weights, which then
+    win in either order (with EMA, they are the average validated at the best epoch).
 
     Args:
         trainer: A Trainer after `fit`.
@@ -552,16 +555,35 @@ def weights_labels(trainer: Any) -> tuple[str, str]:
     """
     from lightning.pytorch.callbacks import StochasticWeightAveraging, WeightAveraging
 
+    from reglight.callbacks import averaging
+
     last = f"last epoch ({max(int(trainer.current_epoch) - 1, 0)})"
     fit, test = last, last
+    best: int | None = None  # the epoch whose weights early stopping restored, if any
+    held_average: str | None = (
+        None  # with reglight's EMA/WeightAveraging, restored weights are averages
+    )
     for cb in trainer.callbacks:
         if isinstance(cb, WeightAveraging):
             name = "EMA" if "EMA" in type(cb).__name__ else type(cb).__name__
             fit = test = f"averaged ({name})"
+            if isinstance(cb, (averaging.WeightAveraging, averaging.EMAWeightAveraging)):
+                held_average = name
         elif isinstance(cb, StochasticWeightAveraging):
             test = "averaged (SWA)"
         elif getattr(cb, "restored", False) is True and getattr(cb, "best_epoch", None) is not None:
-            test = f"best epoch {cb.best_epoch}, restored"
+            best = int(cb.best_epoch)
+            test = f"best epoch {best}, restored"
+    # reglight's averaging callbacks never overwrite restored best weights, whatever the order
+    ours = (
+        averaging.WeightAveraging,
+        averaging.EMAWeightAveraging,
+        averaging.StochasticWeightAveraging,
+    )
+    reglight_average = any(isinstance(cb, ours) for cb in trainer.callbacks)
+    if best is not None and reglight_average:
+        kept = "" if held_average is None else f" ({held_average} average)"
+        test = f"best epoch {best}{kept}, restored"
     return fit, test
 
 

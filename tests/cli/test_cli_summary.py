@@ -96,3 +96,30 @@ def test_averaged_weights_are_labelled(tmp_path: Path, capsys: pytest.CaptureFix
     assert rows["test/acc"] == ("test", "averaged (EMA)")
     assert rows["val/acc"] == ("fit", "averaged (EMA)")  # Lightning validates the averaged weights
     assert rows["train/loss"] == ("fit", "last epoch (1)")  # the weights as they were trained
+
+
+@pytest.mark.parametrize("stop_first", [True, False])
+def test_restored_weights_win_over_reglight_averaging_in_either_order(stop_first: bool) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMA
+
+    from reglight.callbacks import EarlyStopping, EMAWeightAveraging, StochasticWeightAveraging
+    from reglight.cli import weights_labels
+
+    stop = EarlyStopping("val/loss", restore_best_weights=True)
+    stop.restored, stop.best_epoch = True, 3
+
+    def labels(average: object) -> tuple[str, str]:
+        callbacks = [stop, average] if stop_first else [average, stop]
+        return weights_labels(SimpleNamespace(current_epoch=10, callbacks=callbacks))
+
+    # reglight's EMA keeps the validated average in the model, so the restored weights are that average
+    assert labels(EMAWeightAveraging(decay=0.9)) == (
+        "averaged (EMA)",
+        "best epoch 3 (EMA average), restored",
+    )
+    assert labels(StochasticWeightAveraging(swa_lrs=0.1))[1] == "best epoch 3, restored"
+    # Lightning's own EMA: the callback that acts last wins
+    expected = "averaged (EMA)" if stop_first else "best epoch 3, restored"
+    assert labels(LightningEMA(decay=0.9))[1] == expected
