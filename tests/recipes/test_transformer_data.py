@@ -68,6 +68,7 @@ def test_datamodule_full_batch_and_disjoint_equations() -> None:
     assert len(train) == 1 and len(val) == 1  # full batch
     (xt, yt), (xv, yv) = train[0], val[0]
     assert len(xt) == round(0.4 * 49) and len(xt) + len(xv) == 49
+    assert len(yt) == len(xt) and len(yv) == len(xv)
     rows_t = {tuple(r) for r in xt.tolist()}
     rows_v = {tuple(r) for r in xv.tolist()}
     assert not rows_t & rows_v

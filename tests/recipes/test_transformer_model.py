@@ -175,8 +175,11 @@ def test_loss_and_accuracy_score_the_right_positions() -> None:
     loss, acc, count = model._loss_acc((tokens, targets, mask))
     torch.testing.assert_close(loss, reference)
     assert int(count) == int(mask.sum())
+    reference_acc = (model(tokens, mask)[mask].argmax(-1) == targets[mask]).float().mean()
+    torch.testing.assert_close(acc, reference_acc)
     answers = torch.randint(0, 5, (4,))
     last, y = model.scores((tokens, answers))
+    assert torch.equal(y, answers)
     torch.testing.assert_close(last, model(tokens)[:, -1])
 
 

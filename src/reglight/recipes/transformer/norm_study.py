@@ -179,6 +179,7 @@ def run_variant(
         }
     return {
         "task": task,
+        "overrides": over,
         "norm": norm,
         "norm_position": norm_position,
         "seed": seed,
@@ -295,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--test_pad", type=int, default=64)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--model_args", default="{}", help="JSON object of model arguments")
+    p.add_argument("--data_args", default="{}", help="JSON object of datamodule arguments")
     p.add_argument("--json", default=None, help="append the runs to this JSON file")
     p.add_argument("--figure", default=None, help="draw every run of --json into this PNG")
     p.add_argument("--threads", type=int, default=1)
@@ -307,7 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs = json.load(fh)
         except FileNotFoundError:
             runs = []
-    over: dict[str, Any] = {}
+    over: dict[str, Any] = {
+        "model": json.loads(opts.model_args),
+        "data": json.loads(opts.data_args),
+    }
     if opts.epochs is not None:
         over["epochs"] = opts.epochs
     if opts.steps is not None:
