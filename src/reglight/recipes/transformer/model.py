@@ -49,7 +49,7 @@ def weight_decay_groups(
         >>> from reglight.recipes.transformer import MiniTransformer
         >>> net = MiniTransformer(vocab_size=10, num_classes=5, max_len=4, d_model=8, heads=2)
         >>> [(g["name"], len(g["params"])) for g in weight_decay_groups(net, 1.0)]
-        [('decay', 4), ('no_decay', 12)]
+        [('decay', 5), ('no_decay', 13)]
     """
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
