@@ -153,6 +153,19 @@ def test_no_weight_decay_on_norms_biases_and_embeddings(decay_embeddings: bool) 
     assert len(opt.param_groups[0]["params"]) + len(opt.param_groups[1]["params"]) == len(every)
 
 
+def test_decay_everything_and_embedding_init() -> None:
+    model = _module(weight_decay=1.5, decay_embeddings=True, decay_norms_and_biases=True)
+    (group,) = model.configure_optimizers()["optimizer"].param_groups
+    assert group["weight_decay"] == 1.5 and len(group["params"]) == len(list(model.parameters()))
+    net = MiniTransformer(
+        vocab_size=400, num_classes=5, max_len=100, d_model=64, embed_init_std=0.1
+    )
+    for table in (net.token_embedding.weight, net.position_embedding.weight):  # type: ignore[union-attr]
+        assert float(table.std()) == pytest.approx(0.1, rel=0.05)
+    with pytest.raises(ValueError, match="embed_init_std"):
+        MiniTransformer(vocab_size=4, num_classes=2, max_len=4, embed_init_std=0.0)
+
+
 def test_warmup_then_constant_learning_rate() -> None:
     model = _module(lr=0.01, warmup_steps=4)
     config = model.configure_optimizers()
