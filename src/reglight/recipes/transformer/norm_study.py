@@ -191,7 +191,9 @@ def run_variant(
 
 def _label(run: dict[str, Any]) -> str:
     pad = f", pad {run['train_pad']}" if run.get("train_pad") else ""
-    return f"{run['norm_position']}-{run['norm']}{pad}"
+    batch = (run.get("overrides") or {}).get("data", {}).get("batch_size")
+    bs = f", batch {batch}" if batch else ""
+    return f"{run['norm_position']}-{run['norm']}{pad}{bs}"
 
 
 def _groups(runs: Sequence[dict[str, Any]], task: str) -> dict[str, list[dict[str, Any]]]:
