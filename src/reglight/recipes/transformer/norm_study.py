@@ -237,8 +237,8 @@ def summary_markdown(runs: Sequence[dict[str, Any]]) -> str:
 def norm_study_figure(runs: Sequence[dict[str, Any]]) -> Figure:
     """Bar charts (mean ± std over seeds) of test accuracy per normalization, one panel per task.
 
-    For each variant the bars show accuracy at the training batch size, at batch size 1 and (sequence
-    task) with extra test padding.
+    For each variant the bars show the accuracy on every test example (at the training batch size), on the
+    first examples at the training batch size and one at a time, and (sequence task) with extra test padding.
 
     Args:
         runs: What [run_variant][reglight.recipes.transformer.norm_study.run_variant] returned.
@@ -261,8 +261,9 @@ def norm_study_figure(runs: Sequence[dict[str, Any]]) -> Figure:
     for ax, task in zip(axes, tasks):
         groups = _groups(runs, task)
         keys = [
-            ("acc", "training batch size"),
-            ("acc_bs1", "batch size 1"),
+            ("acc", "all test examples"),
+            ("acc_bs1_ref", "first 256, training batch size"),
+            ("acc_bs1", "first 256, batch size 1"),
             ("acc_pad", "extra test padding"),
         ]
         keys = [(k, lab) for k, lab in keys if all(k in r for rs in groups.values() for r in rs)]
@@ -279,11 +280,12 @@ def norm_study_figure(runs: Sequence[dict[str, Any]]) -> Figure:
                 label=lab,
             )
         ax.set_xticks(x, list(groups), rotation=35, ha="right", fontsize=8)
-        ax.set_ylim(0, 1.05)
+        lowest = min(float(r[k]) for rs in groups.values() for r in rs for k, _ in keys)
+        ax.set_ylim(0.0 if lowest < 0.6 else math.floor(20 * lowest - 1) / 20, 1.0)
         ax.set_ylabel("test accuracy")
         ax.set_title("running maximum, padded" if task == "sequence" else "(a + b) mod p")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=6, loc="lower left", framealpha=0.9)
     return fig
 
 
