@@ -4,7 +4,7 @@ Modules go inside models; each has a functional twin in `reglight.nn.functional`
 imports Lightning.
 """
 
-from reglight.nn import functional
+from reglight.nn import attention, functional
 from reglight.nn.dropout import (
     DROPOUT_TYPES,
     DropBlock2d,
@@ -15,6 +15,7 @@ from reglight.nn.dropout import (
     LockedDropout,
     drop_path_rates,
 )
+from reglight.nn.masked_norm import MaskedBatchNorm1d, masked_batch_norm
 from reglight.nn.mc import mc_dropout, mc_predict
 from reglight.nn.norm import (
     NORM_KINDS,
@@ -44,9 +45,12 @@ __all__ = [
     "GhostBatchNorm3d",
     "LayerNorm2d",
     "LockedDropout",
+    "MaskedBatchNorm1d",
+    "attention",
     "convert_norms",
     "drop_path_rates",
     "functional",
+    "masked_batch_norm",
     "mc_dropout",
     "mc_predict",
 ]
