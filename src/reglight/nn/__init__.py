@@ -15,6 +15,7 @@ from reglight.nn.dropout import (
     LockedDropout,
     drop_path_rates,
 )
+from reglight.nn.masked_norm import MaskedBatchNorm1d, masked_batch_norm
 from reglight.nn.mc import mc_dropout, mc_predict
 from reglight.nn.norm import (
     NORM_KINDS,
@@ -44,9 +45,11 @@ __all__ = [
     "GhostBatchNorm3d",
     "LayerNorm2d",
     "LockedDropout",
+    "MaskedBatchNorm1d",
     "convert_norms",
     "drop_path_rates",
     "functional",
+    "masked_batch_norm",
     "mc_dropout",
     "mc_predict",
 ]

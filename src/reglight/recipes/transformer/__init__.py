@@ -1,0 +1,59 @@
+"""Recipe: a small decoder-only Transformer on generated tasks, with its regularizers as options.
+
+`reglight run grokking` trains [TransformerClassifier][reglight.recipes.transformer.TransformerClassifier]
+on modular arithmetic ([ModularArithmeticDataModule][reglight.recipes.transformer.ModularArithmeticDataModule],
+`(a + b) mod 97` with 30 % of the equations for training, full batch); `reglight run sequence` on
+variable-length padded sequences ([RunningMaxDataModule][reglight.recipes.transformer.RunningMaxDataModule]).
+`reglight ablate grokking` / `reglight ablate sequence` compare normalizations (`norm` × `norm_position`).
+
+Examples:
+    >>> import torch
+    >>> net = MiniTransformer(vocab_size=103, num_classes=97, max_len=4, d_model=32, heads=4)
+    >>> net(torch.randint(0, 103, (2, 4))).shape
+    torch.Size([2, 4, 97])
+"""
+
+from __future__ import annotations
+
+from .data import (
+    IGNORE_INDEX,
+    OPERATIONS,
+    ModularArithmeticDataModule,
+    RunningMaxDataModule,
+    is_prime,
+    modular_arithmetic,
+    running_max_sequences,
+    split_indices,
+)
+from .model import TransformerClassifier, weight_decay_groups
+from .network import (
+    NORM_POSITIONS,
+    NORMS,
+    POSITIONS,
+    Block,
+    CausalSelfAttention,
+    MiniTransformer,
+    TokenNorm,
+    sinusoidal_positions,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "NORMS",
+    "NORM_POSITIONS",
+    "OPERATIONS",
+    "POSITIONS",
+    "Block",
+    "CausalSelfAttention",
+    "MiniTransformer",
+    "ModularArithmeticDataModule",
+    "RunningMaxDataModule",
+    "TokenNorm",
+    "TransformerClassifier",
+    "is_prime",
+    "modular_arithmetic",
+    "running_max_sequences",
+    "sinusoidal_positions",
+    "split_indices",
+    "weight_decay_groups",
+]
