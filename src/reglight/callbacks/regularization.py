@@ -20,7 +20,13 @@ from typing_extensions import override
 from reglight._validation import check_choice, check_positive_int
 from reglight.callbacks._scheduled import log_scheduled_values
 from reglight.nn import DROPOUT_TYPES, DropPath, drop_path_rates
-from reglight.penalties.selection import Pattern, normalize_patterns, select_named_modules
+from reglight.nn.attention import ATTENTION_DROPOUT_ATTRIBUTE, attention_dropout_attribute
+from reglight.penalties.selection import (
+    Pattern,
+    normalize_patterns,
+    pattern_matches,
+    select_named_modules,
+)
 from reglight.schedules import Linear, Schedule, as_schedule, early, late
 
 __all__ = [
@@ -126,12 +132,13 @@ def _has_rate(module: nn.Module) -> bool:
 
 
 def _rate_attribute(module: nn.Module) -> str | None:
-    """`p`, or `drop_prob` (timm's DropBlock2d / DropPath) when a module has no numeric `p`."""
+    """`p`, or `drop_prob` (timm's DropBlock2d / DropPath) when a module has no numeric `p`, or the
+    attention-dropout rate (`dropout_p` of the SDPA protocol, `dropout` of `nn.MultiheadAttention`)."""
     for attr in ("p", "drop_prob"):
         value = getattr(module, attr, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return attr
-    return None
+    return attention_dropout_attribute(module)
 
 
 class ModuleAttribute(Knob):
@@ -199,6 +206,10 @@ class ModuleAttribute(Knob):
         """The modules selected when `include` is `None` (`None`: all that have the attribute)."""
         return None
 
+    def _default_where(self, module: nn.Module) -> bool:
+        """Modules selected when `include` is `None` besides `_default_include` (a duck-typed protocol)."""
+        return False
+
     def select(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """The `(name, module)` pairs this knob drives in `model`.
 
@@ -223,6 +234,21 @@ class ModuleAttribute(Knob):
             )
         except ValueError as err:
             raise ValueError(f"{type(self).__name__} {self.name!r}: {err}") from None
+        if not self.include:
+            chosen = {id(m) for _, m in selected}
+            selected = [
+                (n, m)
+                for n, m in model.named_modules()
+                if n
+                and (
+                    id(m) in chosen
+                    or (
+                        self._default_where(m)
+                        and self._attribute_of(m) is not None
+                        and not any(pattern_matches(e, n, type(m)) for e in self.exclude)
+                    )
+                )
+            ]
         if not selected:
             rules = self.include or self._default_include() or ()
             wanted = ", ".join(p if isinstance(p, str) else p.__name__ for p in rules) or "any type"
@@ -258,9 +284,15 @@ class DropoutRate(ModuleAttribute):
     """Schedule the rate `p` of dropout-family layers: all of them, or those `include`/`exclude` select.
 
     By default every module of [`DROPOUT_TYPES`][reglight.nn.DROPOUT_TYPES] (reglight's and torch's dropout
-    layers) and any class named `DropBlock2d` (timm's) is driven, except DropPath layers, whose rates grow
-    with depth ([`DropPathRates`][reglight.callbacks.DropPathRates]). The rate is read from `p`, or from
-    `drop_prob` (timm's DropBlock2d / DropPath) when a module has no `p`. Values must lie in $[0, 1)$.
+    layers), any class named `DropBlock2d` (timm's) and every attention dropout is driven, except DropPath
+    layers, whose rates grow with depth ([`DropPathRates`][reglight.callbacks.DropPathRates]). The rate is
+    read from `p`, or from `drop_prob` (timm's DropBlock2d / DropPath) when a module has no `p`. Attention
+    dropout is reached where it lives ([reglight.nn.attention][reglight.nn.attention]): the float
+    `dropout_p` of any module following the SDPA protocol (it passes `dropout_p` to
+    `scaled_dot_product_attention` in training mode), the float `dropout` of `nn.MultiheadAttention` (also
+    inside `nn.TransformerEncoderLayer`/`DecoderLayer`), and timm's `attn_drop`, an `nn.Dropout` whose `p`
+    timm's fused attention passes to SDPA. `include=nn.MultiheadAttention` or a name glob such as
+    `"*.attn"` schedules the attention dropout alone. Values must lie in $[0, 1)$.
 
     Args:
         schedule: the rate over training.
@@ -297,7 +329,16 @@ class DropoutRate(ModuleAttribute):
     @override
     def _default_include(self) -> tuple[Pattern, ...] | None:
         # DropPath's rates grow with depth: DropPathRates drives them
-        return (*(t for t in DROPOUT_TYPES if not issubclass(t, DropPath)), "DropBlock2d")
+        return (
+            *(t for t in DROPOUT_TYPES if not issubclass(t, DropPath)),
+            "DropBlock2d",
+            nn.MultiheadAttention,
+        )
+
+    @override
+    def _default_where(self, module: nn.Module) -> bool:
+        # the SDPA protocol: a float `dropout_p` on the attention module
+        return attention_dropout_attribute(module) == ATTENTION_DROPOUT_ATTRIBUTE
 
 
 class DropPathRates(DropoutRate):
@@ -335,6 +376,10 @@ class DropPathRates(DropoutRate):
     @override
     def _default_include(self) -> tuple[Pattern, ...] | None:
         return ("DropPath",)
+
+    @override
+    def _default_where(self, module: nn.Module) -> bool:
+        return False
 
     @override
     def apply(self, value: float) -> None:

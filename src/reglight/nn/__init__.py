@@ -4,7 +4,7 @@ Modules go inside models; each has a functional twin in `reglight.nn.functional`
 imports Lightning.
 """
 
-from reglight.nn import functional
+from reglight.nn import attention, functional
 from reglight.nn.dropout import (
     DROPOUT_TYPES,
     DropBlock2d,
@@ -46,6 +46,7 @@ __all__ = [
     "LayerNorm2d",
     "LockedDropout",
     "MaskedBatchNorm1d",
+    "attention",
     "convert_norms",
     "drop_path_rates",
     "functional",

@@ -17,26 +17,57 @@ import torch
 from torch import Tensor, nn
 
 from reglight._validation import check_positive_int
+from reglight.nn.attention import dropout_follows_own_training_flag
 from reglight.nn.dropout import DROPOUT_TYPES
 
 __all__ = ["mc_dropout", "mc_predict"]
 
+_DROPOUT_CLASS_NAMES = ("DropPath", "DropBlock2d")
+"""Dropout-family classes recognized by name (timm's), when `dropout_types` is the default."""
+
+
+def _is_dropout(module: nn.Module, dropout_types: tuple[type[nn.Module], ...] | None) -> bool:
+    if dropout_types is not None:
+        return isinstance(module, dropout_types)
+    return isinstance(module, DROPOUT_TYPES) or any(
+        c.__name__ in _DROPOUT_CLASS_NAMES for c in type(module).__mro__
+    )
+
+
+def _stochastic_modules(
+    model: nn.Module, dropout_types: tuple[type[nn.Module], ...] | None, attention: bool
+) -> tuple[list[nn.Module], list[nn.Module]]:
+    """The dropout modules and the attention modules that `mc_dropout` switches on."""
+    dropouts = [m for m in model.modules() if _is_dropout(m, dropout_types)]
+    attentions = (
+        [m for m in model.modules() if dropout_follows_own_training_flag(m)] if attention else []
+    )
+    return dropouts, attentions
+
 
 @contextmanager
 def mc_dropout(
-    model: nn.Module, dropout_types: tuple[type[nn.Module], ...] = DROPOUT_TYPES
+    model: nn.Module,
+    dropout_types: tuple[type[nn.Module], ...] | None = None,
+    attention: bool = True,
 ) -> Iterator[nn.Module]:
     """Context manager: dropout layers in training mode, every other module in evaluation mode.
 
     Inside the block the dropout-family layers of `model` sample masks while batch norm and every
-    other layer behave as at evaluation (running statistics used, never updated). The training flag of
-    every module is restored on exit, also after an exception.
+    other layer behave as at evaluation (running statistics used, never updated). Attention dropout is
+    sampled too: the modules that apply it only while their own `training` flag is set (SDPA-protocol
+    modules with a `dropout_p`, `nn.MultiheadAttention`, `nn.TransformerEncoderLayer` whose evaluation fast
+    path skips dropout, timm's attention; see
+    [dropout_follows_own_training_flag][reglight.nn.attention.dropout_follows_own_training_flag]) get
+    that flag set by itself, their children keeping theirs. The training flag of every module is restored
+    on exit, also after an exception.
 
     Args:
         model: The model.
-        dropout_types: Module classes counted as dropout; defaults to
-            [`DROPOUT_TYPES`][reglight.nn.dropout.DROPOUT_TYPES] (ours and torch's). Add others (e.g. timm's `DropPath`) with
-            `DROPOUT_TYPES + (timm.layers.DropPath,)`.
+        dropout_types: Module classes counted as dropout; `None` (default) means
+            [`DROPOUT_TYPES`][reglight.nn.dropout.DROPOUT_TYPES] (ours and torch's) and any class named
+            `DropPath` or `DropBlock2d` (timm's).
+        attention: Also sample attention dropout (set the attention modules' own training flag).
 
     Yields:
         `model`, switched.
@@ -53,11 +84,13 @@ def mc_dropout(
         (True, True)
     """
     flags = [(module, module.training) for module in model.modules()]
+    dropouts, attentions = _stochastic_modules(model, dropout_types, attention)
     try:
         model.eval()
-        for module, _ in flags:
-            if isinstance(module, dropout_types):
-                module.train()
+        for module in dropouts:
+            module.train()
+        for module in attentions:
+            module.training = True  # the module alone: its norms and projections stay in eval mode
         yield model
     finally:
         for module, training in flags:  # pre-order: children are fixed after their parents
@@ -69,7 +102,8 @@ def mc_predict(
     input: Any,
     samples: int = 30,
     transform: Callable[[Tensor], Tensor] | None = None,
-    dropout_types: tuple[type[nn.Module], ...] = DROPOUT_TYPES,
+    dropout_types: tuple[type[nn.Module], ...] | None = None,
+    attention: bool = True,
 ) -> tuple[Tensor, Tensor]:
     r"""Mean and standard deviation of `samples` stochastic forward passes under [`mc_dropout`][reglight.nn.mc_dropout].
 
@@ -88,6 +122,7 @@ def mc_predict(
         samples: Number of forward passes $S$, `>= 2`.
         transform: Function applied to every prediction before averaging.
         dropout_types: Module classes counted as dropout (see [`mc_dropout`][reglight.nn.mc_dropout]).
+        attention: Also sample attention dropout (see [`mc_dropout`][reglight.nn.mc_dropout]).
 
     Returns:
         `(mean, std)`, each shaped like one prediction.
@@ -105,16 +140,17 @@ def mc_predict(
         (torch.Size([5, 3]), True)
     """
     samples = check_positive_int("samples", samples, minimum=2)
-    if not any(isinstance(m, dropout_types) for m in model.modules()):
+    dropouts, attentions = _stochastic_modules(model, dropout_types, attention)
+    if not dropouts and not attentions:
         warnings.warn(
-            f"{type(model).__name__} has no dropout-family layer: every Monte-Carlo sample is the same",
+            f"{type(model).__name__} has no dropout-family layer and no attention dropout: every Monte-Carlo sample is the same",
             UserWarning,
             stacklevel=2,
         )
     mean: Tensor | None = None
     m2: Tensor | None = None
     out_dtype = torch.float32
-    with torch.no_grad(), mc_dropout(model, dropout_types):
+    with torch.no_grad(), mc_dropout(model, dropout_types, attention):
         for count in range(1, samples + 1):
             prediction = model(input)
             if transform is not None:

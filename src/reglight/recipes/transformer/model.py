@@ -29,7 +29,10 @@ _NORM_TYPES = (TokenNorm, nn.LayerNorm, nn.RMSNorm, nn.modules.batchnorm._NormBa
 
 
 def weight_decay_groups(
-    net: nn.Module, weight_decay: float, decay_embeddings: bool = False
+    net: nn.Module,
+    weight_decay: float,
+    decay_embeddings: bool = False,
+    decay_norms_and_biases: bool = False,
 ) -> list[dict[str, Any]]:
     """Parameter groups of AdamW: weight matrices decayed; norms, biases and embeddings not.
 
@@ -40,6 +43,8 @@ def weight_decay_groups(
         net: The network.
         weight_decay: Decoupled weight decay of the `"decay"` group.
         decay_embeddings: Decay the embedding tables too.
+        decay_norms_and_biases: Decay the norms' parameters and the biases too (every parameter is decayed
+            with `decay_embeddings=True` as well: what AdamW does when given `model.parameters()`).
 
     Returns:
         Two groups, `{"name": "decay", ...}` and `{"name": "no_decay", "weight_decay": 0.0, ...}` (an empty
@@ -49,7 +54,7 @@ def weight_decay_groups(
         >>> from reglight.recipes.transformer import MiniTransformer
         >>> net = MiniTransformer(vocab_size=10, num_classes=5, max_len=4, d_model=8, heads=2)
         >>> [(g["name"], len(g["params"])) for g in weight_decay_groups(net, 1.0)]
-        [('decay', 4), ('no_decay', 12)]
+        [('decay', 5), ('no_decay', 13)]
     """
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
@@ -60,7 +65,9 @@ def weight_decay_groups(
             if isinstance(module, nn.Embedding):
                 skip = not decay_embeddings
             else:
-                skip = isinstance(module, _NORM_TYPES) or name == "bias" or param.ndim < 2
+                skip = not decay_norms_and_biases and (
+                    isinstance(module, _NORM_TYPES) or name == "bias" or param.ndim < 2
+                )
             (no_decay if skip else decay).append(param)
     groups = [
         {"name": "decay", "params": decay, "weight_decay": weight_decay},
@@ -104,6 +111,8 @@ class TransformerClassifier(pl.LightningModule):
         betas: AdamW's betas.
         weight_decay: Decoupled weight decay of the weight matrices.
         decay_embeddings: Decay the embedding tables too.
+        decay_norms_and_biases: Decay the norms' parameters and the biases too.
+        embed_init_std: Standard deviation of the normal initialization of the embedding tables.
         warmup_steps: Linear warm-up length in optimizer steps (0: none).
         lr_schedule: `"constant"` after warm-up, or `"cosine"` decay to 0 at the last step.
         label_smoothing: Label smoothing of the cross-entropy.
@@ -135,6 +144,8 @@ class TransformerClassifier(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.98),
         weight_decay: float = 1.0,
         decay_embeddings: bool = False,
+        decay_norms_and_biases: bool = False,
+        embed_init_std: float = 1.0,
         warmup_steps: int = 10,
         lr_schedule: Literal["constant", "cosine"] = "constant",
         label_smoothing: float = 0.0,
@@ -161,6 +172,7 @@ class TransformerClassifier(pl.LightningModule):
         ):
             check_probability(name, value)
         check_positive("lr", lr)
+        check_positive("embed_init_std", embed_init_std)
         if len(betas) != 2:
             raise ValueError(f"`betas` must be two numbers in [0, 1), got {betas!r}")
         for beta in betas:
@@ -199,6 +211,7 @@ class TransformerClassifier(pl.LightningModule):
             resid_dropout=hp["resid_dropout"],
             embed_dropout=hp["embed_dropout"],
             drop_path=hp["drop_path"],
+            embed_init_std=hp["embed_init_std"],
         )
 
     @override
@@ -301,7 +314,9 @@ class TransformerClassifier(pl.LightningModule):
         hp = self.hparams
         if self.net is None:
             raise RuntimeError("the network is built in `setup()`; call fit through a Trainer")
-        groups = weight_decay_groups(self.net, hp["weight_decay"], hp["decay_embeddings"])
+        groups = weight_decay_groups(
+            self.net, hp["weight_decay"], hp["decay_embeddings"], hp["decay_norms_and_biases"]
+        )
         opt = torch.optim.AdamW(groups, lr=hp["lr"], betas=tuple(hp["betas"]))
         warmup = int(hp["warmup_steps"])
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 0
