@@ -310,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first..first+N-1 (default 0)"
+    )
     parser.add_argument("--variants", type=str, default=",".join(v.name for v in VARIANTS))
     parser.add_argument(
         "--max-steps", type=int, default=500, help="budget of every variant (default 500)"
@@ -377,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in by_name]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(by_name)}")
-    seeds = list(range(opts.seeds))
+    seeds = list(range(opts.first_seed, opts.first_seed + opts.seeds))
     if opts.variant_seeds is None:
         opts.variant_seeds = opts.seeds
     common = list(extra)
