@@ -168,8 +168,8 @@ class GradientFilter(Callback):
     resumed from a checkpoint continues the same filter.
 
     `gain=0` leaves gradients bit-for-bit unchanged (the average is still kept). The filter interacts
-    with the optimizer: in the grokking recipe's setting (AdamW, lr $10^{-2}$, weight decay 1) it slowed
-    generalization down; see the grokking recipe's measurements.
+    with the optimizer: in the grokking recipe's setting (AdamW, lr $10^{-2}$, weight decay 1 to 1.5) it
+    slowed generalization down; see the grokking recipe's measurements.
 
     Args:
         momentum: $m$, the decay of the moving average, in $[0, 1)$ (Grokfast's $\alpha$).
@@ -305,7 +305,8 @@ class OrthogonalGradient(Callback):
 
     the authors' `OrthoGrad`. Once the training data are fit, cross-entropy keeps falling by scaling the
     weights up ("naïve loss minimization"); the projection removes that direction, which the authors find
-    to let models generalize without weight decay. Acts in `on_before_optimizer_step` (unscaled, averaged
+    to let models generalize without weight decay. Combined with weight decay nothing opposes the decay
+    any more, and the weights can shrink until the model collapses. Acts in `on_before_optimizer_step` (unscaled, averaged
     gradients, before clipping; once per real optimizer step), stateless.
 
     Args:
