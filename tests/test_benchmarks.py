@@ -205,3 +205,55 @@ def test_bench_landscape_quick(tmp_path: Path) -> None:
         assert row["extra"]["median_rel_error"] < 1.0
     ours = [r for r in top["rows"] if r["labels"]["library"] == "reglight"]
     assert all(r["extra"]["median_rel_error"] < 1e-2 for r in ours)
+
+
+def test_grokking_quick(tmp_path: Path) -> None:
+    """The grokking benchmark's smoke run: the recipe's LightningModule, every variant kind, the JSON runs."""
+    out = tmp_path / "grokking.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env.setdefault("MPLBACKEND", "Agg")
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "grokking.py"),
+            "--quick",
+            "--json",
+            str(out),
+            "--figures",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, f"grokking exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+    report = json.loads(out.read_text())
+    runs = report.pop("runs")
+    curves = report.pop("curves")
+    check_structure(report, "grokking", done.stdout)
+    variants = {"default", "no_weight_decay", "gradient_filter_on", "orthogonal_gradient_on"}
+    assert {r["variant"] for r in runs} == variants and set(curves) == variants
+    for run in runs:
+        assert set(run) >= {
+            "variant",
+            "seed",
+            "steps_to_99",
+            "final_val_acc",
+            "final_train_acc",
+            "seconds",
+        }
+        assert run["steps_to_99"] is None or 1 <= run["steps_to_99"] <= run["steps"]
+        assert 0 <= run["final_val_acc"] <= 1 and 0 <= run["final_train_acc"] <= 1
+        assert run["seconds"] > 0
+    # the budget: every variant 6 steps, no_weight_decay 8 (unless it stopped at 99 %)
+    by_name = {r["variant"]: r for r in runs}
+    assert by_name["no_weight_decay"]["steps"] in (by_name["no_weight_decay"]["steps_to_99"], 8)
+    (timing,) = [t for t in report["tables"] if t["title"].startswith("Seconds per")]
+    assert [r["labels"]["loop"] for r in timing["rows"]] == ["plain", "lightning"]
+    assert (tmp_path / "grokking_curves.png").stat().st_size > 0
+    assert (tmp_path / "grokking_variants.png").stat().st_size > 0

@@ -8,6 +8,8 @@
 - [`EarlyStopping`][reglight.callbacks.EarlyStopping]: Lightning's early stopping with Prechelt's criteria.
 - [`AugmentationScheduler`][reglight.callbacks.AugmentationScheduler]: schedules the strength of
   [`reglight.transforms.ScheduledTransform`][reglight.transforms.ScheduledTransform]s, in DataLoader workers too.
+- [`GradientFilter`][reglight.callbacks.GradientFilter] (Grokfast's slow-gradient amplifier) and
+  [`OrthogonalGradient`][reglight.callbacks.OrthogonalGradient] (⊥Grad): gradient filters for grokking.
 - [`RegularizationScheduler`][reglight.callbacks.RegularizationScheduler] and its knobs: schedules dropout
   rates, DropPath rates, penalty alpha, weight decay or any module attribute.
 - [`LossLandscapeProbe`][reglight.callbacks.LossLandscapeProbe]: logs the top Hessian eigenvalue, trace and
@@ -23,6 +25,7 @@ from reglight.callbacks.averaging import (
     WeightAveraging,
 )
 from reglight.callbacks.early_stopping import EarlyStopping
+from reglight.callbacks.gradient_filter import GradientFilter, OrthogonalGradient
 from reglight.callbacks.landscape import LossLandscapeProbe
 from reglight.callbacks.penalty import PenaltyHook
 from reglight.callbacks.regularization import (
@@ -43,9 +46,11 @@ __all__ = [
     "DropoutRate",
     "EMAWeightAveraging",
     "EarlyStopping",
+    "GradientFilter",
     "Knob",
     "LossLandscapeProbe",
     "ModuleAttribute",
+    "OrthogonalGradient",
     "PenaltyAlpha",
     "PenaltyHook",
     "RegularizationScheduler",
