@@ -166,8 +166,8 @@ def _ritz_converged(
     """Whether the top `k` Ritz values are within `tol` relatively of eigenvalues, by their bounds.
 
     True when $\\min(r_i, r_i^2/\\delta_i) \\le \\mathrm{tol}\\,|\\theta_i|$ for every $i \\le k$ (see
-    [`_ritz_error_bounds`][reglight.landscape.hessian._ritz_error_bounds]). Only the tridiagonal matrix and
-    the last $\\beta$ enter, which come from reduced Hessian-vector products: every process decides alike.
+    `_ritz_error_bounds`). Only the tridiagonal matrix and the last $\\beta$ enter, which come from
+    reduced Hessian-vector products: every process decides alike.
     """
     if len(alphas) < k:
         return False
@@ -195,7 +195,7 @@ def _lanczos(
     """Lanczos with full reorthogonalization (classical Gram-Schmidt, twice) from `v0`.
 
     With `k`, stops once the error bounds of the top `k` Ritz values are below `tol` relatively (see
-    [`_ritz_converged`][reglight.landscape.hessian._ritz_converged]).
+    `_ritz_converged`).
     With `restart`, an invariant subspace found before `max_iter` steps does not end the iteration: it
     goes on from a new random vector orthogonal to the basis (a zero off-diagonal entry), since the top
     eigenvalues may lie outside the subspace the start vector spans.
