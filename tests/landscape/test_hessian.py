@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -167,3 +168,59 @@ def test_deterministic_for_a_seeded_generator_and_global_rng_untouched(mlp_probl
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(a.samples, b.samples)
     assert torch.equal(e1.eigenvalues, e2.eigenvalues)
+
+
+def _separated_problem() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """Least squares with the Hessian $X^\\top X = U \\operatorname{diag}(\\lambda) U^\\top$: a top eigenvalue
+    of 50 above a bulk in [0, 1]."""
+    g = _gen(3)
+    n = 40
+    eigs = torch.cat([torch.tensor([50.0]), torch.rand(n - 1, generator=g)]).double()
+    u = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+    x = eigs.sqrt()[:, None] * u.T  # x^T x = u diag(eigs) u^T
+    model = torch.nn.Linear(n, 1, bias=False).double()
+    return model, x, eigs.sort(descending=True).values
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-6])
+def test_lanczos_stopping_bound_holds(problem, tol):
+    """The returned eigenvalues are within `tol` relatively of the dense Hessian's (float64)."""
+    exact = problem.eigenvalues.flip(0)
+    for seed in range(3):
+        res = top_eigenvalues(
+            problem.model, problem.loss_fn, problem.one_batch, k=3, tol=tol, generator=_gen(seed)
+        )
+        assert res.converged
+        err = (res.eigenvalues - exact[:3]).abs()
+        assert bool((err <= tol * exact[:3].abs()).all()), (seed, err / exact[:3].abs())
+
+
+def test_lanczos_stops_earlier_than_the_relative_change_rule():
+    """On a well-separated spectrum the residual bound stops before PyHessian's rule (the top Ritz value
+    changes by less than `tol` relatively between two steps) would, and is as accurate."""
+    model, x, exact = _separated_problem()
+
+    def loss_fn(m, b):
+        return 0.5 * m(b).pow(2).sum()
+
+    tol = 1e-3
+    for seed in range(3):
+        res = top_eigenvalues(model, loss_fn, [x], tol=tol, generator=_gen(seed))
+        assert res.converged
+        assert abs(float(res.eigenvalues[0]) - float(exact[0])) <= tol * float(exact[0])
+        # the relative-change rule on the same Krylov spaces: the m-step Ritz values, m = 1, 2, ...
+        # (a tolerance no step meets runs exactly `max_iter` steps from the same start vector)
+        ritz = [
+            float(
+                top_eigenvalues(
+                    model, loss_fn, [x], tol=1e-300, max_iter=m, generator=_gen(seed)
+                ).eigenvalues[0]
+            )
+            for m in range(2, 12)
+        ]
+        old = next(
+            m + 3
+            for m, (a, b) in enumerate(itertools.pairwise(ritz))
+            if abs(b - a) < tol * (abs(a) + 1e-6)
+        )
+        assert res.n_hvp < old, (res.n_hvp, old)

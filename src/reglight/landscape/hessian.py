@@ -134,6 +134,47 @@ def _tridiagonal(alphas: Sequence[float], betas: Sequence[float]) -> Tensor:
     return t
 
 
+def _ritz_error_bounds(
+    alphas: Sequence[float], betas: Sequence[float], beta: float
+) -> tuple[Tensor, Tensor]:
+    """Ritz values (descending) of the tridiagonal matrix and the a-posteriori bounds of their errors.
+
+    After $m$ steps, $H Q_m = Q_m T_m + \\beta_m q_{m+1} e_m^\\top$; a Ritz pair $(\\theta_i, Q_m s_i)$ of
+    $T_m = S \\Theta S^\\top$ has the residual norm $r_i = \\lVert H Q_m s_i - \\theta_i Q_m s_i \\rVert =
+    \\beta_m |s_{m,i}|$, so an eigenvalue lies within $r_i$ of $\\theta_i$, and within $r_i^2 / \\delta_i$
+    when it is the only one closer than $\\delta_i$ (Kato 1949; Temple 1929; Parlett 1998, §11.7). The gap
+    $\\delta_i$ is estimated from the other Ritz values, $\\delta_i = \\min_{l \\ne i} (|\\theta_i - \\theta_l|
+    - r_l)$; the bound is $\\min(r_i, r_i^2 / \\delta_i)$ ($r_i$ alone when $\\delta_i \\le 0$ or $m = 1$).
+    """
+    evals, evecs = torch.linalg.eigh(_tridiagonal(alphas, betas))
+    evals, evecs = evals.flip(0), evecs.flip(1)
+    resid = abs(beta) * evecs[-1].abs()
+    bound = resid.clone()
+    m = evals.numel()
+    if m > 1:
+        dist = (evals[:, None] - evals[None, :]).abs() - resid[None, :]
+        dist.fill_diagonal_(math.inf)
+        gap = dist.min(dim=1).values
+        ok = gap > 0
+        bound[ok] = torch.minimum(resid[ok], resid[ok] ** 2 / gap[ok])
+    return evals, bound
+
+
+def _ritz_converged(
+    alphas: Sequence[float], betas: Sequence[float], beta: float, k: int, tol: float
+) -> bool:
+    """Whether the top `k` Ritz values are within `tol` relatively of eigenvalues, by their bounds.
+
+    True when $\\min(r_i, r_i^2/\\delta_i) \\le \\mathrm{tol}\\,|\\theta_i|$ for every $i \\le k$ (see
+    `_ritz_error_bounds`). Only the tridiagonal matrix and the last $\\beta$ enter, which come from
+    reduced Hessian-vector products: every process decides alike.
+    """
+    if len(alphas) < k:
+        return False
+    evals, bound = _ritz_error_bounds(alphas, betas, beta)
+    return bool((bound[:k] <= tol * evals[:k].abs()).all())
+
+
 @dataclass
 class _Lanczos:
     basis: Tensor  # (m, n) orthonormal Lanczos vectors
@@ -153,7 +194,8 @@ def _lanczos(
 ) -> _Lanczos:
     """Lanczos with full reorthogonalization (classical Gram-Schmidt, twice) from `v0`.
 
-    With `k`, stops once the top `k` Ritz values change by less than `tol` relatively between two steps.
+    With `k`, stops once the error bounds of the top `k` Ritz values are below `tol` relatively (see
+    `_ritz_converged`).
     With `restart`, an invariant subspace found before `max_iter` steps does not end the iteration: it
     goes on from a new random vector orthogonal to the basis (a zero off-diagonal entry), since the top
     eigenvalues may lie outside the subspace the start vector spans.
@@ -166,7 +208,6 @@ def _lanczos(
     basis[0] = v0 / torch.linalg.vector_norm(v0)
     alphas: list[float] = []
     betas: list[float] = []
-    previous: Tensor | None = None
     converged = False
     for j in range(m):
         w = obj.matvec(basis[j])
@@ -179,15 +220,9 @@ def _lanczos(
             w = w - q.T @ (q @ w)
         beta = torch.linalg.vector_norm(w)
         alphas.append(float(alpha))
-        if k is not None and j + 1 >= k:
-            ritz = torch.linalg.eigvalsh(_tridiagonal(alphas, betas)).flip(0)[:k]
-            if previous is not None:
-                change = ((ritz - previous).abs() / (previous.abs() + 1e-6)).max()
-                if float(change) < tol:
-                    converged = True
-                    return _Lanczos(basis[: j + 1], alphas, betas, converged)
-            previous = ritz
         b = float(beta)
+        if k is not None and j + 1 >= k and _ritz_converged(alphas, betas, b, k, tol):
+            return _Lanczos(basis[: j + 1], alphas, betas, True)
         scale = max(abs(a) for a in alphas) + max(betas, default=0.0)
         exhausted = b <= 1e-10 * max(scale, 1e-30)
         if exhausted and restart is not None and j + 1 < m:
@@ -247,10 +282,13 @@ def top_eigenvalues(
     """The `k` largest eigenvalues of the Hessian of the mean loss, and their eigenvectors.
 
     - `"lanczos"` (default): the Lanczos iteration (Lanczos 1950) with full reorthogonalization from a
-      random Rademacher start; stops when every one of the top `k` Ritz values changes by less than `tol`
-      relatively between two steps, $|\\theta^{(j)}_i - \\theta^{(j-1)}_i| < tol\\,(|\\theta^{(j-1)}_i| +
-      10^{-6})$. It keeps `max_iter` vectors of the size of the selected parameters in memory. Returns
-      the largest eigenvalues in the algebraic order.
+      random Rademacher start; stops when the a-posteriori error bound of every one of the top `k` Ritz
+      values $\\theta_i$ is below `tol` relatively, $\\min(r_i, r_i^2/\\delta_i) \\le tol\\,|\\theta_i|$, with
+      $r_i = \\beta_m |s_{m,i}|$ the Ritz vector's residual norm (last off-diagonal entry times the last
+      coordinate of the Ritz vector in the Krylov basis) and $\\delta_i$ the gap to the other Ritz values
+      (Kato-Temple; Parlett 1998, §11.7): no extra step confirms convergence, as the relative change
+      between two steps would need. It keeps `max_iter` vectors of the size of the selected parameters
+      in memory. Returns the largest eigenvalues in the algebraic order.
     - `"power"`: power iteration with deflation, as PyHessian (Yao et al. 2020) does: each eigenvector in
       turn, orthogonalized against the previous ones, stopped when the Rayleigh quotient changes by less
       than `tol` relatively; `max_iter` per eigenvalue. It finds the eigenvalues of largest *magnitude*,
@@ -265,7 +303,9 @@ def top_eigenvalues(
         batches: An iterable of batches; the loss is the mean over them.
         k: How many eigenvalues, at least 1.
         max_iter: Most Lanczos steps (or power iterations per eigenvalue).
-        tol: Relative change that stops the iteration.
+        tol: Relative accuracy of the eigenvalues: Lanczos stops when their error bounds are below
+            `tol` times their magnitude; power iteration when the Rayleigh quotient changes by less than
+            `tol` relatively.
         method: `"lanczos"` or `"power"`.
         hvp_method: How Hessian-vector products are computed (see [`hvp`][reglight.landscape.hvp]).
         include: Parameters to differentiate with respect to (default: every one with `requires_grad`).
