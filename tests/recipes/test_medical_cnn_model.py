@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from medmnist.evaluator import getACC, getAUC
 
 from reglight.recipes.medical_cnn import (
+    DeepEnsemble,
     MedicalCNN,
     SmallCNN,
+    average_logits,
     medmnist_confusion_matrix,
     medmnist_inputs,
     medmnist_metric_collection,
@@ -219,3 +223,59 @@ def test_mixup_mixes_images_and_losses_with_one_beta_draw() -> None:
     assert torch.allclose(loss, expected)
     with pytest.raises(ValueError, match="mixup"):
         MedicalCNN(mixup=-1.0)
+
+
+def test_ensemble_members_take_the_steps_they_would_take_alone() -> None:
+    """Sum of the members' losses: each member's Adam (+ coupled L2) steps equal a lone run's."""
+    torch.manual_seed(0)
+    model = MedicalCNN(
+        task="binary-class", num_classes=2, in_channels=1, width=4, dropout=0.0, ensemble=3
+    )
+    assert isinstance(model.net, DeepEnsemble) and len(model.net.members) == 3
+    alone = [copy.deepcopy(m) for m in model.net.members]
+    # members start from their own initializations
+    assert not torch.equal(alone[0].head.weight, alone[1].head.weight)
+    model.trainer = None  # type: ignore[assignment]
+    opt = model.configure_optimizers()
+    refs = []
+    for net in alone:
+        decay = [p for n, p in net.named_parameters() if p.ndim > 1 and not n.endswith(".bias")]
+        rest = [p for n, p in net.named_parameters() if p.ndim <= 1 or n.endswith(".bias")]
+        refs.append(
+            torch.optim.Adam(
+                [{"params": decay, "weight_decay": 1e-3}, {"params": rest, "weight_decay": 0.0}],
+                lr=1e-3,
+            )
+        )
+    g = torch.Generator().manual_seed(1)
+    for step in range(3):
+        x, y = torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 2, (8,), generator=g)
+        opt.zero_grad()
+        with pytest.warns(UserWarning, match="self.log"):
+            model.training_step((x, y), step).backward()
+        opt.step()
+        for net, ref in zip(alone, refs):
+            ref.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            ref.step()
+    for member, net in zip(model.net.members, alone):
+        for (name, p), q in zip(member.named_parameters(), net.parameters()):
+            assert torch.allclose(p, q, atol=1e-6), name
+    model.eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.stack([net.eval()(x).softmax(-1) for net in alone]).mean(0)
+        assert torch.allclose(model.evaluate(x).softmax(-1), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="`ensemble`"):
+        MedicalCNN(ensemble=0)
+
+
+def test_average_logits_averages_probabilities() -> None:
+    a, b = torch.randn(5, 3), torch.randn(5, 3)
+    p = average_logits([a, b]).softmax(-1)
+    assert torch.allclose(p, (a.softmax(-1) + b.softmax(-1)) / 2, atol=1e-6)
+    q = average_logits([a, b], multilabel=True).sigmoid()
+    assert torch.allclose(q, (a.sigmoid() + b.sigmoid()) / 2, atol=1e-5)
+    assert average_logits([a]) is a
+    with pytest.raises(ValueError, match="`logits`"):
+        average_logits([])

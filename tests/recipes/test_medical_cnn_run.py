@@ -103,6 +103,32 @@ def test_penalty_hook_instead_of_weight_decay(tiny_root: Path, tmp_path: Path) -
     assert values and all(v > 0 for v in values)
 
 
+def test_ensemble_run_and_its_checkpoint(tiny_root: Path, tmp_path: Path) -> None:
+    """`--model.ensemble 2`: one run trains two networks; the best checkpoint reloads both."""
+    import torch
+
+    from reglight.recipes.medical_cnn import DeepEnsemble, MedicalCNN
+
+    code = main(
+        [
+            "run",
+            "medical_cnn",
+            *FAST,
+            "--model.ensemble=2",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert code == 0
+    (ckpt,) = tmp_path.rglob("best-epoch=0.ckpt")
+    model = MedicalCNN.load_from_checkpoint(ckpt).eval()
+    assert isinstance(model.net, DeepEnsemble) and len(model.net.members) == 2
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        members = [m(x).softmax(-1) for m in model.net.members]
+        assert torch.allclose(model(x).softmax(-1), (members[0] + members[1]) / 2, atol=1e-6)
+
+
 @pytest.mark.ddp
 def test_ddp_run_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
     env = {

@@ -39,17 +39,19 @@ from .metrics import (
     scores_from_logits,
 )
 from .model import MedicalCNN
-from .network import SmallCNN, check_architecture
+from .network import DeepEnsemble, SmallCNN, average_logits, check_architecture
 
 __all__ = [
     "MEDMNIST_2D_FLAGS",
     "MEDMNIST_SIZES",
+    "DeepEnsemble",
     "MedMNISTDataModule",
     "MedMNISTFileError",
     "MedMNISTSplit",
     "MedicalCNN",
     "SmallCNN",
     "TaskSpec",
+    "average_logits",
     "check_architecture",
     "default_root",
     "download_medmnist",

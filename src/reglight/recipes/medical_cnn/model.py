@@ -28,7 +28,7 @@ from .metrics import (
     medmnist_metrics,
     scores_from_logits,
 )
-from .network import SmallCNN, check_architecture
+from .network import DeepEnsemble, SmallCNN, average_logits, check_architecture
 
 __all__ = ["MedicalCNN"]
 
@@ -101,6 +101,11 @@ class MedicalCNN(pl.LightningModule):
         ema_decay: Decay of an exponential moving average of the weights (and batch-norm statistics),
             updated after every training batch and used for validation, testing and prediction (Polyak &
             Juditsky 1992); 0 disables it.
+        ensemble: Number of networks trained side by side as a
+            [DeepEnsemble][reglight.recipes.medical_cnn.DeepEnsemble] (each from its own initialization and
+            with its own dropout masks, trained on the sum of their losses, so that each takes the steps it
+            would take alone on the same batches); validation, early stopping, testing and prediction use
+            their average probability. 1 trains a single network; `K` costs about `K` times as much.
         task: MedMNIST task type; `None` takes it from the datamodule.
         num_classes: Number of outputs; `None` takes it from the datamodule.
         in_channels: Image channels; `None` takes it from the datamodule.
@@ -134,6 +139,7 @@ class MedicalCNN(pl.LightningModule):
         tta: bool = False,
         calibration: Literal["none", "temperature", "platt"] = "none",
         ema_decay: float = 0.0,
+        ensemble: int = 1,
         task: str | None = None,
         num_classes: int | None = None,
         in_channels: int | None = None,
@@ -149,6 +155,7 @@ class MedicalCNN(pl.LightningModule):
         check_probability("ema_decay", ema_decay)
         check_choice("calibration", calibration, CALIBRATIONS)
         check_nonnegative("mixup", mixup)
+        check_positive_int("ensemble", ensemble)
         if task is not None:
             check_choice("task", task, TASKS)
         if num_classes is not None:
@@ -167,7 +174,7 @@ class MedicalCNN(pl.LightningModule):
             virtual_batch_size=virtual_batch_size,
         )
         self.save_hyperparameters()
-        self.net: SmallCNN | None = None
+        self.net: SmallCNN | DeepEnsemble | None = None
         self.ema_net: AveragedModel | None = None
         self.val_metrics: MetricCollection | None = None
         self.test_metrics = nn.ModuleDict()
@@ -189,6 +196,10 @@ class MedicalCNN(pl.LightningModule):
         """The MedMNIST task type (known once the model is built)."""
         return str(self.hparams["task"])
 
+    @property
+    def _multilabel(self) -> bool:
+        return self.task == "multi-label, binary-class"
+
     def _build(self) -> None:
         hp = self.hparams
         if hp["calibration"] != "none" and hp["task"] == "multi-label, binary-class":
@@ -200,18 +211,27 @@ class MedicalCNN(pl.LightningModule):
                 f"`calibration='platt'` is binary; use 'temperature' for task={hp['task']!r}"
             )
         self.calibrator = make_calibrator(hp["calibration"])
-        self.net = SmallCNN(
-            in_channels=hp["in_channels"],
-            num_classes=hp["num_classes"],
-            depth=hp["depth"],
-            width=hp["width"],
-            blocks_per_stage=hp["blocks_per_stage"],
-            hidden=hp["hidden"],
-            dropout=hp["dropout"],
-            dropblock=hp["dropblock"],
-            block_size=hp["block_size"],
-            norm=hp["norm"],
-            virtual_batch_size=hp["virtual_batch_size"],
+
+        def network() -> SmallCNN:
+            return SmallCNN(
+                in_channels=hp["in_channels"],
+                num_classes=hp["num_classes"],
+                depth=hp["depth"],
+                width=hp["width"],
+                blocks_per_stage=hp["blocks_per_stage"],
+                hidden=hp["hidden"],
+                dropout=hp["dropout"],
+                dropblock=hp["dropblock"],
+                block_size=hp["block_size"],
+                norm=hp["norm"],
+                virtual_batch_size=hp["virtual_batch_size"],
+            )
+
+        members = int(hp.get("ensemble", 1))
+        self.net = (
+            network()
+            if members == 1
+            else DeepEnsemble([network() for _ in range(members)], multilabel=self._multilabel)
         )
         self.val_metrics = medmnist_metric_collection(hp["task"], hp["num_classes"], prefix="val/")
         if hp["ema_decay"] > 0:
@@ -281,12 +301,7 @@ class MedicalCNN(pl.LightningModule):
         logits = net(x)
         if not self.hparams["tta"]:
             return logits
-        flipped = net(x.flip(-1))
-        if self.task == "multi-label, binary-class":
-            p = 0.5 * (logits.sigmoid() + flipped.sigmoid())
-            return torch.logit(p, eps=1e-7)
-        p = 0.5 * (logits.softmax(-1) + flipped.softmax(-1))
-        return p.clamp_min(1e-12).log()
+        return average_logits([logits, net(x.flip(-1))], self._multilabel)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy (binary / multi-class / ordinal) or per-label binary cross-entropy (multi-label)."""
@@ -304,13 +319,17 @@ class MedicalCNN(pl.LightningModule):
         if alpha > 0:
             lam = float(torch.distributions.Beta(alpha, alpha).sample())
             perm = torch.randperm(len(x), device=x.device)
-            logits = self(lam * x + (1 - lam) * x[perm])
-            loss = lam * self.loss(logits, y) + (1 - lam) * self.loss(logits, y[perm])
+            losses = [
+                lam * self.loss(z, y) + (1 - lam) * self.loss(z, y[perm])
+                for z in self._member_logits(lam * x + (1 - lam) * x[perm])
+            ]
         else:
-            loss = self.loss(self(x), y)
+            losses = [self.loss(z, y) for z in self._member_logits(x)]
+        # the sum over ensemble members (see DeepEnsemble); logged as their mean
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         self.log(
             "train/loss",
-            loss,
+            loss / len(losses),
             on_step=False,
             on_epoch=True,
             prog_bar=True,
@@ -318,6 +337,12 @@ class MedicalCNN(pl.LightningModule):
             sync_dist=True,
         )
         return loss
+
+    def _member_logits(self, x: Tensor) -> list[Tensor]:
+        """The logits the training loss is computed on: one tensor per ensemble member."""
+        if isinstance(self.net, DeepEnsemble):
+            return self.net.member_logits(x)
+        return [self(x)]
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema_net is not None and self.net is not None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import Tensor, nn
 
 from reglight._validation import check_choice, check_positive_int, check_probability
 from reglight.nn import NORM_KINDS, DropBlock2d, convert_norms
 
-__all__ = ["SmallCNN", "check_architecture"]
+__all__ = ["DeepEnsemble", "SmallCNN", "average_logits", "check_architecture"]
 
 
 def check_architecture(
@@ -155,3 +158,82 @@ class SmallCNN(nn.Module):
         """Logits `(N, num_classes)` of images `(N, C, H, W)`."""
         h = self.pool(self.features(x)).flatten(1)
         return self.head(self.dropout(self.act(self.fc(h))))
+
+
+def average_logits(logits: Sequence[Tensor], multilabel: bool = False) -> Tensor:
+    r"""Logits of the average of the predicted probabilities of several outputs.
+
+    $\bar p = \frac1K \sum_k \operatorname{softmax}(z_k)$, returned as $\log \bar p$ (whose softmax is
+    $\bar p$); for multi-label outputs $\bar p = \frac1K\sum_k \sigma(z_k)$ per label, returned as
+    $\operatorname{logit} \bar p$. Averaging probabilities, not logits, is how deep ensembles and
+    test-time augmentation combine predictions (Lakshminarayanan et al. 2017).
+
+    Args:
+        logits: `K >= 1` tensors `(N, num_classes)`.
+        multilabel: Sigmoid per label instead of a softmax over classes.
+
+    Returns:
+        Logits `(N, num_classes)`; the input itself when `K == 1`.
+
+    Examples:
+        >>> import torch
+        >>> z = average_logits([torch.tensor([[0.0, 2.0]]), torch.tensor([[2.0, 0.0]])])
+        >>> z.softmax(-1)
+        tensor([[0.5000, 0.5000]])
+    """
+    if len(logits) == 0:
+        raise ValueError("`logits` must hold at least one tensor, got an empty sequence")
+    if len(logits) == 1:
+        return logits[0]
+    if multilabel:
+        p = torch.stack([z.sigmoid() for z in logits]).mean(0)
+        return torch.logit(p, eps=1e-7)
+    p = torch.stack([z.softmax(-1) for z in logits]).mean(0)
+    return p.clamp_min(1e-12).log()
+
+
+class DeepEnsemble(nn.Module):
+    r"""Independently initialized networks trained side by side; predicts with their average probability.
+
+    A deep ensemble (Lakshminarayanan, Pritzel & Blundell 2017, "Simple and scalable predictive
+    uncertainty estimation using deep ensembles", NeurIPS): the explicit form of the model averaging that
+    dropout approximates with shared weights. The members see the same batches but start from their own
+    random initialization and draw their own dropout masks. Training minimizes the **sum** of the
+    members' losses $\sum_k L(z_k, y)$: each member's gradient is then exactly the gradient of its own
+    loss, so with an optimizer that works per parameter (Adam, SGD, and their coupled or decoupled weight
+    decay) each member takes the same steps as if it were trained alone on the same batches. (The mean of
+    the losses would divide each member's data gradient by $K$ while the weight-decay term stays: a
+    $K$ times stronger L2 penalty.) [forward][reglight.recipes.medical_cnn.DeepEnsemble.forward] returns the
+    logits of the averaged probabilities ([average_logits][reglight.recipes.medical_cnn.average_logits]).
+    It costs $K$ times one network.
+
+    Args:
+        members: `K >= 1` networks with the same outputs.
+        multilabel: Average per-label sigmoids instead of softmax probabilities.
+
+    Examples:
+        >>> import torch
+        >>> ens = DeepEnsemble([SmallCNN(1, 2, depth=2, width=8) for _ in range(3)])
+        >>> [z.shape for z in ens.member_logits(torch.randn(4, 1, 28, 28))]
+        [torch.Size([4, 2]), torch.Size([4, 2]), torch.Size([4, 2])]
+        >>> ens(torch.randn(4, 1, 28, 28)).shape
+        torch.Size([4, 2])
+    """
+
+    def __init__(self, members: Sequence[nn.Module], multilabel: bool = False) -> None:
+        super().__init__()
+        if len(members) < 1:
+            raise ValueError("`members` must hold at least one network, got an empty sequence")
+        self.members = nn.ModuleList(members)
+        self.multilabel = multilabel
+
+    def member_logits(self, x: Tensor) -> list[Tensor]:
+        """Each member's logits `(N, num_classes)`."""
+        return [m(x) for m in self.members]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of the members' average probability."""
+        return average_logits(self.member_logits(x), self.multilabel)
+
+    def extra_repr(self) -> str:
+        return f"multilabel={self.multilabel}"
