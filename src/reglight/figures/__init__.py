@@ -1,6 +1,6 @@
 """The gallery: every picture of the theme, computed by the library on real models and data.
 
-Each figure is made by a *maker* registered with [register][reglight.figures._base.register]: a function
+Each figure is made by a *maker* registered with [register][reglight.figures.register]: a function
 `(quick, seed) -> GalleryFigure` that computes its numbers with reglight's own code (solvers, paths, cross-
 validation, dropout and norm modules) on a real data set, and draws them.
 [write_figures][reglight.figures.write_figures] writes each one as PNG, SVG, a Markdown caption and a JSON
@@ -51,7 +51,7 @@ def load_all() -> dict[str, FigureMaker]:
     whose name does not start with an underscore.
 
     Returns:
-        The makers by name, in gallery order (see [registered][reglight.figures._base.registered]).
+        The makers by name, in gallery order (see [registered][reglight.figures.registered]).
     """
     names = list(_MODULES)
     names += sorted(

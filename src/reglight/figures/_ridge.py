@@ -20,7 +20,14 @@ __all__ = ["ridge"]
 
 
 def ridge(X: Tensor, y: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-    """Fit ridge with an unpenalized intercept (float64, one thread): returns `(coef, intercept)`."""
+    """Fit ridge with an unpenalized intercept (float64, one thread): returns `(coef, intercept)`.
+
+    Examples:
+        >>> X = torch.tensor([[0.0], [1.0], [2.0]])
+        >>> w, b = ridge(X, torch.tensor([1.0, 3.0, 5.0]), alpha=0.0)
+        >>> round(float(w[0]), 6), round(float(b), 6)
+        (2.0, 1.0)
+    """
     with torch_threads(1):
         return _ridge(X, y, alpha)
 

@@ -51,6 +51,12 @@ def design(
 
     Returns:
         `X` (n, 2) and `y` (n,), both with zero column means.
+
+    Examples:
+        >>> H = np.array([[1.0, 0.8], [0.8, 1.0]])
+        >>> X, y = design(H, np.array([1.6, 0.4]))
+        >>> np.allclose(X.T @ X / len(y), H), np.allclose(np.linalg.solve(X.T @ X, X.T @ y), [1.6, 0.4])
+        (True, True)
     """
     rng = np.random.default_rng(seed)
     raw = rng.standard_normal((n, 3))
@@ -192,6 +198,8 @@ def _boundary(kind: str, t: float) -> np.ndarray:
     return r[:, None] * u
 
 
+_MARKER = {"l2": 7.0, "l1": 10.0, "enet": 6.0}  # the L1 dot stays visible under the elastic net's
+
 _LABELS = {"l2": "L2 (ridge)", "l1": "L1 (lasso)", "enet": f"elastic net (ρ={ENET_RATIO})"}
 
 
@@ -207,7 +215,6 @@ def make_constraint_geometry(quick: bool, seed: int) -> GalleryFigure:
         g = np.linspace(-lim, lim, 241)
         W = np.stack(np.meshgrid(g, g), axis=-1)
         L = panel.loss(W)
-        levels = sorted({float(panel.loss(s)) for s in panel.solutions.values()})
         base = float(panel.loss(panel.w_ols))
         ax.contour(
             g, g, L, levels=np.linspace(base, base + 6, 13)[1:], colors="0.8", linewidths=0.7
@@ -225,14 +232,13 @@ def make_constraint_geometry(quick: bool, seed: int) -> GalleryFigure:
                 *w,
                 "o",
                 color=color,
-                ms=7,
+                ms=_MARKER[kind],
                 mec="k",
                 label=f"{_LABELS[kind]}: ({w[0]:.2f}, {w[1]:.2f})",
             )
             numbers[f"panel{i + 1}_{kind}_w1"] = float(w[0])
             numbers[f"panel{i + 1}_{kind}_w2"] = float(w[1])
             numbers[f"panel{i + 1}_{kind}_alpha"] = panel.alphas[kind]
-        del levels
         ax.axhline(0, color="0.5", lw=0.6)
         ax.axvline(0, color="0.5", lw=0.6)
         ax.set_xlim(-1.4, lim)

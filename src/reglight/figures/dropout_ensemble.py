@@ -33,7 +33,12 @@ __all__ = ["DropoutEnsemble", "all_masks", "dropout_ensemble", "make_dropout_ens
 
 
 def all_masks(n: int) -> Tensor:
-    """The $2^n$ binary masks of `n` units, (2^n, n) float64, in binary counting order."""
+    """The $2^n$ binary masks of `n` units, (2^n, n) float64, in binary counting order.
+
+    Examples:
+        >>> all_masks(2).tolist()
+        [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+    """
     codes = torch.arange(2**n).unsqueeze(1)
     return ((codes >> torch.arange(n)) & 1).to(torch.float64)
 

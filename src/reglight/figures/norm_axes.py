@@ -75,6 +75,11 @@ def statistics_group(
     """The input entries that the output at `probe` depends on: a boolean tensor shaped like `x`.
 
     For a normalization layer these are the entries its mean and variance at `probe` are computed over.
+
+    Examples:
+        >>> x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+        >>> int(statistics_group(nn.BatchNorm2d(2).double(), x, (0, 1, 0, 0)).sum())  # N * H * W
+        48
     """
     x = x.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(forward(x)[probe], x)
@@ -94,6 +99,10 @@ def expected_group(
 
     Returns:
         A boolean tensor of `shape`.
+
+    Examples:
+        >>> int(expected_group("layer2d", (2, 3, 4, 4), (0, 1, 2, 2)).sum())  # the C channels of a pixel
+        3
     """
     idx = torch.meshgrid(*[torch.arange(s) for s in shape], indexing="ij")
     same = [i == p for i, p in zip(idx, probe, strict=True)]
@@ -312,8 +321,8 @@ def _draw(ax: object, g: NormGroup) -> None:
 def make_norm_axes(quick: bool, seed: int) -> GalleryFigure:
     """Gallery maker of figure 7 (the same computation in quick mode: it takes well under a second)."""
     groups, checks, source = norm_axes(seed)
-    fig = new_figure(15.0, 7.2)
-    top, bottom = cast(Any, fig.subfigures(2, 1, height_ratios=[1.15, 1.0]))
+    fig = new_figure(15.0, 6.0)
+    top, bottom = cast(Any, fig.subfigures(2, 1, height_ratios=[1.25, 0.75]))
     four = [g for g in groups if g.x.dim() == 4]
     three = [g for g in groups if g.x.dim() == 3]
     for ax, g in zip(top.subplots(1, len(four)), four, strict=True):
