@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install demo test lint typecheck pytest docs clean test-oldest
+.PHONY: install demo test lint typecheck pytest figures-quick docs clean test-oldest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ typecheck: install
 pytest: install
 	WANDB_MODE=offline $(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# every gallery figure with small computations (under 2 minutes on 2 cores)
+figures-quick: install
+	WANDB_MODE=offline $(BIN)/reglight figures --quick --out build/gallery-quick
+
+test: lint typecheck pytest figures-quick
 
 # The tests against the oldest supported releases (.ci/oldest-constraints.txt), in a fresh venv.
 # OLDEST_TORCH: torch is installed first and kept out of the constraints; the default is the torch

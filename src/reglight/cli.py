@@ -9,6 +9,8 @@
   subcommands, for people who know them.
 - `reglight ablate RECIPE [options]`: the ablation study a recipe declares in the `ablation:` section of
   its YAML (see [reglight.ablation][reglight.ablation]; `reglight ablate medical_cnn --help`).
+- `reglight figures [--out DIR] [--only NAME] [--quick] [--seed N]`: the gallery's figures, computed by
+  the library (see [reglight.figures][reglight.figures]).
 
 Multi-device runs go through the Trainer, e.g.
 `reglight run tiny --trainer.accelerator cpu --trainer.devices 2 --trainer.strategy ddp`.
@@ -56,6 +58,7 @@ commands:
   run RECIPE [overrides]     fit, test and summarize a recipe (name or path to a YAML)
   list                       list the available recipes
   ablate RECIPE [options]    run the ablation study declared in a recipe's YAML
+  figures [--out DIR] [--only NAME] [--quick]  compute and write the gallery's figures
   fit|validate|test|predict  Lightning's LightningCLI subcommands (--config recipes/X.yaml)
 
 overrides follow LightningCLI: --config FILE.yaml, --trainer.max_epochs 5, --model.*, --data.*,
@@ -853,6 +856,58 @@ def _ablate(argv: list[str]) -> int:
     return ablate(argv)
 
 
+_FIGURES_USAGE = (
+    "usage: reglight figures [--out DIR] [--only NAME[,NAME...]] [--quick] [--seed N] [--no-svg]"
+)
+
+
+def _figures(argv: list[str]) -> int:
+    """`reglight figures`: compute the gallery's figures and write PNG, SVG, caption and numbers."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="reglight figures",
+        usage=_FIGURES_USAGE[len("usage: ") :],
+        description="Compute the gallery's figures with the library and write, per figure, NAME.png, "
+        "NAME.svg, NAME.md (the caption with the measured numbers) and NAME.json (the numbers).",
+        exit_on_error=False,
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("gallery"), help="output folder (default: gallery)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="make only these figures (repeatable or comma-separated); `--list` shows the names",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller computations, same pictures (all in under 2 minutes)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of every random draw (default: 0)"
+    )
+    parser.add_argument("--no-svg", action="store_true", help="write PNG files only")
+    parser.add_argument("--list", action="store_true", help="list the figures' names and exit")
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as err:
+        raise UsageError(str(err), _FIGURES_USAGE) from err
+    if unknown:
+        raise UsageError(f"unknown option {' '.join(unknown)}", _FIGURES_USAGE)
+    from reglight.figures import figure_names, write_figures
+
+    if args.list:
+        print("\n".join(figure_names()))
+        return 0
+    only = [name for value in args.only for name in value.split(",") if name]
+    write_figures(args.out, only or None, quick=args.quick, seed=args.seed, svg=not args.no_svg)
+    return 0
+
+
 class _DropLightningTips(logging.Filter):
     """Drops Lightning's advertising tips (`💡 Tip: ... try installing litlogger / litmodels`)."""
 
@@ -939,6 +994,8 @@ def _dispatch(args: list[str]) -> int:
             return _run(rest)
         if command == "ablate":
             return _ablate(rest)
+        if command == "figures":
+            return _figures(rest)
         if command in _LIGHTNING_SUBCOMMANDS:
             ReglightCLI(args, run=True)
             return 0
@@ -951,7 +1008,8 @@ def _dispatch(args: list[str]) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 2)
     raise UsageError(
-        f"unknown command {command!r}", "commands: run, list, ablate, fit, validate, test, predict"
+        f"unknown command {command!r}",
+        "commands: run, list, ablate, figures, fit, validate, test, predict",
     )
 
 
