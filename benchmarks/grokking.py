@@ -16,10 +16,16 @@ an earlier one's (e.g. ``norm_layer`` when the recipe uses LayerNorm) reuses its
 
 A second table times the Lightning loop against a plain PyTorch loop on the same network, optimizer, schedule
 and batch (no validation), the anchor of the per-step cost. ``--figures DIR`` writes PNGs of train/validation
-accuracy and the weight norm over the steps.
+accuracy and the weight norm over the steps. ``--hessian-every N`` adds ``reglight.callbacks.LossLandscapeProbe`` to every
+run: the top eigenvalue of the Hessian of the training loss on the full training batch (the model in evaluation
+mode), every N steps within the probe's time budget ``--hessian-max-overhead``; the series goes into the JSON
+curves, a table of its peaks and of the probe's cost is printed, and ``--figures`` adds
+``grokking_hessian.png`` (accuracy, training loss, weight norm and top eigenvalue over the steps).
 
     python benchmarks/grokking.py --seeds 3 --json grokking.json --figures docs/recipes
     python benchmarks/grokking.py --variants default,no_weight_decay --seeds 1
+    python benchmarks/grokking.py --variants default,no_weight_decay --seeds 1 --max-steps 300 \
+        --no-wd-steps 300 --no-stop --hessian-every 10 --figures figures/
     python benchmarks/grokking.py --quick              # a tiny smoke run (p=13, d=32, a few steps)
     python benchmarks/grokking.py --model.lr=0.02      # any other option: a recipe override
 """
@@ -106,6 +112,7 @@ def _recorder(threshold: float, stop: bool) -> Any:
         def __init__(self) -> None:
             self.steps: list[int] = []
             self.train_acc: list[float] = []
+            self.train_loss: list[float] = []
             self.weight_norm: list[float] = []
             self.val_steps: list[int] = []
             self.val_acc: list[float] = []
@@ -115,6 +122,7 @@ def _recorder(threshold: float, stop: bool) -> Any:
             m = trainer.callback_metrics
             self.steps.append(trainer.global_step)
             self.train_acc.append(float(m["train/acc"]))
+            self.train_loss.append(float(m["train/loss"]))
             self.weight_norm.append(float(m["train/weight_norm"]))
 
         def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -168,12 +176,50 @@ def _signature(cli: Any) -> str:
     )
 
 
+def probe_loss(pl_module: Any, batch: Any) -> Any:
+    """The training loss (cross-entropy of the answers), with attention by the math kernel of SDPA.
+
+    The fused CPU kernel of `scaled_dot_product_attention` has no double backward, which Hessian-vector
+    products need; the math kernel computes the same attention from differentiable operations. The loss
+    is `training_step`'s without its logging (AdamW's weight decay is decoupled: not part of the loss).
+    """
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        logits, targets = pl_module.scores(batch)
+        return F.cross_entropy(
+            logits, targets, label_smoothing=float(pl_module.hparams["label_smoothing"])
+        )
+
+
+def hessian_probe(every: int, max_overhead: float | None) -> Any:
+    """The probe of the top Hessian eigenvalue: the full training batch, every `every` steps (= epochs)."""
+    from reglight.callbacks import LossLandscapeProbe
+
+    return LossLandscapeProbe(
+        every_n_epochs=every,
+        batches=1,
+        metrics=("top_eigenvalue",),
+        max_overhead=max_overhead,
+        source="train",
+        loss_fn=probe_loss,
+    )
+
+
 def run_variant(
-    cli: Any, variant: Variant, seed: int, stop: bool
+    cli: Any, variant: Variant, seed: int, stop: bool, probe: Any = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Train the built run until 99 % validation accuracy (with `stop`) or the end of its budget."""
+    """Train the built run until 99 % validation accuracy (with `stop`) or the end of its budget.
+
+    With a `LossLandscapeProbe` as `probe`, its history goes into the curves (`hessian_steps`,
+    `top_eigenvalue`, `hessian_seconds`) and its total time into the run (`hessian_seconds`,
+    `hessian_overhead`: probe time over the rest of the run's time).
+    """
     rec = _recorder(0.99, stop)
     cli.trainer.callbacks.append(rec)
+    if probe is not None:
+        cli.trainer.callbacks.append(probe)
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - start
@@ -189,10 +235,20 @@ def run_variant(
     curves = {
         "steps": rec.steps,
         "train_acc": rec.train_acc,
+        "train_loss": rec.train_loss,
         "weight_norm": rec.weight_norm,
         "val_steps": rec.val_steps,
         "val_acc": rec.val_acc,
     }
+    if probe is not None:
+        history = probe.history
+        probe_seconds = sum(h["seconds"] for h in history)
+        run["hessian_probes"] = len(history)
+        run["hessian_seconds"] = probe_seconds
+        run["hessian_overhead"] = probe_seconds / max(seconds - probe_seconds, 1e-9)
+        curves["hessian_steps"] = [int(h["step"]) for h in history]
+        curves["top_eigenvalue"] = [float(h["top_eigenvalue"]) for h in history]
+        curves["hessian_seconds"] = [float(h["seconds"]) for h in history]
     return run, curves
 
 
@@ -302,6 +358,43 @@ def _figures(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
+    # 3) with --hessian-every: accuracy, training loss, weight norm and the top Hessian eigenvalue (seed 0)
+    probed = [n for n in names if n in curves and curves[n][min(curves[n])].get("hessian_steps")]
+    if probed:
+        fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+        colors = dict(zip(probed, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+        colors.update({n: c for n, c in (("default", "tab:blue"), ("no_weight_decay", "tab:red"))})
+        for n in probed:
+            seed = min(curves[n])
+            c = curves[n][seed]
+            color = colors[n]
+            axes[0].plot(
+                c["steps"], c["train_acc"], color=color, alpha=0.5, lw=1, label=f"{n}: train"
+            )
+            axes[0].plot(c["val_steps"], c["val_acc"], color=color, lw=2, label=f"{n}: validation")
+            axes[1].plot(c["steps"], c["train_loss"], color=color, lw=1.5, label=n)
+            axes[2].plot(c["steps"], c["weight_norm"], color=color, lw=1.5, label=n)
+            axes[3].plot(
+                c["hessian_steps"], c["top_eigenvalue"], "o-", color=color, ms=3, lw=1.5, label=n
+            )
+        axes[0].axhline(0.99, color="gray", ls=":", lw=1)
+        axes[0].set(xlabel="optimizer step", ylabel="accuracy", title=f"accuracy (seed {seed})")
+        axes[1].set(xlabel="optimizer step", ylabel="cross-entropy", title="training loss")
+        axes[1].set_yscale("log")
+        axes[2].set(xlabel="optimizer step", ylabel="‖θ‖₂", title="weight norm")
+        axes[3].set(
+            xlabel="optimizer step",
+            ylabel="λ_max",
+            title="top Hessian eigenvalue, training loss",
+        )
+        axes[3].set_yscale("log")
+        for ax in axes:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = folder / "grokking_hessian.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
     return written
 
 
@@ -341,6 +434,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--no-stop", action="store_true", help="run the whole budget after reaching 99 %%"
+    )
+    parser.add_argument(
+        "--hessian-every",
+        type=int,
+        default=0,
+        help="probe the top Hessian eigenvalue of the training loss every N steps (default 0: off)",
+    )
+    parser.add_argument(
+        "--hessian-max-overhead",
+        type=float,
+        default=None,
+        help="time budget of the probe, a fraction of the training time (default: none, every N steps)",
     )
     parser.add_argument(
         "--timing-steps", type=int, default=30, help="steps of the loop timing (0: skip)"
@@ -413,7 +518,12 @@ def main(argv: list[str] | None = None) -> int:
                 same_as[name] = first
                 run = {**run, "variant": name}
             else:
-                run, curve = run_variant(cli, variant, seed, not opts.no_stop)
+                probe = (
+                    hessian_probe(opts.hessian_every, opts.hessian_max_overhead)
+                    if opts.hessian_every > 0
+                    else None
+                )
+                run, curve = run_variant(cli, variant, seed, not opts.no_stop, probe)
                 seen[sig] = (name, run, curve)
             del cli
             runs.append(run)
@@ -468,6 +578,43 @@ def main(argv: list[str] | None = None) -> int:
             ratios={"steps / default": ratio} if ratio is not None else {},
             extra={"steps_to_99": hits, "mean_steps_to_99": mean_steps, "runs": rows},
         )
+
+    probed = [r for r in runs if r.get("hessian_probes")]
+    if probed:
+        budget = (
+            "every probe"
+            if opts.hessian_max_overhead is None
+            else f"max_overhead {opts.hessian_max_overhead:g}"
+        )
+        hessian = report.table(
+            f"Top Hessian eigenvalue of the training loss (full training batch, evaluation mode; every "
+            f"{opts.hessian_every} steps, {budget}); overhead: probe time / the rest of the run's time",
+            ["variant", "seed", "probes", "λ_max first (step)", "λ_max peak (step)", "λ_max last (step)",
+             "s / probe (median)", "overhead"],
+        )  # fmt: skip
+        for r in probed:
+            c = curves[r["variant"]][r["seed"]]
+            points = list(zip(c["hessian_steps"], c["top_eigenvalue"]))
+            peak = max(points, key=lambda sv: sv[1])
+            per_probe = statistics.median(c["hessian_seconds"])
+            hessian.row(
+                [
+                    r["variant"],
+                    str(r["seed"]),
+                    str(r["hessian_probes"]),
+                    *(f"{v:.3g} ({st})" for st, v in (points[0], peak, points[-1])),
+                    f"{per_probe:.2f}",
+                    f"{r['hessian_overhead']:.2f}",
+                ],
+                labels={"variant": r["variant"], "seed": r["seed"]},
+                medians={"seconds_per_probe": per_probe},
+                ratios={"overhead": r["hessian_overhead"]},
+                extra={
+                    "peak_step": peak[0],
+                    "peak": peak[1],
+                    "hessian_probes": r["hessian_probes"],
+                },
+            )
 
     if opts.timing_steps > 0:
         lightning_s, plain_s = loop_overhead(recipe.path, extra, opts.timing_steps)

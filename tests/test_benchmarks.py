@@ -7,6 +7,7 @@ timings themselves. ``gpu_check.py --device cpu`` must pass every check that can
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -34,8 +35,14 @@ TOP_KEYS = {
 ROW_KEYS = {"cells", "labels", "medians", "ratios", "extra"}
 
 
-def run_script(name: str, *args: str, tmp_path: Path, timeout: float = 240) -> dict[str, Any]:
-    """Run ``benchmarks/<name>.py`` with `args` and ``--json``; return the parsed report."""
+def run_script(
+    name: str, *args: str, tmp_path: Path, timeout: float = 240, data_keys: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Run ``benchmarks/<name>.py`` with `args` and ``--json``; return the parsed report.
+
+    `data_keys`: top-level keys the script adds to the report (the runs, the curves), kept out of the
+    structure check.
+    """
     out = tmp_path / f"{name}.json"
     env = dict(os.environ)
     # this checkout's sources first, whichever reglight the interpreter has installed
@@ -53,8 +60,9 @@ def run_script(name: str, *args: str, tmp_path: Path, timeout: float = 240) -> d
     )
     assert done.returncode == 0, f"{name} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
     report = json.loads(out.read_text())
+    data = {key: report.pop(key) for key in data_keys}
     check_structure(report, name, done.stdout)
-    return report
+    return {**report, **data}
 
 
 def check_structure(report: dict[str, Any], name: str, stdout: str) -> None:
@@ -257,3 +265,86 @@ def test_grokking_quick(tmp_path: Path) -> None:
     assert [r["labels"]["loop"] for r in timing["rows"]] == ["plain", "lightning"]
     assert (tmp_path / "grokking_curves.png").stat().st_size > 0
     assert (tmp_path / "grokking_variants.png").stat().st_size > 0
+
+
+def test_grokking_hessian_series_matches_arpack(tmp_path: Path, monkeypatch: Any) -> None:
+    """`--hessian-every`: the JSON's top-eigenvalue series, and its last value against ARPACK on the final model.
+
+    The benchmark runs as a subprocess; the same run (same seed, same settings, without the probe, which
+    never changes training) is then rebuilt here, and the largest eigenvalue of the Hessian of its training
+    loss on the full training batch is computed by SciPy's ``eigsh`` on Hessian-vector products of
+    ``torch.autograd`` (double backward through the math attention kernel).
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from scipy.sparse.linalg import LinearOperator, eigsh
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    args = ["--quick", "--variants", "default", "--no-stop", "--hessian-every", "3"]
+    report = run_script(
+        "grokking",
+        *args,
+        "--timing-steps",
+        "0",
+        tmp_path=tmp_path,
+        timeout=600,
+        data_keys=("runs", "curves"),
+    )
+    (run,) = report["runs"]
+    curve = report["curves"]["default"]["0"]
+    assert run["steps"] == 6 and run["hessian_probes"] == 2
+    assert curve["hessian_steps"] == [3, 6]
+    values = curve["top_eigenvalue"]
+    assert all(math.isfinite(v) and v > 0 for v in values)
+    assert 0 < run["hessian_seconds"] < run["seconds"] and run["hessian_overhead"] > 0
+    (table,) = [t for t in report["tables"] if t["title"].startswith("Top Hessian")]
+    assert [r["labels"]["variant"] for r in table["rows"]] == ["default"]
+
+    # the same run again, here, without the probe
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_grokking", BENCH / "grokking.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(
+        sys.modules, "bench_grokking", bench
+    )  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    from reglight.cli import find_recipe
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the benchmark: the same arithmetic, the same weights
+    try:
+        cli = bench._build(
+            find_recipe("grokking").path,
+            bench.VARIANTS[0],
+            0,
+            ["--trainer.check_val_every_n_epoch=2", *bench.QUICK],
+            6,
+        )
+        _, again = bench.run_variant(cli, bench.VARIANTS[0], 0, stop=False)
+        # the same training (the probe changes nothing): the same losses and weight norms at every step
+        assert again["train_loss"] == pytest.approx(curve["train_loss"], rel=1e-5)
+        assert again["weight_norm"] == pytest.approx(curve["weight_norm"], rel=1e-5)
+        model = cli.model.eval()
+        (tokens, answers) = next(iter(cli.datamodule.train_dataloader()))
+        params = [p for p in model.parameters() if p.requires_grad]
+        with sdpa_kernel(SDPBackend.MATH):
+            loss = F.cross_entropy(model.net(tokens, last_only=True), answers)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+
+        def matvec(v: np.ndarray) -> np.ndarray:
+            vs = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32).ravel()).split(
+                [p.numel() for p in params]
+            )
+            hv = torch.autograd.grad(
+                grads, params, [x.view_as(p) for x, p in zip(vs, params)], retain_graph=True
+            )
+            return torch.cat([h.reshape(-1) for h in hv]).double().numpy()
+
+        n = sum(p.numel() for p in params)
+        op = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+        (top,) = eigsh(op, k=1, which="LA", tol=1e-6, v0=np.ones(n), return_eigenvectors=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert values[-1] == pytest.approx(top, rel=5e-3)
