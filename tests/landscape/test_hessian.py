@@ -224,3 +224,47 @@ def test_lanczos_stops_earlier_than_the_relative_change_rule():
             if abs(b - a) < tol * (abs(a) + 1e-6)
         )
         assert res.n_hvp < old, (res.n_hvp, old)
+
+
+class _TinyAttention(torch.nn.Module):
+    """One self-attention layer through `scaled_dot_product_attention` (fused kernels by default)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(4, 12)
+        self.out = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).unsqueeze(1).chunk(3, dim=-1)
+        h = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(h.squeeze(1).mean(1))
+
+
+@pytest.mark.parametrize("hvp_method", ["double_backward", "forward_over_reverse"])
+def test_top_eigenvalue_through_scaled_dot_product_attention(hvp_method: str) -> None:
+    """The fused attention kernels have no double backward; the Hessian goes through the math kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    model = _TinyAttention()
+    x, y = torch.randn(8, 5, 4), torch.randint(0, 2, (8,))
+
+    def loss_fn(m: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
+
+    result = top_eigenvalues(
+        model, loss_fn, [(x, y)], k=1, max_iter=60, tol=1e-8, hvp_method=hvp_method
+    )
+    params = dict(model.named_parameters())
+    names = list(params)
+
+    def flat_loss(flat: torch.Tensor) -> torch.Tensor:
+        chunks = flat.split([p.numel() for p in params.values()])
+        values = {n: c.view_as(params[n]) for n, c in zip(names, chunks)}
+        with sdpa_kernel(SDPBackend.MATH):
+            return loss_fn(lambda z: torch.func.functional_call(model, values, (z,)), (x, y))  # type: ignore[arg-type]
+
+    flat = torch.cat([p.detach().flatten() for p in params.values()])
+    dense = torch.autograd.functional.hessian(flat_loss, flat)
+    expected = torch.linalg.eigvalsh(dense.double())[-1]
+    assert float(result.eigenvalues[0]) == pytest.approx(float(expected), rel=1e-4)

@@ -37,6 +37,22 @@ Patterns = Pattern | Sequence[Pattern] | None
 HVP_METHODS = ("auto", "double_backward", "forward_over_reverse")
 
 
+@contextmanager
+def second_order_attention() -> Iterator[None]:
+    """Run `scaled_dot_product_attention` with its math kernel, the one that can be differentiated twice.
+
+    PyTorch's fused attention kernels (flash, memory-efficient, and the CPU flash kernel) have no double
+    backward and no forward-mode derivative, so a Hessian-vector product through a Transformer that calls
+    `torch.nn.functional.scaled_dot_product_attention` fails with "derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented". The math kernel
+    computes the same attention with differentiable operations.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
 # --------------------------------------------------------------------------------------------------
 # parameter selection and argument checks
 # --------------------------------------------------------------------------------------------------
@@ -325,7 +341,8 @@ class Objective:
 
     # ---- Hessian-vector products ------------------------------------------------------------------
     def _grads_with_graph(self, batch: Any) -> tuple[Tensor, ...]:
-        loss = self._batch_loss(batch)
+        with second_order_attention():
+            loss = self._batch_loss(batch)
         grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         return tuple(
             g if g is not None else torch.zeros_like(p)
@@ -375,9 +392,10 @@ class Objective:
         tangents = tuple(v.to(p.dtype) for v, p in zip(vectors, self.params, strict=True))
         out = [torch.zeros_like(p) for p in self.params]
         for b in self.batches:
-            hv = torch.func.jvp(
-                lambda *ps, b=b: torch.func.grad(loss_of)(ps, b), primals, tangents
-            )[1]
+            with second_order_attention():
+                hv = torch.func.jvp(
+                    lambda *ps, b=b: torch.func.grad(loss_of)(ps, b), primals, tangents
+                )[1]
             torch._foreach_add_(out, list(hv))
         return out
 
