@@ -18,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 TIMEOUT_S = 150  # both nodes together; a run takes ~15 s on an idle 2-core machine
@@ -86,6 +87,7 @@ def node_command(node_rank: int, port: int, config: Path) -> list[str]:
     ]
 
 
+@pytest.mark.ddp
 def test_two_torchrun_nodes_end_with_identical_weights(tmp_path: Path) -> None:
     (tmp_path / "save_weights.py").write_text(textwrap.dedent(SAVE_WEIGHTS))
     config = tmp_path / "callbacks.yaml"
