@@ -91,8 +91,8 @@ class Penalty(abc.ABC):
     - `value`: $\alpha R(\theta)$ as a differentiable tensor (to add to a loss);
     - `add_grad_`: adds a (sub)gradient $\alpha \nabla R(\theta)$ to `.grad` in place;
     - `prox_`: replaces $\theta$ by the proximal point
-      $\operatorname{prox}_{t\alpha R}(\theta) = \arg\min_x \tfrac{1}{2t}\|x-\theta\|^2
-      + \alpha R(x)$ in place (with per-coordinate $t$ the norm is weighted by $1/t$).
+      $\operatorname{prox}_{t\alpha R}(\theta) = \arg\min_x \tfrac{1}{2t}\|x-\theta\|^2 +
+      \alpha R(x)$ in place (with per-coordinate $t$ the norm is weighted by $1/t$).
 
     `alpha` ($\alpha \ge 0$) means what it means in scikit-learn's `Lasso`, `Ridge` and
     `ElasticNet`: the factor in front of the whole penalty. It is a plain mutable attribute: a

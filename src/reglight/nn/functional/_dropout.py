@@ -40,7 +40,7 @@ def dropout(
     * `scaling="classic"` (the paper's convention): $\tilde h = h \odot z$ while training,
       $(1-p)\,h$ at evaluation.
 
-    Both give $\mathbb E[\tilde h] = $ the evaluation output.
+    Both make $\mathbb E[\tilde h]$ equal to the evaluation output.
 
     Args:
         input: Tensor of any shape.
