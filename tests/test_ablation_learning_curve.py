@@ -128,4 +128,12 @@ def test_ablate_with_train_sizes_writes_its_table_and_figure(
     assert {r["config"]["data.train_size"] for r in runs} == {10}
     assert sorted(r["config"]["data.subset_seed"] for r in runs) == [0, 1]
     assert all(math.isfinite(r["metrics"]["test/auc"]) for r in runs)
+    # the summary (for redrawing the figure) holds the t-interval of each size's runs
+    rec = next(r for r in payload["summary"] if r["n_train"] == 10)
+    auc = [r["metrics"]["test/auc"] for r in runs]
+    ref = stats.t.interval(0.95, len(auc) - 1, loc=np.mean(auc), scale=stats.sem(auc))
+    assert rec["seeds"] == [0, 1] and rec["mean"] == pytest.approx(np.mean(auc))
+    if np.ptp(auc) > 0:
+        assert (rec["low"], rec["high"]) == pytest.approx(ref)
+    assert payload["table"]["rows"][0][:2] == [10, "full"]
     assert "Learning curve" in capsys.readouterr().out
