@@ -83,8 +83,9 @@ def test_table_pairs_runs_by_seed() -> None:
         }
     }
     table = learning_curve_table(runs)
-    assert table.rows[1][3].startswith("-0.067")  # seed by seed: -0.1, -0.05, -0.05
-    assert table.rows[1][4] == "0/3/0"
+    assert table.rows[1][2] == 3  # seeds
+    assert table.rows[1][4].startswith("-0.067")  # seed by seed: -0.1, -0.05, -0.05
+    assert table.rows[1][5] == "0/3/0"
 
 
 def test_ablate_with_train_sizes_writes_its_table_and_figure(

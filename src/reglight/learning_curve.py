@@ -312,7 +312,7 @@ def learning_curve_table(
     extra_metrics: Mapping[str, str] | None = None,
     confidence: float = 0.95,
 ) -> Table:
-    """One row per size and variant: mean [CI] of `metric`, paired comparison with the reference, cost.
+    """One row per size and variant: seeds, mean [CI] of `metric`, paired comparison with the reference, cost.
 
     Args:
         results: What [run_learning_curve][reglight.learning_curve.run_learning_curve] returned.
@@ -331,6 +331,7 @@ def learning_curve_table(
     columns = [
         "n train",
         "variant",
+        "seeds",
         f"{metric} mean [{pct} CI]",
         *(f"{label} mean [{pct} CI]" for label in extra.values()),
         f"Δ vs reference [{pct} CI]",
@@ -347,7 +348,12 @@ def learning_curve_table(
         ref_values = _by_seed(by_variant[ref], metric)
         for name, runs in by_variant.items():
             values = _by_seed(runs, metric)
-            row: list[Any] = [size, name, _fmt_ci(*t_interval(list(values.values()), confidence))]
+            row: list[Any] = [
+                size,
+                name,
+                len(values),
+                _fmt_ci(*t_interval(list(values.values()), confidence)),
+            ]
             for key in extra:
                 row.append(
                     _fmt_ci(*t_interval([r.metrics.get(key, math.nan) for r in runs], confidence))
