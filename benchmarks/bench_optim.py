@@ -181,6 +181,50 @@ def time_steps(
     )
 
 
+def breakdown(
+    build: Callable[[], nn.Module], base: str, x: Tensor, y: Tensor, rounds: int
+) -> dict[str, float]:
+    """Median milliseconds of the parts of a step, timed one by one (interleaved, round robin).
+
+    `forward+backward` is one pass (zero_grad, forward, backward); `base update` the base optimizer's
+    `step()` alone; `SAM ascent` / `ASAM ascent` reglight's `first_step` (save $w$, compute and add
+    $\\epsilon$); `restore` putting $w$ back from the saved copy.
+    """
+    net = build()
+    net.train()
+    cls, kw = BASES[base]
+    sam = SAM(net.parameters(), cls, rho=RHO, eta=0.0, model=net, **kw)
+    asam = SAM(net.parameters(), cls, rho=ARHO, adaptive=True, eta=0.0, model=net, **kw)
+
+    def fb() -> None:
+        sam.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+
+    parts: dict[str, Callable[[], None]] = {
+        "forward+backward": fb,
+        "base update": sam.base_optimizer.step,
+        "SAM ascent": sam.first_step,
+        "ASAM ascent": asam.first_step,
+    }
+    times: dict[str, list[float]] = {name: [] for name in [*parts, "restore"]}
+    for r in range(rounds + 2):
+        for name, part in parts.items():
+            if name != "forward+backward" and sam.param_groups[0]["params"][0].grad is None:
+                fb()
+            t0 = time.perf_counter()
+            part()
+            elapsed = time.perf_counter() - t0
+            if r >= 2:
+                times[name].append(elapsed)
+            opt = {"SAM ascent": sam, "ASAM ascent": asam}.get(name)
+            if opt is not None:
+                t0 = time.perf_counter()
+                opt.restore()
+                if r >= 2:
+                    times["restore"].append(time.perf_counter() - t0)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -191,6 +235,16 @@ def main(argv: list[str] | None = None) -> None:
         help="intra-op threads (default: torch's); 1 is steadier on an oversubscribed machine",
     )
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 30)")
+    parser.add_argument(
+        "--models",
+        default="cnn,mlp",
+        help="comma-separated models to time: cnn, mlp (default both)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the parts of a step (forward+backward, base update, ascent, restore) one by one",
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     if args.threads:
@@ -236,10 +290,15 @@ def main(argv: list[str] | None = None) -> None:
         "---rrrr",
     )
     torch.manual_seed(0)
-    models: list[tuple[str, Callable[[], nn.Module]]] = [
-        ("medical CNN", lambda: cnn(width)),
-        (f"MLP 3x{hidden}", lambda: mlp(hidden)),
-    ]
+    builders: dict[str, tuple[str, Callable[[], nn.Module]]] = {
+        "cnn": ("medical CNN", lambda: cnn(width)),
+        "mlp": (f"MLP 3x{hidden}", lambda: mlp(hidden)),
+    }
+    chosen = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in builders]
+    if unknown or not chosen:
+        parser.error(f"--models {args.models}: choose among {', '.join(builders)}")
+    models = [builders[m] for m in chosen]
     for label, build in models:
         x = torch.randn(batch, 1, 28, 28)
         y = torch.randint(0, 10, (batch,))
@@ -268,6 +327,43 @@ def main(argv: list[str] | None = None) -> None:
                         **({"step / pytorch_optimizer": t / vs} if vs else {}),
                     },
                     extra={"target": TARGET if name.startswith("reglight") else None},
+                )
+    if args.breakdown:
+        parts = report.table(
+            "Parts of a step (medians, ms) and the SAM / ASAM ratio they predict",
+            [
+                "model",
+                "base optimizer",
+                "forward+backward",
+                "base update",
+                "SAM ascent",
+                "ASAM ascent",
+                "restore",
+                "SAM / base (predicted)",
+                "ASAM / base (predicted)",
+            ],
+            "--rrrrrrr",
+        )
+        for label, build in models:
+            x = torch.randn(batch, 1, 28, 28)
+            y = torch.randint(0, 10, (batch,))
+            for base in BASES:
+                ms = breakdown(build, base, x, y, rounds)
+                one = ms["forward+backward"] + ms["base update"]
+                two = 2 * ms["forward+backward"] + ms["base update"] + ms["restore"]
+                sam, asam = (two + ms["SAM ascent"]) / one, (two + ms["ASAM ascent"]) / one
+                parts.row(
+                    [
+                        label,
+                        base,
+                        *(f"{ms[k]:.2f}" for k in ("forward+backward", "base update")),
+                        *(f"{ms[k]:.2f}" for k in ("SAM ascent", "ASAM ascent", "restore")),
+                        f"{sam:.2f}x",
+                        f"{asam:.2f}x",
+                    ],
+                    labels={"model": label, "base": base},
+                    medians={k.replace(" ", "_"): v for k, v in ms.items()},
+                    ratios={"SAM / base (predicted)": sam, "ASAM / base (predicted)": asam},
                 )
     report.write(args.json)
 

@@ -83,8 +83,9 @@ def test_table_pairs_runs_by_seed() -> None:
         }
     }
     table = learning_curve_table(runs)
-    assert table.rows[1][3].startswith("-0.067")  # seed by seed: -0.1, -0.05, -0.05
-    assert table.rows[1][4] == "0/3/0"
+    assert table.rows[1][2] == 3  # seeds
+    assert table.rows[1][4].startswith("-0.067")  # seed by seed: -0.1, -0.05, -0.05
+    assert table.rows[1][5] == "0/3/0"
 
 
 def test_ablate_with_train_sizes_writes_its_table_and_figure(
@@ -128,4 +129,12 @@ def test_ablate_with_train_sizes_writes_its_table_and_figure(
     assert {r["config"]["data.train_size"] for r in runs} == {10}
     assert sorted(r["config"]["data.subset_seed"] for r in runs) == [0, 1]
     assert all(math.isfinite(r["metrics"]["test/auc"]) for r in runs)
+    # the summary (for redrawing the figure) holds the t-interval of each size's runs
+    rec = next(r for r in payload["summary"] if r["n_train"] == 10)
+    auc = [r["metrics"]["test/auc"] for r in runs]
+    ref = stats.t.interval(0.95, len(auc) - 1, loc=np.mean(auc), scale=stats.sem(auc))
+    assert rec["seeds"] == [0, 1] and rec["mean"] == pytest.approx(np.mean(auc))
+    if np.ptp(auc) > 0:
+        assert (rec["low"], rec["high"]) == pytest.approx(ref)
+    assert payload["table"]["rows"][0][:2] == [10, "full"]
     assert "Learning curve" in capsys.readouterr().out

@@ -573,7 +573,11 @@ def _parser(recipe: str, ablation: Ablation | None) -> argparse.ArgumentParser:
         "--save_dir", type=str, default="reglight_logs", help="folder of the logger's files"
     )
     p.add_argument(
-        "--json", type=str, default=None, metavar="PATH", help="write every run to this JSON file"
+        "--json",
+        type=str,
+        default=None,
+        metavar="PATH",
+        help="write every run to this JSON file (a learning curve adds its summary and table)",
     )
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads of this process (all runs)"
@@ -792,6 +796,7 @@ def _learning_curve(
     from reglight.interrupt import split_ckpt_path
     from reglight.learning_curve import (
         learning_curve_figure,
+        learning_curve_summary,
         learning_curve_table,
         run_learning_curve,
     )
@@ -844,6 +849,10 @@ def _learning_curve(
             "seeds": seeds,
             "overrides": list(overrides),
             "max_epoch_scale": opts.max_epoch_scale,
+            "metric": opts.metric,
+            "reference": names[0] if reference is None else reference,
+            "summary": learning_curve_summary(results, opts.metric, reference),
+            "table": {"title": table.title, "columns": table.columns, "rows": table.rows},
             "runs": {
                 str(n): {v: [asdict(r) for r in rs] for v, rs in by.items()}
                 for n, by in results.items()

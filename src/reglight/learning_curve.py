@@ -58,6 +58,7 @@ __all__ = [
     "epoch_scale",
     "learning_curve_figure",
     "learning_curve_section",
+    "learning_curve_summary",
     "learning_curve_table",
     "paired_comparison",
     "run_learning_curve",
@@ -311,7 +312,7 @@ def learning_curve_table(
     extra_metrics: Mapping[str, str] | None = None,
     confidence: float = 0.95,
 ) -> Table:
-    """One row per size and variant: mean [CI] of `metric`, paired comparison with the reference, cost.
+    """One row per size and variant: seeds, mean [CI] of `metric`, paired comparison with the reference, cost.
 
     Args:
         results: What [run_learning_curve][reglight.learning_curve.run_learning_curve] returned.
@@ -330,6 +331,7 @@ def learning_curve_table(
     columns = [
         "n train",
         "variant",
+        "seeds",
         f"{metric} mean [{pct} CI]",
         *(f"{label} mean [{pct} CI]" for label in extra.values()),
         f"Δ vs reference [{pct} CI]",
@@ -346,7 +348,12 @@ def learning_curve_table(
         ref_values = _by_seed(by_variant[ref], metric)
         for name, runs in by_variant.items():
             values = _by_seed(runs, metric)
-            row: list[Any] = [size, name, _fmt_ci(*t_interval(list(values.values()), confidence))]
+            row: list[Any] = [
+                size,
+                name,
+                len(values),
+                _fmt_ci(*t_interval(list(values.values()), confidence)),
+            ]
             for key in extra:
                 row.append(
                     _fmt_ci(*t_interval([r.metrics.get(key, math.nan) for r in runs], confidence))
@@ -370,6 +377,58 @@ def learning_curve_table(
             ]
             rows.append(row)
     return Table(f"Learning curve: {metric} (paired over seeds)", columns, rows)
+
+
+def learning_curve_summary(
+    results: Mapping[int, Mapping[str, Sequence[Run]]],
+    metric: str = "test/auc",
+    reference: str | None = None,
+    confidence: float = 0.95,
+) -> list[dict[str, Any]]:
+    """The numbers behind the table and the figure, one record per size and variant (for a JSON file).
+
+    Each record holds `n_train`, `variant`, `seeds`, `mean`, `low`, `high` (the t-interval of `metric`)
+    and, except for the reference, `paired`: the fields of a
+    [PairedComparison][reglight.learning_curve.PairedComparison] against the reference on the same seeds.
+    An undefined number (an interval from fewer than two seeds) is `None`, so the records are strict JSON.
+
+    Examples:
+        >>> from reglight.ablation import Run
+        >>> runs = {50: {v: [Run(v, s, {"test/auc": 0.8 + s / 100 + (v == "full") / 50}, 1, 1.0)
+        ...                  for s in range(3)] for v in ("full", "none")}}
+        >>> rec = learning_curve_summary(runs)[1]
+        >>> rec["variant"], rec["seeds"], round(rec["paired"]["mean"], 3), rec["paired"]["losses"]
+        ('none', [0, 1, 2], -0.02, 3)
+    """
+    from dataclasses import asdict
+
+    records: list[dict[str, Any]] = []
+    for size, by_variant in results.items():
+        ref = _reference(reference, list(by_variant))
+        ref_values = _by_seed(by_variant[ref], metric)
+        for name, runs in by_variant.items():
+            values = _by_seed(runs, metric)
+            mean, low, high = t_interval(list(values.values()), confidence)
+            record: dict[str, Any] = {
+                "n_train": size,
+                "variant": name,
+                "seeds": sorted(values),
+                "mean": mean,
+                "low": low,
+                "high": high,
+            }
+            if name != ref:
+                seeds = [s for s in values if s in ref_values]
+                paired = paired_comparison(
+                    [values[s] for s in seeds], [ref_values[s] for s in seeds], confidence
+                )
+                record["paired"] = {k: _finite(v) for k, v in asdict(paired).items()}
+            records.append({k: _finite(v) for k, v in record.items()})
+    return records
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _by_seed(runs: Sequence[Run], metric: str) -> dict[int, float]:

@@ -72,12 +72,16 @@ def run_ours(
         opt.step(mse_closure(opt, model, x, y))
 
 
-@pytest.mark.parametrize("adaptive", [False, True], ids=["sam", "asam"])
+@pytest.mark.parametrize(
+    ("adaptive", "eta"),
+    [(False, 0.0), (True, 0.01), (True, 0.0)],
+    ids=["sam", "asam", "asam-eta0"],  # eta = 0: T_w = |w| is taken from w itself, no scratch
+)
 @pytest.mark.parametrize("base", ["sgd", "adamw"])
-def test_sam_matches_float64_reference(base: str, adaptive: bool) -> None:
+def test_sam_matches_float64_reference(base: str, adaptive: bool, eta: float) -> None:
     model, batches = make_problem()
     w0 = [p.detach().clone() for p in model.parameters()]
-    rho, eta = (0.5, 0.01) if adaptive else (0.05, 0.0)
+    rho = 0.5 if adaptive else 0.05
     if base == "sgd":
         opt = SAM(
             model.parameters(),

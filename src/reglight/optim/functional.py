@@ -34,6 +34,9 @@ class PerturbationGroup(NamedTuple):
         rho: radius $\rho$ of the neighbourhood.
         adaptive: use ASAM's $T_w = \lvert w\rvert + \eta$.
         eta: ASAM's $\eta$.
+        scratch: tensors shaped like `params` that hold $T_w$ when `adaptive` and $\eta > 0$ (an optimizer
+            keeps them from step to step; `None` allocates them for this call). With $\eta = 0$ no scratch is
+            needed: $T_w^2 g = w \odot w \odot g$ and $\lVert T_w g\rVert = \lVert w \odot g\rVert$.
     """
 
     params: list[Tensor]
@@ -41,32 +44,51 @@ class PerturbationGroup(NamedTuple):
     rho: float
     adaptive: bool = False
     eta: float = 0.0
+    scratch: list[Tensor] | None = None
+
+
+def _scales(group: PerturbationGroup) -> list[Tensor] | None:
+    r"""$T_w$ of an adaptive group, without allocating when possible; `None` for SAM ($T_w = I$).
+
+    With $\eta = 0$ the weights themselves serve: $w$ and $\lvert w\rvert$ differ only in sign, so
+    $(g \odot w) \odot w = (g \odot \lvert w\rvert) \odot \lvert w\rvert$ exactly and the norms agree.
+    """
+    if not group.adaptive or not group.grads:
+        return None
+    if not group.eta:
+        return list(group.params)
+    if group.scratch is None:
+        t = list(torch._foreach_abs(group.params))
+    else:
+        t = list(group.scratch)
+        torch._foreach_copy_(t, group.params)
+        torch._foreach_abs_(t)
+    torch._foreach_add_(t, group.eta)
+    return t
 
 
 def _directions(
     groups: Sequence[PerturbationGroup], eps: float
-) -> list[tuple[list[Tensor], Tensor | float]]:
-    """Per group, `(d, s)` with $\\epsilon = s\\, d$: $d = T_w^2 g$ written into the gradient tensors, and
-    $s = \\rho / (\\lVert T_w g\\rVert + \\text{eps})$.
+) -> list[tuple[list[Tensor], list[Tensor] | None, Tensor | float]]:
+    r"""Per group, `(h, t, s)` with $\epsilon = s\, t \odot h$: $h = T_w g$ written into the gradient
+    tensors, $t$ the factor $T_w$ (`None` for SAM, where $\epsilon = s\, h$; the weights themselves when
+    $\eta = 0$, so read it before moving them), and $s = \rho / (\lVert T_w g\rVert + \text{eps})$.
 
     $s$ is a Python float when the norm lives on the CPU (where reading it costs nothing and lets the update
     fuse the scaling), a 0-dim tensor elsewhere (no host synchronization).
     """
-    temps: list[list[Tensor] | None] = []
+    scales: list[list[Tensor] | None] = []
     norms: list[Tensor] = []
     for group in groups:
         grads = list(group.grads)
-        t: list[Tensor] | None = None
-        if group.adaptive and grads:
-            t = list(torch._foreach_abs(group.params))
-            if group.eta:
-                torch._foreach_add_(t, group.eta)
-            torch._foreach_mul_(grads, t)  # T g
-        temps.append(t)
+        t = _scales(group)
+        if t is not None:
+            torch._foreach_mul_(grads, t)  # T g (up to sign when t is w)
+        scales.append(t)
         if grads:
             norms.extend(torch._foreach_norm(grads))
     if not norms:
-        return [([], 0.0) for _ in groups]
+        return [([], None, 0.0) for _ in groups]
     dtype = norms[0].dtype
     for n in norms[1:]:
         dtype = torch.promote_types(dtype, n.dtype)
@@ -74,21 +96,16 @@ def _directions(
     denom: Tensor | float = total + eps
     if total.device.type == "cpu":
         denom = float(denom)
-    out: list[tuple[list[Tensor], Tensor | float]] = []
-    for group, t in zip(groups, temps):
-        grads = list(group.grads)
-        if t is not None:
-            torch._foreach_mul_(grads, t)  # T^2 g
-        out.append((grads, group.rho / denom))
-    return out
+    return [(list(g.grads), t, g.rho / denom) for g, t in zip(groups, scales)]
 
 
 def apply_perturbation(groups: Sequence[PerturbationGroup], eps: float = 1e-12) -> None:
     r"""Move the parameters to $w + \epsilon$ in place, using the gradients as scratch space.
 
-    The gradients are overwritten (they hold $T_w^2 g$ afterwards): the caller discards them and computes the
-    gradient at $w + \epsilon$. Groups with $\rho = 0$ should be left out, since they take no part in the
-    norm. On accelerators no host synchronization happens.
+    The gradients are overwritten (they hold $T_w g$ or $T_w^2 g$ afterwards): the caller discards them and
+    computes the gradient at $w + \epsilon$. Groups with $\rho = 0$ should be left out, since they take no
+    part in the norm. On accelerators no host synchronization happens. Nothing is allocated but the norms
+    (and $T_w$ for an adaptive group with $\eta > 0$ and no `scratch`).
 
     Args:
         groups: the parameter groups.
@@ -101,14 +118,19 @@ def apply_perturbation(groups: Sequence[PerturbationGroup], eps: float = 1e-12) 
         >>> w
         tensor([1.3000, 2.4000])
     """
-    for group, (d, scale) in zip(groups, _directions(groups, eps)):
-        if not d:
+    for group, (h, t, scale) in zip(groups, _directions(groups, eps)):
+        if not h:
             continue
         if isinstance(scale, float):
-            torch._foreach_add_(group.params, d, alpha=scale)
+            if t is None:
+                torch._foreach_add_(group.params, h, alpha=scale)
+            else:  # w + s (T g) T in one pass; t may be w itself (read before written, elementwise)
+                torch._foreach_addcmul_(group.params, h, t, value=scale)
         else:
-            torch._foreach_mul_(d, scale)
-            torch._foreach_add_(group.params, d)
+            if t is not None:
+                torch._foreach_mul_(h, t)
+            torch._foreach_mul_(h, scale)
+            torch._foreach_add_(group.params, h)
 
 
 def sam_perturbation(
@@ -156,6 +178,8 @@ def sam_perturbation(
         return []
     scratch = [g.detach().clone() for g in grads]
     group = PerturbationGroup([p.detach() for p in params], scratch, rho, adaptive, eta)
-    ((d, scale),) = _directions([group], eps)
+    ((d, t, scale),) = _directions([group], eps)
+    if t is not None:
+        torch._foreach_mul_(d, t)
     torch._foreach_mul_(d, scale)
     return d

@@ -89,6 +89,17 @@ def perturbation_groups(
     return [g for g in groups if g["params"]]
 
 
+def _buffers(store: dict[Tensor, Tensor], params: Sequence[Tensor]) -> list[Tensor]:
+    """One tensor like each parameter, allocated on first use and kept in `store` (keyed by the parameter)."""
+    out = []
+    for p in params:
+        buf = store.get(p)
+        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
+            buf = store[p] = torch.empty_like(p, memory_format=torch.preserve_format)
+        out.append(buf)
+    return out
+
+
 def _check_group(group: dict[str, Any], where: str) -> None:
     if not isinstance(group["perturb"], bool):
         raise TypeError(f"`{where}['perturb']` must be a bool, got {group['perturb']!r}")
@@ -204,6 +215,7 @@ class SAM(Optimizer):
         # a dict, shared by reference with the LightningOptimizer that wraps this optimizer (a copy of __dict__)
         self._flags = {"perturbed": False}
         self._backup: dict[Tensor, Tensor] = {}
+        self._scratch: dict[Tensor, Tensor] = {}
         self._moved: list[Tensor] = []
         super().__init__(params, {"rho": rho, "adaptive": adaptive, "eta": eta})
         self.base_optimizer: Optimizer = base_optimizer(self.param_groups, **base_kwargs)
@@ -279,25 +291,22 @@ class SAM(Optimizer):
                 continue
             params = [p for p in g["params"] if p.grad is not None]
             if params:
+                # ASAM with eta > 0 needs T_w = |w| + eta: kept from step to step, like the backup
+                # (a fresh allocation per step costs more than the arithmetic on large layers)
+                scratch = _buffers(self._scratch, params) if g["adaptive"] and g["eta"] else None
                 groups.append(
                     PerturbationGroup(
-                        params, [p.grad for p in params], g["rho"], g["adaptive"], g["eta"]
+                        params,
+                        [p.grad for p in params],
+                        g["rho"],
+                        g["adaptive"],
+                        g["eta"],
+                        scratch,
                     )
                 )
                 moved.extend(params)
-        backup = []
-        for p in moved:
-            buf = self._backup.get(p)
-            if (
-                buf is None
-                or buf.shape != p.shape
-                or buf.dtype != p.dtype
-                or buf.device != p.device
-            ):
-                buf = self._backup[p] = torch.empty_like(p, memory_format=torch.preserve_format)
-            backup.append(buf)
         if moved:
-            torch._foreach_copy_(backup, moved)
+            torch._foreach_copy_(_buffers(self._backup, moved), moved)
             apply_perturbation(groups, self.eps)
         self._moved = moved
         self._flags["perturbed"] = True
