@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -133,6 +133,7 @@ class VariantLandscape:
         train_loss: Training loss at the weights (evaluation mode).
         test_acc: Test accuracy.
         plane: The 2-D filter-normalized slice of the training loss.
+        model: The trained network (evaluation mode).
     """
 
     name: str
@@ -141,6 +142,7 @@ class VariantLandscape:
     train_loss: float
     test_acc: float
     plane: landscape.Slice2D
+    model: nn.Module = field(repr=False)
 
 
 @dataclass
@@ -197,6 +199,7 @@ def flat_sharp_data(
     span: float = 1.0,
     epsilon: float = 1e-3,
     variants: Sequence[str] = VARIANTS,
+    hidden: int = 128,
 ) -> FlatSharpData:
     """Train the variants on the digits and measure their loss landscapes with `reglight.landscape`.
 
@@ -215,6 +218,7 @@ def flat_sharp_data(
         span: Half-width of the plane in units of the directions.
         epsilon: The ε of the sharpness.
         variants: Which of `"plain"`, `"dropout"`, `"sam"` to train.
+        hidden: Units of each of the two hidden layers.
 
     Returns:
         A [FlatSharpData][reglight.figures.flat_sharp.FlatSharpData].
@@ -226,12 +230,12 @@ def flat_sharp_data(
     n_grid = grid if grid is not None else (13 if quick else 31)
     x, y, xt, yt = digits(seed)
     torch.manual_seed(seed)
-    init = mlp().state_dict()
+    init = mlp(hidden).state_dict()
     batches = [(x, y)]
     axis = torch.linspace(-span, span, n_grid)
     out = []
     for name in variants:
-        model = mlp(dropout=0.3 if name == "dropout" else 0.0)
+        model = mlp(hidden, dropout=0.3 if name == "dropout" else 0.0)
         model.load_state_dict(init)  # dropout has no parameters: same keys
         _train(model, x, y, n_epochs, sam=name == "sam", seed=seed)
         g = torch.Generator().manual_seed(seed + 10)
@@ -255,6 +259,7 @@ def flat_sharp_data(
                 train_loss=sharp.loss,
                 test_acc=accuracy(model, xt, yt),
                 plane=plane,
+                model=model,
             )
         )
     return FlatSharpData(out, n_epochs, epsilon, n_grid, span)
