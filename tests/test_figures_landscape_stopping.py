@@ -147,7 +147,7 @@ def test_early_stopping_curves_follow_prechelts_formulas(tmp_path) -> None:
         0,
         root=tmp_path,
         max_epochs=6,
-        threshold=0.5,
+        threshold=0.05,
         strip_length=2,
         overrides=("--data.batch_size=32",),
     )
@@ -161,15 +161,15 @@ def test_early_stopping_curves_follow_prechelts_formulas(tmp_path) -> None:
     # the restored epoch is the one with the lowest validation loss
     best = min(range(len(data.val_loss)), key=data.val_loss.__getitem__)
     assert data.best_epoch == data.epochs[best] and data.restored
-    # training stops at the first check whose GL exceeds the threshold
-    above = [e for e, gl in zip(data.epochs, gl_ref, strict=True) if gl > data.threshold]
-    assert data.stopped_epoch == (above[0] if above else None)
-    assert data.epochs[-1] == (above[0] if above else 5)
-    # P_k over each strip of k training losses
+    # P_k over each strip of k training losses; training stops at the first strip end with GL / P_k > α
     k = data.strip_length
-    pk_ref = []
+    pk_ref, pq_ref = [], []
     for end in range(k, len(data.train_loss) + 1, k):
         strip = data.train_loss[end - k : end]
         pk_ref.append(1000.0 * (sum(strip) / (k * min(strip)) - 1.0))
+        pq_ref.append((data.epochs[end - 1], gl_ref[end - 1] / pk_ref[-1]))
     assert data.pk == pytest.approx(pk_ref, rel=1e-5)
+    above = [e for e, pq in pq_ref if pq > data.threshold]
+    assert data.stopped_epoch == (above[0] if above else None)
+    assert data.epochs[-1] == (above[0] if above else 5)
     assert 0.0 <= data.test_auc <= 1.0

@@ -3,9 +3,10 @@
 The medical recipe (`recipes/medical_cnn.yaml`: [MedicalCNN][reglight.recipes.medical_cnn.MedicalCNN] on
 BreastMNIST with its weight decay, dropout and scheduled augmentation) is trained with its early stopping
 replaced by [EarlyStopping][reglight.callbacks.EarlyStopping] on the validation loss with Prechelt's (1998)
-generalization-loss rule (`criterion="gl"`) and `restore_best_weights=True`. A second, non-stopping instance
-with `criterion="pq"` reports the training progress $P_k$, so that the figure shows both of Prechelt's
-curves, $GL(t)$ and $PQ(t) = GL(t)/P_k(t)$, as the callbacks computed them.
+progress-quotient rule (`criterion="pq"`) and `restore_best_weights=True`. The callback's generalization loss
+$GL(t)$ and training progress $P_k(t)$ are recorded after every check, so that the figure shows both of
+Prechelt's curves, $GL(t)$ and $PQ(t) = GL(t)/P_k(t)$, as the callback computed them, and where the simpler
+$GL_\alpha$ rule would have stopped.
 
 The data is read from `$REGLIGHT_DATA/breastmnist.npz`. Without it, the run uses a small generated dataset in
 MedMNIST's format ([write_synthetic_medmnist][reglight.recipes.medical_cnn.write_synthetic_medmnist]) and
@@ -42,13 +43,12 @@ class StoppingRecorder(pl.Callback):
     of the next epoch, or at the end of training.
 
     Args:
-        stop: The stopping callback (its `generalization_loss` is read).
-        progress: A callback with `criterion="pq"` (its `training_progress` is read at each strip end).
+        stop: The stopping callback with `criterion="pq"` (its `generalization_loss` is read after every
+            check, its `training_progress` at each strip end).
     """
 
-    def __init__(self, stop: EarlyStopping, progress: EarlyStopping) -> None:
+    def __init__(self, stop: EarlyStopping) -> None:
         self.stop = stop
-        self.progress = progress
         self.epochs: list[int] = []
         self.train_loss: list[float] = []
         self.val_loss: list[float] = []
@@ -73,9 +73,9 @@ class StoppingRecorder(pl.Callback):
             return
         self._pending = False
         self.gl.append(float(self.stop.generalization_loss or 0.0))
-        if len(self.epochs) % self.progress.strip_length == 0:
+        if len(self.epochs) % self.stop.strip_length == 0:
             self.pq_epochs.append(self.epochs[-1])
-            self.pk.append(float(self.progress.training_progress or math.nan))
+            self.pk.append(float(self.stop.training_progress or math.nan))
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -99,9 +99,10 @@ class EarlyStoppingData:
         gl: $GL(t)$ after each check (percent).
         pq_epochs: Epochs that end a training strip.
         pk: $P_k(t)$ at those epochs.
-        threshold: The GL threshold α.
+        threshold: The PQ threshold α of the stopping rule.
+        gl_threshold: The GL threshold drawn for comparison (percent).
         strip_length: $k$.
-        stopped_epoch: Epoch at which GL stopped training (`None` if it ran out of epochs).
+        stopped_epoch: Epoch at which PQ stopped training (`None` if it ran out of epochs).
         best_epoch: Epoch whose weights were restored.
         restored: Whether the best weights were loaded back.
         test_auc: Test AUC of the restored weights.
@@ -118,6 +119,7 @@ class EarlyStoppingData:
     pq_epochs: list[int]
     pk: list[float]
     threshold: float
+    gl_threshold: float
     strip_length: int
     stopped_epoch: int | None
     best_epoch: int | None
@@ -138,6 +140,13 @@ class EarlyStoppingData:
         ]
 
 
+def _gl_stop(data: EarlyStoppingData) -> int | None:
+    """The first epoch whose GL exceeds `gl_threshold`: where the $GL_\\alpha$ rule would have stopped."""
+    return next(
+        (e for e, g in zip(data.epochs, data.gl, strict=True) if g > data.gl_threshold), None
+    )
+
+
 def _data_root() -> Path | None:
     env = os.environ.get("REGLIGHT_DATA")
     if env and (Path(env) / "breastmnist.npz").is_file():
@@ -151,17 +160,17 @@ def early_stopping_data(
     *,
     root: str | os.PathLike[str] | None = None,
     max_epochs: int | None = None,
-    threshold: float = 5.0,
+    threshold: float = 1.0,
     strip_length: int = 5,
+    gl_threshold: float = 5.0,
     overrides: tuple[str, ...] = (),
 ) -> EarlyStoppingData:
-    """Train the medical recipe with Prechelt's GL rule on the validation loss and record the curves.
+    """Train the medical recipe with Prechelt's PQ rule on the validation loss and record the curves.
 
     The recipe is built from `recipes/medical_cnn.yaml` through the same command-line parser as
     `reglight run medical_cnn`; its `EarlyStopping` (on validation AUC, patience 20) and checkpointing are
-    replaced by `EarlyStopping("val/loss", criterion="gl", criterion_threshold=threshold,
-    restore_best_weights=True)` and a non-stopping `criterion="pq"` instance, then the restored weights are
-    tested.
+    replaced by `EarlyStopping("val/loss", criterion="pq", criterion_threshold=threshold,
+    strip_length=strip_length, restore_best_weights=True)`, then the restored weights are tested.
 
     Args:
         quick: 8 epochs of a network 4 times narrower (`--model.width=8 --model.hidden=32`) instead of the
@@ -169,8 +178,9 @@ def early_stopping_data(
         seed: `seed_everything`.
         root: Folder with `breastmnist.npz`; default `$REGLIGHT_DATA`, else generated data.
         max_epochs: Epoch budget (overrides `quick`).
-        threshold: Prechelt's α of the GL rule (percent).
+        threshold: Prechelt's α of the PQ rule (he used 0.5 to 3).
         strip_length: $k$ of the training progress.
+        gl_threshold: The α of the GL rule drawn for comparison (percent).
         overrides: Further LightningCLI overrides of the recipe.
 
     Returns:
@@ -216,22 +226,15 @@ def early_stopping_data(
         ]
         stop = EarlyStopping(
             "val/loss",
-            criterion="gl",
+            criterion="pq",
             criterion_threshold=threshold,
+            strip_length=strip_length,
             restore_best_weights=True,
             train_monitor="train/loss",
             log_gap=False,
         )
-        progress = EarlyStopping(
-            "val/loss",
-            criterion="pq",
-            criterion_threshold=1e12,
-            strip_length=strip_length,
-            train_monitor="train/loss",
-            log_gap=False,
-        )
-        recorder = StoppingRecorder(stop, progress)
-        callbacks += [stop, progress, recorder]
+        recorder = StoppingRecorder(stop)
+        callbacks += [stop, recorder]
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule)
         results = trainer.test(model, datamodule=datamodule, verbose=False)
@@ -248,6 +251,7 @@ def early_stopping_data(
         pq_epochs=recorder.pq_epochs,
         pk=recorder.pk,
         threshold=threshold,
+        gl_threshold=gl_threshold,
         strip_length=strip_length,
         stopped_epoch=int(stop.stopped_epoch) if stop.stopped_by else None,
         best_epoch=stop.best_epoch,
@@ -270,8 +274,11 @@ def early_stopping_figure(data: EarlyStoppingData) -> Figure:
         ax.axvline(data.best_epoch, color="C2", ls="--", label=f"restored epoch {data.best_epoch}")
     if data.stopped_epoch is not None:
         ax.axvline(
-            data.stopped_epoch, color="C3", ls=":", label=f"GL stop, epoch {data.stopped_epoch}"
+            data.stopped_epoch, color="C4", ls=":", label=f"PQ stop, epoch {data.stopped_epoch}"
         )
+    gl_stop = _gl_stop(data)
+    if gl_stop is not None:
+        ax.axvline(gl_stop, color="C3", ls=":", lw=0.8, label=f"GL would stop, epoch {gl_stop}")
     ax.set(xlabel="epoch", ylabel="cross-entropy")
     what = (
         "generated MedMNIST-format data (BreastMNIST absent)" if data.synthetic else "BreastMNIST"
@@ -281,7 +288,10 @@ def early_stopping_figure(data: EarlyStoppingData) -> Figure:
     ax.grid(alpha=0.3)
     ax_gl.plot(data.epochs, data.gl, color="C3", marker=".", label="GL(t) = 100 (E_va / E_opt − 1)")
     ax_gl.axhline(
-        data.threshold, color="C3", ls=":", lw=1, label=f"GL threshold α = {data.threshold:g}"
+        data.gl_threshold, color="C3", ls=":", lw=1, label=f"GL threshold {data.gl_threshold:g}"
+    )
+    ax_gl.axhline(
+        data.threshold, color="C4", ls=":", lw=1, label=f"PQ threshold {data.threshold:g}"
     )
     if data.pq_epochs:
         ax_gl.plot(
@@ -292,7 +302,12 @@ def early_stopping_figure(data: EarlyStoppingData) -> Figure:
             ls="--",
             label=f"PQ(t) = GL / P_{data.strip_length} (strip ends)",
         )
-    ax_gl.set(xlabel="epoch", ylabel="percent / quotient", title="Prechelt's criteria (1998)")
+    ax_gl.set(
+        xlabel="epoch",
+        ylabel="percent / quotient",
+        yscale="symlog",
+        title="Prechelt's criteria (1998)",
+    )
     ax_gl.legend(fontsize=8)
     ax_gl.grid(alpha=0.3)
     return fig
@@ -300,9 +315,10 @@ def early_stopping_figure(data: EarlyStoppingData) -> Figure:
 
 @register("early_stopping", 8)
 def make(quick: bool, seed: int) -> GalleryFigure:
-    """Figure 8 of the gallery: early stopping with Prechelt's GL and PQ on the medical recipe."""
+    """Figure 8 of the gallery: early stopping with Prechelt's PQ (and GL) on the medical recipe."""
     data = early_stopping_data(quick, seed)
     numbers: dict[str, float] = {
+        "gl_stop_epoch": float(_gl_stop(data) if _gl_stop(data) is not None else math.nan),
         "stopped_epoch": float(data.stopped_epoch) if data.stopped_epoch is not None else math.nan,
         "restored_epoch": float(data.best_epoch) if data.best_epoch is not None else math.nan,
         "best_val_loss": min(data.val_loss),
@@ -320,20 +336,26 @@ def make(quick: bool, seed: int) -> GalleryFigure:
     )
     size = " with a 4× narrower network (width 8, 32-unit FC)" if quick else ""
     stop = (
-        f"GL exceeded α = {data.threshold:g} % at epoch {data.stopped_epoch}"
+        f"PQ exceeded α = {data.threshold:g} at epoch {data.stopped_epoch}"
         if data.stopped_epoch is not None
-        else f"GL never exceeded α = {data.threshold:g} % within {data.max_epochs} epochs"
+        else f"PQ never exceeded α = {data.threshold:g} within {data.max_epochs} epochs"
+    )
+    gl_stop = _gl_stop(data)
+    gl_note = (
+        f"GL passed {data.gl_threshold:g} % first at epoch {gl_stop}, where the GL rule would have stopped"
+        if gl_stop is not None
+        else f"GL stayed below {data.gl_threshold:g} %"
     )
     caption = (
         f"A real run of the medical recipe (`recipes/medical_cnn.yaml`{size}) on {where}, "
         f"up to {data.max_epochs} epochs, with its early stopping replaced by "
-        '`reglight.callbacks.EarlyStopping("val/loss", criterion="gl", '
-        f"criterion_threshold={data.threshold:g}, restore_best_weights=True)`; a second, non-stopping "
-        f'instance with `criterion="pq"` and strips of {data.strip_length} epochs reports the training '
-        "progress $P_k$. Left: the epoch-mean training loss (augmented images, dropout on) and the "
-        "validation loss; right: Prechelt's generalization loss $GL(t) = 100\\,(E_{va}(t)/E_{opt}(t) - 1)$ "
-        "and the quotient $PQ = GL/P_k$ at the strip ends, as the callbacks computed them. Measured: "
-        f"{stop}; the weights of epoch {data.best_epoch} (lowest validation loss "
+        '`reglight.callbacks.EarlyStopping("val/loss", criterion="pq", '
+        f"criterion_threshold={data.threshold:g}, strip_length={data.strip_length}, "
+        "restore_best_weights=True)`. Left: the epoch-mean training loss (augmented images, dropout on) "
+        "and the validation loss; right: Prechelt's generalization loss "
+        "$GL(t) = 100\\,(E_{va}(t)/E_{opt}(t) - 1)$ after each epoch and the progress quotient "
+        "$PQ = GL/P_k$ at the strip ends, as the callback computed them. Measured: "
+        f"{stop}; {gl_note}; the weights of epoch {data.best_epoch} (lowest validation loss "
         f"{min(data.val_loss):.4f}) were restored and reach test AUC {data.test_auc:.3f}, "
         f"accuracy {data.test_acc:.3f}; largest GL {max(data.gl):.1f} %."
     )
