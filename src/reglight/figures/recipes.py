@@ -1,8 +1,9 @@
 """Gallery figures made from the recipes' own outputs: the medical ablation, the learning curve, grokking
 and LayerNorm vs BatchNorm in the Transformer.
 
-Each maker reads the result file that the recipe's study writes, when one is there, and otherwise (and
-always with `quick`) runs a tiny version of that study itself, with the study's own runner:
+Each maker reads the result file that the recipe's study writes, when one is there (with or without
+`quick`: reading it costs nothing), and otherwise runs a tiny version of that study itself, with the study's
+own runner:
 
 | figure | result file (`--json` of) | runner of the tiny version |
 |---|---|---|
@@ -97,11 +98,11 @@ def _runs(data: Mapping[str, Any]) -> dict[str, list[Run]]:
 def medical_ablation_runs(quick: bool, seed: int) -> tuple[dict[str, list[Run]], str]:
     """The ablation's runs (variant → one Run per seed) and where they come from.
 
-    From `medical_ablation.json` (the payload of `reglight ablate medical_cnn --json`) unless `quick` or
-    absent; otherwise [run_ablation][reglight.ablation.run_ablation] on the recipe's own variants, one seed,
+    From `medical_ablation.json` (the payload of `reglight ablate medical_cnn --json`) when present;
+    otherwise [run_ablation][reglight.ablation.run_ablation] on the recipe's own variants, one seed,
     with [TINY_MEDICAL][reglight.figures.recipes.TINY_MEDICAL].
     """
-    saved = None if quick else load_result("medical_ablation")
+    saved = load_result("medical_ablation")
     if saved is not None:
         seeds = saved.get("seeds", [])
         return _runs(
@@ -184,12 +185,13 @@ def make_medical_ablation(quick: bool, seed: int) -> GalleryFigure:
 # ------------------------------------------------------------------ learning curve
 def learning_curve_runs(quick: bool, seed: int) -> tuple[dict[int, dict[str, list[Run]]], str]:
     """Training size → variant → runs, from `learning_curve.json` or a tiny run of the study."""
-    saved = None if quick else load_result("learning_curve")
+    saved = load_result("learning_curve")
     if saved is not None:
         results = {int(n): _runs(by) for n, by in saved["runs"].items()}
+        seeds = {r.seed for by in results.values() for rs in by.values() for r in rs}
         return (
             results,
-            f"`reglight ablate medical_cnn --train_sizes` ({len(saved['seeds'])} seeds, saved results)",
+            f"`reglight ablate medical_cnn --train_sizes` ({len(seeds)} seeds, saved results)",
         )
     import yaml
 
@@ -257,7 +259,7 @@ def grokking_curves(
     `reglight run grokking` does) on $(a + b) \\bmod 23$ with $d = 32$ for 100 full-batch steps, with and
     without weight decay, validating every step.
     """
-    saved = None if quick else load_result("grokking")
+    saved = load_result("grokking")
     if saved is not None and "curves" in saved:
         return saved["curves"], "`benchmarks/grokking.py` (saved results)"
     import lightning.pytorch as pl
@@ -363,7 +365,7 @@ def make_grokking(quick: bool, seed: int) -> GalleryFigure:
 # ------------------------------------------------------------------ LayerNorm vs BatchNorm
 def transformer_norm_runs(quick: bool, seed: int) -> tuple[list[dict[str, Any]], str]:
     """The norm study's runs, from `transformer_norms.json` or a tiny grokking-task study."""
-    saved = None if quick else load_result("transformer_norms")
+    saved = load_result("transformer_norms")
     if saved is not None:
         return list(saved), "`python -m reglight.recipes.transformer.norm_study` (saved results)"
     from reglight.recipes.transformer.norm_study import run_variant
