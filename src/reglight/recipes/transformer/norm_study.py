@@ -44,7 +44,7 @@ import torch
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["evaluate", "main", "norm_study_figure", "run_variant"]
+__all__ = ["batch_norm_shift", "evaluate", "main", "norm_study_figure", "run_variant"]
 
 SEQUENCE_DEFAULTS: dict[str, Any] = {
     "model": dict(
