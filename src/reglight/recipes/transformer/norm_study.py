@@ -433,11 +433,11 @@ def norm_study_figure(runs: Sequence[dict[str, Any]]) -> Figure:
                 ax.plot([xi] * len(rs), [float(r[k]) for r in rs], "k.", ms=2)
         ax.set_xticks(x, list(groups), rotation=40, ha="right", fontsize=7)
         lowest = min(float(r[k]) for rs in groups.values() for r in rs for k, _ in keys)
-        ax.set_ylim(0.0 if lowest < 0.6 else math.floor(20 * lowest - 1) / 20, 1.0)
+        ax.set_ylim(max(0.0, math.floor(10 * lowest) / 10 - 0.1), 1.0)
         ax.set_ylabel("test accuracy")
         ax.set_title(TITLES[task], fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=6, loc="lower left", framealpha=0.9)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2)
     if shift_runs:
         _shift_panel(axes[-1], shift_runs)
     return fig
