@@ -489,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     json.dump(runs, fh, indent=1)
     print(summary_markdown(runs))
     if opts.figure:
-        norm_study_figure(runs).savefig(opts.figure, dpi=90)
+        norm_study_figure(runs).savefig(opts.figure, dpi=90, bbox_inches="tight")
     return 0 if all(math.isfinite(r["acc"]) for r in runs) else 1
 
 
