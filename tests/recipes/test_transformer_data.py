@@ -10,9 +10,12 @@ import torch
 from reglight.recipes.transformer import (
     IGNORE_INDEX,
     OPERATIONS,
+    LengthBucketBatchSampler,
     ModularArithmeticDataModule,
+    RunningCountDataModule,
     RunningMaxDataModule,
     modular_arithmetic,
+    running_count_sequences,
     running_max_sequences,
     split_indices,
 )
@@ -102,3 +105,53 @@ def test_sequence_batches_pad_to_longest_or_to_pad_to() -> None:
         assert tokens.shape[1] == int(mask.sum(1).max())  # no column of padding only
     with pytest.raises(ValueError, match="pad_to"):
         RunningMaxDataModule(max_len=12, pad_to=8)
+
+
+def test_running_count_targets_padding_and_mask() -> None:
+    tokens, targets, mask = running_count_sequences(
+        60, min_len=3, max_len=10, num_values=3, max_count=4, seed=5
+    )
+    lengths = mask.sum(1)
+    assert int(lengths.min()) >= 3 and int(lengths.max()) <= 10
+    for row_t, row_y, n in zip(tokens.tolist(), targets.tolist(), lengths.tolist()):
+        assert all(0 <= v < 3 for v in row_t[:n])
+        assert row_y[:n] == [min(row_t[: i + 1].count(0), 4) for i in range(n)]
+        assert row_t[n:] == [3] * (10 - n) and row_y[n:] == [IGNORE_INDEX] * (10 - n)
+    assert bool((mask == (torch.arange(10) < lengths[:, None])).all())
+    assert int(targets.max()) == 4  # the cap is reached
+
+
+def test_length_buckets_cover_every_sequence_once_in_sorted_chunks() -> None:
+    lengths = torch.randint(1, 20, (103,), generator=torch.Generator().manual_seed(0))
+    size = 10
+    chunks = sorted(lengths.tolist())
+    reference = sorted(chunks[i : i + size] for i in range(0, len(chunks), size))
+    sampler = LengthBucketBatchSampler(lengths, size)
+    torch.manual_seed(1)
+    epoch1, epoch2 = list(sampler), list(sampler)
+    for epoch in (epoch1, epoch2):
+        assert sorted(i for batch in epoch for i in batch) == list(range(103))
+        assert sorted(sorted(lengths[batch].tolist()) for batch in epoch) == reference
+    assert epoch1 != epoch2 and len(sampler) == len(epoch1) == 11
+    torch.manual_seed(1)
+    assert list(sampler) == epoch1  # follows the global seed
+    ordered = list(LengthBucketBatchSampler(lengths, size, shuffle=False))
+    assert [sorted(lengths[b].tolist()) for b in ordered] == sorted(reference)
+
+
+@pytest.mark.parametrize("bucket", [True, False])
+def test_sequence_datamodules_bucket_training_batches_by_length(bucket: bool) -> None:
+    for module in (RunningCountDataModule, RunningMaxDataModule):
+        data = module(n_train=96, n_val=8, n_test=8, batch_size=16, bucket_by_length=bucket)
+        data.setup("fit")
+        lengths = data.sets["train"].tensors[2].sum(1).tolist()
+        ordered = sorted(lengths)
+        chunks = sorted(ordered[i : i + 16] for i in range(0, 96, 16))
+        batches = sorted(sorted(mask.sum(1).tolist()) for _, _, mask in data.train_dataloader())
+        assert (batches == chunks) is bucket
+        test = torch.cat([mask.sum(1) for _, _, mask in data.test_dataloader()])
+        assert torch.equal(test, data.sets["test"].tensors[2].sum(1))  # test order kept
+    count = RunningCountDataModule(max_count=5)
+    assert (count.num_classes, count.vocab_size) == (6, 5)
+    with pytest.raises(ValueError, match="max_count"):
+        RunningCountDataModule(max_count=0)

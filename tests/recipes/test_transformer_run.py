@@ -58,7 +58,7 @@ def test_grokking_run_logs_accuracy_and_weight_norm_every_step(
     assert all(n > 0 for n in norms)
 
 
-@pytest.mark.parametrize("recipe", ["grokking", "sequence"])
+@pytest.mark.parametrize("recipe", ["grokking", "sequence", "counting"])
 def test_ablations_declare_norm_and_norm_position(recipe: str) -> None:
     ablation = load_ablation(find_recipe(recipe))
     settings = {

@@ -3,8 +3,10 @@
 `reglight run grokking` trains [TransformerClassifier][reglight.recipes.transformer.TransformerClassifier]
 on modular arithmetic ([ModularArithmeticDataModule][reglight.recipes.transformer.ModularArithmeticDataModule],
 `(a + b) mod 97` with 30 % of the equations for training, full batch); `reglight run sequence` on
-variable-length padded sequences ([RunningMaxDataModule][reglight.recipes.transformer.RunningMaxDataModule]).
-`reglight ablate grokking` / `reglight ablate sequence` compare normalizations (`norm` × `norm_position`).
+variable-length padded sequences ([RunningMaxDataModule][reglight.recipes.transformer.RunningMaxDataModule]);
+`reglight run counting` on padded sequences batched by length
+([RunningCountDataModule][reglight.recipes.transformer.RunningCountDataModule]).
+`reglight ablate grokking` / `reglight ablate sequence` / `reglight ablate counting` compare normalizations (`norm` × `norm_position`).
 
 Examples:
     >>> import torch
@@ -18,10 +20,13 @@ from __future__ import annotations
 from .data import (
     IGNORE_INDEX,
     OPERATIONS,
+    LengthBucketBatchSampler,
     ModularArithmeticDataModule,
+    RunningCountDataModule,
     RunningMaxDataModule,
     is_prime,
     modular_arithmetic,
+    running_count_sequences,
     running_max_sequences,
     split_indices,
 )
@@ -45,13 +50,16 @@ __all__ = [
     "POSITIONS",
     "Block",
     "CausalSelfAttention",
+    "LengthBucketBatchSampler",
     "MiniTransformer",
     "ModularArithmeticDataModule",
+    "RunningCountDataModule",
     "RunningMaxDataModule",
     "TokenNorm",
     "TransformerClassifier",
     "is_prime",
     "modular_arithmetic",
+    "running_count_sequences",
     "running_max_sequences",
     "sinusoidal_positions",
     "split_indices",

@@ -7,6 +7,10 @@ r"""Generated data for the Transformer recipe (nothing is downloaded).
   token and a mask: at every real position the label is the largest value seen so far. Causal attention
   solves it exactly; padding matters only to what counts padding tokens (batch statistics), which is what
   the normalization ablation measures.
+- **Running count** of variable-length sequences: at every real position the label is how many times the
+  value 0 has occurred so far (capped). The count is the fraction of zeros times the absolute position, so
+  the model needs to know where it is, which batch statistics of length-bucketed batches blur (see
+  [RunningCountDataModule][reglight.recipes.transformer.RunningCountDataModule]).
 
 Batches are built by indexing whole tensors (no per-example collation), so a full-batch epoch costs one
 gather.
@@ -14,23 +18,33 @@ gather.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from reglight._validation import check_choice, check_in_range, check_positive_int
 
 __all__ = [
     "IGNORE_INDEX",
     "OPERATIONS",
+    "LengthBucketBatchSampler",
     "ModularArithmeticDataModule",
+    "RunningCountDataModule",
     "RunningMaxDataModule",
     "is_prime",
     "modular_arithmetic",
+    "running_count_sequences",
     "running_max_sequences",
     "split_indices",
 ]
@@ -158,6 +172,14 @@ def running_max_sequences(
         >>> tokens.shape, bool((targets[mask] >= tokens[mask]).all()), bool((tokens[~mask] == 10).all())
         (torch.Size([2, 6]), True, True)
     """
+    values, mask, tokens = _lengths_and_values(n, min_len, max_len, num_values, seed)
+    targets = torch.where(mask, values.cummax(dim=1).values, IGNORE_INDEX)
+    return tokens, targets, mask
+
+
+def _lengths_and_values(
+    n: int, min_len: int, max_len: int, num_values: int, seed: int
+) -> tuple[Tensor, Tensor, Tensor]:
     check_positive_int("n", n)
     check_positive_int("min_len", min_len)
     check_positive_int("max_len", max_len, minimum=min_len)
@@ -166,9 +188,45 @@ def running_max_sequences(
     lengths = torch.randint(min_len, max_len + 1, (n,), generator=g)
     values = torch.randint(0, num_values, (n, max_len), generator=g)
     mask = torch.arange(max_len)[None, :] < lengths[:, None]
-    tokens = torch.where(mask, values, num_values)
-    targets = torch.where(mask, values.cummax(dim=1).values, IGNORE_INDEX)
-    return tokens, targets, mask
+    return values, mask, torch.where(mask, values, num_values)
+
+
+def running_count_sequences(
+    n: int,
+    min_len: int = 4,
+    max_len: int = 32,
+    num_values: int = 4,
+    max_count: int = 9,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Random sequences labelled, at every position, with the number of zeros so far (capped).
+
+    Lengths are uniform in `[min_len, max_len]`, values uniform in `0..num_values-1`; the label of position
+    $t$ is $\min\big(\#\{s \le t : x_s = 0\},\ \text{max\_count}\big)$. Sequences are right-padded to
+    `max_len` with the pad token `num_values`.
+
+    Args:
+        n: Number of sequences.
+        min_len: Shortest length, `>= 1`.
+        max_len: Longest length.
+        num_values: Number of values (the pad token is `num_values`, so the vocabulary has `num_values + 1`).
+        max_count: Largest label (counts above it are labelled `max_count`); `max_count + 1` classes.
+        seed: Seed of the generator.
+
+    Returns:
+        `(tokens, targets, mask)`, each `(n, max_len)`: int64 tokens, int64 targets
+        ([IGNORE_INDEX][reglight.recipes.transformer.data.IGNORE_INDEX] on padding), bool mask (true on real
+        tokens).
+
+    Examples:
+        >>> tokens, targets, mask = running_count_sequences(1, 6, 6, num_values=3, max_count=2, seed=3)
+        >>> tokens[0].tolist(), targets[0].tolist()
+        ([2, 1, 0, 1, 0, 0], [0, 0, 1, 1, 2, 2])
+    """
+    check_positive_int("max_count", max_count)
+    values, mask, tokens = _lengths_and_values(n, min_len, max_len, num_values, seed)
+    counts = (values == 0).long().cumsum(dim=1).clamp(max=max_count)
+    return tokens, torch.where(mask, counts, IGNORE_INDEX), mask
 
 
 class _Batches(Dataset):
@@ -207,12 +265,62 @@ class _Batches(Dataset):
         )
 
 
-def _loader(dataset: _Batches, batch_size: int, shuffle: bool) -> DataLoader:
+class LengthBucketBatchSampler(Sampler[list[int]]):
+    """Batches of sequences of similar length: sort by length, cut into batches, shuffle the batches.
+
+    The common way to batch variable-length text (little padding per batch). Every epoch sorts the
+    sequences by length with ties broken at random, cuts the order into consecutive batches of
+    `batch_size` (the last one shorter) and yields them in random order; the randomness follows the global
+    seed (`seed_everything`), as `RandomSampler`'s does. `shuffle=False` yields the batches from the
+    shortest sequences to the longest, ties in index order.
+
+    Args:
+        lengths: `(n,)` length of every sequence.
+        batch_size: Sequences per batch.
+        shuffle: Shuffle ties and the order of the batches.
+
+    Examples:
+        >>> import torch
+        >>> sampler = LengthBucketBatchSampler(torch.tensor([5, 2, 9, 2, 5, 7]), 2, shuffle=False)
+        >>> list(sampler)
+        [[1, 3], [0, 4], [5, 2]]
+    """
+
+    def __init__(self, lengths: Tensor, batch_size: int, shuffle: bool = True) -> None:
+        self.lengths = torch.as_tensor(lengths).reshape(-1)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.shuffle = shuffle
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            g = torch.Generator().manual_seed(seed)
+            ties = torch.rand(len(self.lengths), generator=g)
+            order = torch.argsort(
+                self.lengths.double() + ties
+            )  # ties in [0, 1) stay within a length
+            batches = list(order.split(self.batch_size))
+            for i in torch.randperm(len(batches), generator=g).tolist():
+                yield batches[i].tolist()
+        else:
+            order = torch.argsort(self.lengths, stable=True)
+            yield from (b.tolist() for b in order.split(self.batch_size))
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
+def _loader(
+    dataset: _Batches, batch_size: int, shuffle: bool, lengths: Tensor | None = None
+) -> DataLoader:
     # the shuffling order follows the global seed (`seed_everything`), as a DataLoader's does
-    sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-    return DataLoader(
-        dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=False)
-    )
+    batches: Sampler[list[int]]
+    if lengths is not None:
+        batches = LengthBucketBatchSampler(lengths, batch_size, shuffle)
+    else:
+        sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+        batches = BatchSampler(sampler, batch_size, drop_last=False)
+    return DataLoader(dataset, batch_size=None, sampler=batches)
 
 
 class ModularArithmeticDataModule(pl.LightningDataModule):
@@ -293,7 +401,70 @@ class ModularArithmeticDataModule(pl.LightningDataModule):
         return self.val_dataloader()
 
 
-class RunningMaxDataModule(pl.LightningDataModule):
+class _PaddedSequenceDataModule(pl.LightningDataModule):
+    """Shared by the padded sequence tasks: three generated splits, padding and batching options."""
+
+    def __init__(
+        self,
+        n_train: int,
+        n_val: int,
+        n_test: int,
+        min_len: int,
+        max_len: int,
+        num_values: int,
+        pad_to: int | None,
+        batch_size: int,
+        val_batch_size: int,
+        test_batch_size: int,
+        bucket_by_length: bool,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.n_train = check_positive_int("n_train", n_train)
+        self.n_val = check_positive_int("n_val", n_val)
+        self.n_test = check_positive_int("n_test", n_test)
+        self.min_len = check_positive_int("min_len", min_len)
+        self.max_len = check_positive_int("max_len", max_len, minimum=min_len)
+        self.num_values = check_positive_int("num_values", num_values, minimum=2)
+        self.pad_to = (
+            None if pad_to is None else check_positive_int("pad_to", pad_to, minimum=max_len)
+        )
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.val_batch_size = check_positive_int("val_batch_size", val_batch_size)
+        self.test_batch_size = check_positive_int("test_batch_size", test_batch_size)
+        self.bucket_by_length = bool(bucket_by_length)
+        self.seed = seed
+        self.vocab_size = num_values + 1
+        self.pad_token = num_values
+        self.max_positions = max(max_len, pad_to or 0)
+        self.sets: dict[str, _Batches] = {}
+
+    def _generate(self, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        """Generate the three splits."""
+        if self.sets:
+            return
+        for i, (split, n) in enumerate(
+            (("train", self.n_train), ("val", self.n_val), ("test", self.n_test))
+        ):
+            data = self._generate(n, self.seed * 3 + i)
+            self.sets[split] = _Batches(data, self.pad_token, self.pad_to)
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.sets["train"]
+        lengths = train.tensors[2].sum(1) if self.bucket_by_length else None
+        return _loader(train, self.batch_size, True, lengths)
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(self.sets["val"], self.val_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return _loader(self.sets["test"], self.test_batch_size, False)
+
+
+class RunningMaxDataModule(_PaddedSequenceDataModule):
     """Variable-length running-maximum sequences, right-padded with a pad token and a mask.
 
     Batches are `(tokens, targets, mask)`; see
@@ -317,6 +488,9 @@ class RunningMaxDataModule(pl.LightningDataModule):
         batch_size: Training batch size.
         val_batch_size: Validation batch size.
         test_batch_size: Test batch size (1: every sequence alone, unpadded).
+        bucket_by_length: Batch training sequences of similar length together
+            ([LengthBucketBatchSampler][reglight.recipes.transformer.LengthBucketBatchSampler]) instead of
+            at random.
         seed: Seed of the generators (independent of the training seed).
 
     Examples:
@@ -339,45 +513,106 @@ class RunningMaxDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         val_batch_size: int = 256,
         test_batch_size: int = 64,
+        bucket_by_length: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.n_train = check_positive_int("n_train", n_train)
-        self.n_val = check_positive_int("n_val", n_val)
-        self.n_test = check_positive_int("n_test", n_test)
-        self.min_len = check_positive_int("min_len", min_len)
-        self.max_len = check_positive_int("max_len", max_len, minimum=min_len)
-        self.num_values = check_positive_int("num_values", num_values, minimum=2)
-        self.pad_to = (
-            None if pad_to is None else check_positive_int("pad_to", pad_to, minimum=max_len)
+        super().__init__(
+            n_train,
+            n_val,
+            n_test,
+            min_len,
+            max_len,
+            num_values,
+            pad_to,
+            batch_size,
+            val_batch_size,
+            test_batch_size,
+            bucket_by_length,
+            seed,
         )
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.val_batch_size = check_positive_int("val_batch_size", val_batch_size)
-        self.test_batch_size = check_positive_int("test_batch_size", test_batch_size)
-        self.seed = seed
-        self.vocab_size = num_values + 1
         self.num_classes = num_values
-        self.pad_token = num_values
-        self.max_positions = max(max_len, pad_to or 0)
-        self.sets: dict[str, _Batches] = {}
 
-    def setup(self, stage: str | None = None) -> None:
-        """Generate the three splits."""
-        if self.sets:
-            return
-        for i, (split, n) in enumerate(
-            (("train", self.n_train), ("val", self.n_val), ("test", self.n_test))
-        ):
-            data = running_max_sequences(
-                n, self.min_len, self.max_len, self.num_values, seed=self.seed * 3 + i
-            )
-            self.sets[split] = _Batches(data, self.pad_token, self.pad_to)
+    def _generate(self, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+        return running_max_sequences(n, self.min_len, self.max_len, self.num_values, seed=seed)
 
-    def train_dataloader(self) -> DataLoader:
-        return _loader(self.sets["train"], self.batch_size, True)
 
-    def val_dataloader(self) -> DataLoader:
-        return _loader(self.sets["val"], self.val_batch_size, False)
+class RunningCountDataModule(_PaddedSequenceDataModule):
+    """Variable-length running-count sequences, right-padded with a pad token and a mask.
 
-    def test_dataloader(self) -> DataLoader:
-        return _loader(self.sets["test"], self.test_batch_size, False)
+    At every real position the label is how many zeros the sequence has had so far, capped at `max_count`
+    ([running_count_sequences][reglight.recipes.transformer.running_count_sequences]). Causal attention
+    gives the fraction of zeros in the prefix; the count is that fraction times the absolute position, so
+    the model has to know where it is. With `bucket_by_length` (the default, as text is usually batched)
+    every training batch holds sequences of about the same length, and the batch statistics of a batch norm
+    then depend on that length: the position features are centred and scaled per length, which is where
+    batch norm in a Transformer fails and a per-token norm does not (docs: "LayerNorm vs BatchNorm").
+
+    Attributes:
+        vocab_size: `num_values + 1` (the values and the pad token).
+        num_classes: `max_count + 1`.
+        max_positions: `max(max_len, pad_to)`.
+
+    Args:
+        n_train: Training sequences.
+        n_val: Validation sequences.
+        n_test: Test sequences.
+        min_len: Shortest sequence.
+        max_len: Longest sequence.
+        num_values: Number of distinct values (the one counted is 0).
+        max_count: Largest label (higher counts are labelled `max_count`).
+        pad_to: Pad every batch to this many tokens; `None` pads each batch to its longest sequence.
+        batch_size: Training batch size.
+        val_batch_size: Validation batch size.
+        test_batch_size: Test batch size (1: every sequence alone, unpadded).
+        bucket_by_length: Batch training sequences of similar length together
+            ([LengthBucketBatchSampler][reglight.recipes.transformer.LengthBucketBatchSampler]); `False`
+            draws training batches at random.
+        seed: Seed of the generators (independent of the training seed).
+
+    Examples:
+        >>> data = RunningCountDataModule(n_train=64, n_val=8, n_test=8, batch_size=16)
+        >>> data.setup("fit")
+        >>> lengths = [mask.sum(1) for _, _, mask in data.train_dataloader()]  # 4 batches of 16
+        >>> sorted((int(n.min()), int(n.max())) for n in lengths)  # each batch: one range of lengths
+        [(4, 11), (11, 18), (18, 25), (26, 32)]
+        >>> data.num_classes, data.vocab_size
+        (10, 5)
+    """
+
+    def __init__(
+        self,
+        n_train: int = 4096,
+        n_val: int = 512,
+        n_test: int = 512,
+        min_len: int = 4,
+        max_len: int = 32,
+        num_values: int = 4,
+        max_count: int = 9,
+        pad_to: int | None = None,
+        batch_size: int = 32,
+        val_batch_size: int = 256,
+        test_batch_size: int = 32,
+        bucket_by_length: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            n_train,
+            n_val,
+            n_test,
+            min_len,
+            max_len,
+            num_values,
+            pad_to,
+            batch_size,
+            val_batch_size,
+            test_batch_size,
+            bucket_by_length,
+            seed,
+        )
+        self.max_count = check_positive_int("max_count", max_count)
+        self.num_classes = max_count + 1
+
+    def _generate(self, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+        return running_count_sequences(
+            n, self.min_len, self.max_len, self.num_values, self.max_count, seed=seed
+        )

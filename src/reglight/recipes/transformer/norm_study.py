@@ -1,16 +1,31 @@
 """LayerNorm vs BatchNorm in a small Transformer: accuracy, test batch size, amount of padding.
 
-`python -m reglight.recipes.transformer.norm_study --task sequence --seeds 0,1,2 --json runs.json` trains
+`python -m reglight.recipes.transformer.norm_study --task counting --seeds 0,1,2 --json runs.json` trains
 [TransformerClassifier][reglight.recipes.transformer.TransformerClassifier] once per normalization variant
 and seed and measures, in evaluation mode,
 
 - `acc`: accuracy at the training batch size (padded to the longest sequence of each batch);
-- `acc_bs1`: accuracy at test batch size 1 (every sequence alone, unpadded; the same examples);
+- `acc_bs1`: accuracy at test batch size 1 (every sequence alone, unpadded) on the first `bs1_limit`
+  examples, and `acc_bs1_ref` on the same examples at the training batch size;
 - `acc_pad`: accuracy with every test batch padded to `--test_pad` tokens;
 
-and, for the variants trained with more padding (`--train_pad`), the same numbers after training with every
-batch padded to that length. `--figure PATH` draws the results
+and, for the padded sequence tasks,
+
+- `acc_batch_stats_sorted` / `acc_batch_stats_random`: accuracy with the normalization in training mode
+  (batch statistics, as during training; running statistics left untouched) on test batches of sequences
+  sorted by length or in random order: for a batch norm, what it computes during training with and without
+  length-bucketed batches (equal to `acc` for the per-token norms);
+- `bn_shift`: for batch norms, how far the batch mean of the first norm's input lies from its running
+  mean, in running standard deviations averaged over channels, per test batch of length-sorted and of
+  random sequences, with the batch's mean length.
+
+`--train_pad` trains with every batch padded to that length. `--figure PATH` draws every run of `--json`
 ([norm_study_figure][reglight.recipes.transformer.norm_study.norm_study_figure]).
+
+Tasks: `sequence` (running maximum, [RunningMaxDataModule][reglight.recipes.transformer.RunningMaxDataModule],
+batches drawn at random), `counting` (running count,
+[RunningCountDataModule][reglight.recipes.transformer.RunningCountDataModule], length-bucketed batches;
+`--data_args '{"bucket_by_length": false}'` for random ones) and `grokking` (modular addition).
 """
 
 from __future__ import annotations
@@ -29,7 +44,7 @@ import torch
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["evaluate", "main", "norm_study_figure", "run_variant"]
+__all__ = ["batch_norm_shift", "evaluate", "main", "norm_study_figure", "run_variant"]
 
 SEQUENCE_DEFAULTS: dict[str, Any] = {
     "model": dict(
@@ -44,6 +59,11 @@ SEQUENCE_DEFAULTS: dict[str, Any] = {
     ),
     "data": dict(n_train=2048, n_val=256, n_test=512, batch_size=32),
     "epochs": 4,
+}
+COUNTING_DEFAULTS: dict[str, Any] = {
+    "model": SEQUENCE_DEFAULTS["model"],
+    "data": dict(n_train=4096, n_val=256, n_test=512, batch_size=32),
+    "epochs": 2,
 }
 GROKKING_DEFAULTS: dict[str, Any] = {
     "model": dict(lr=1e-2, weight_decay=1.0, decay_embeddings=True, warmup_steps=10),
@@ -81,12 +101,73 @@ def evaluate(model: Any, loader: Any, limit: int | None = None) -> float:
     return float(correct) / max(1, int(total))
 
 
-def _loader(dataset: Any, batch_size: int, pad_to: int | None = None) -> Any:
+def _loader(
+    dataset: Any, batch_size: int, pad_to: int | None = None, by_length: bool = False
+) -> Any:
     from .data import _Batches, _loader
 
     if pad_to is not None and isinstance(dataset, _Batches):
         dataset = _Batches(dataset.tensors, dataset.pad_token, pad_to)
-    return _loader(dataset, batch_size, shuffle=False)
+    lengths = dataset.tensors[2].sum(1) if by_length else None
+    return _loader(dataset, batch_size, shuffle=False, lengths=lengths)
+
+
+def _batch_norms(model: Any) -> list[Any]:
+    from reglight.nn import MaskedBatchNorm1d
+
+    return [m for m in model.modules() if isinstance(m, MaskedBatchNorm1d)]
+
+
+def _with_batch_statistics(model: Any) -> Any:
+    """A copy whose batch norms normalize with batch statistics and leave the running ones alone."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    for norm in _batch_norms(twin):
+        norm.track_running_stats = (
+            False  # evaluation mode then normalizes with the batch's statistics
+        )
+    return twin
+
+
+def batch_norm_shift(model: Any, loader: Any) -> list[tuple[float, float]]:
+    r"""Distance of the first batch norm's batch mean from its running mean, per batch.
+
+    For each batch, the input of the first batch norm of `model` is averaged over the batch's real tokens,
+    $\mu_B$, and compared with the running mean $\mu$ used in evaluation:
+    $\frac{1}{C}\sum_c |\mu_{B,c} - \mu_c| / \sqrt{\sigma^2_c + \epsilon}$.
+
+    Args:
+        model: A [TransformerClassifier][reglight.recipes.transformer.TransformerClassifier] with batch norm.
+        loader: Padded sequence batches `(tokens, targets, mask)`.
+
+    Returns:
+        `(mean length of the batch, shift)` per batch; empty for a model without batch norm.
+    """
+    norms = _batch_norms(model)
+    if not norms:
+        return []
+    norm = norms[0]
+    seen: list[tuple[float, float]] = []
+    captured: dict[str, Any] = {}
+
+    def grab(module: Any, args: tuple[Any, ...]) -> None:
+        captured["x"] = args[0]
+
+    handle = norm.register_forward_pre_hook(grab)
+    model.eval()
+    try:
+        with torch.no_grad():
+            for tokens, _, mask in loader:
+                model(tokens, mask)
+                x, m = captured["x"], mask[..., None].to(captured["x"].dtype)
+                mean = (x * m).sum((0, 1)) / m.sum()
+                std = (norm.running_var + norm.eps).sqrt()
+                shift = ((mean - norm.running_mean).abs() / std).mean()
+                seen.append((float(mask.sum(1).float().mean()), float(shift)))
+    finally:
+        handle.remove()
+    return seen
 
 
 def run_variant(
@@ -102,7 +183,8 @@ def run_variant(
     """Train one variant with one seed and measure it (see the module's description).
 
     Args:
-        task: `"sequence"` (running maximum) or `"grokking"` (modular addition).
+        task: `"sequence"` (running maximum), `"counting"` (running count, length-bucketed batches) or
+            `"grokking"` (modular addition).
         norm: The `norm` of the model.
         norm_position: `"pre"` or `"post"`.
         seed: Training seed.
@@ -118,10 +200,15 @@ def run_variant(
     """
     import lightning.pytorch as pl
 
-    from .data import ModularArithmeticDataModule, RunningMaxDataModule
+    from .data import ModularArithmeticDataModule, RunningCountDataModule, RunningMaxDataModule
     from .model import TransformerClassifier
 
-    defaults = SEQUENCE_DEFAULTS if task == "sequence" else GROKKING_DEFAULTS
+    defaults = {
+        "sequence": SEQUENCE_DEFAULTS,
+        "counting": COUNTING_DEFAULTS,
+        "grokking": GROKKING_DEFAULTS,
+    }[task]
+    padded = task != "grokking"
     over = overrides or {}
     model_kw = {
         **defaults["model"],
@@ -132,8 +219,9 @@ def run_variant(
     data_kw = {**defaults["data"], **over.get("data", {})}
     pl.seed_everything(seed, verbose=False)
     data: Any
-    if task == "sequence":
-        data = RunningMaxDataModule(**data_kw, pad_to=train_pad)
+    if padded:
+        module = RunningMaxDataModule if task == "sequence" else RunningCountDataModule
+        data = module(**data_kw, pad_to=train_pad)
         limits: dict[str, Any] = {"max_epochs": int(over.get("epochs", defaults["epochs"]))}
     else:
         data = ModularArithmeticDataModule(**data_kw)
@@ -142,9 +230,9 @@ def run_variant(
             "max_epochs": -1,
             "check_val_every_n_epoch": 50,
         }
-    if task == "sequence" and train_pad is not None:
+    if padded and train_pad is not None:
         model_kw["max_len"] = max(train_pad, test_pad)
-    elif task == "sequence":
+    elif padded:
         model_kw["max_len"] = max(data.max_len, test_pad)
     model = TransformerClassifier(**model_kw)
     trainer = pl.Trainer(
@@ -159,14 +247,21 @@ def run_variant(
     start = time.perf_counter()
     trainer.fit(model, datamodule=data)
     seconds = time.perf_counter() - start
-    if task == "sequence":
+    if padded:
         test = data.sets["test"]
         bs = data.batch_size
+        twin = _with_batch_statistics(model)
         result = {
             "acc": evaluate(model, _loader(test, bs)),
             "acc_bs1": evaluate(model, _loader(test, 1), limit=bs1_limit),
             "acc_bs1_ref": evaluate(model, _loader(test, bs), limit=bs1_limit),
             "acc_pad": evaluate(model, _loader(test, bs, pad_to=test_pad)),
+            "acc_batch_stats_sorted": evaluate(twin, _loader(test, bs, by_length=True)),
+            "acc_batch_stats_random": evaluate(twin, _loader(test, bs)),
+            "bn_shift": {
+                "sorted": batch_norm_shift(model, _loader(test, bs, by_length=True)),
+                "random": batch_norm_shift(model, _loader(test, bs)),
+            },
         }
     else:
         assert data.val_set is not None and data.train_set is not None
@@ -189,11 +284,36 @@ def run_variant(
     }
 
 
+TASKS = ("counting", "sequence", "grokking")
+TITLES = {
+    "counting": "running count, length-bucketed batches",
+    "sequence": "running maximum, padded",
+    "grokking": "(a + b) mod p",
+}
+KEYS = (
+    "acc",
+    "acc_bs1",
+    "acc_bs1_ref",
+    "acc_pad",
+    "acc_batch_stats_sorted",
+    "acc_batch_stats_random",
+    "train_acc",
+    "seconds",
+)
+
+
 def _label(run: dict[str, Any]) -> str:
     pad = f", pad {run['train_pad']}" if run.get("train_pad") else ""
-    batch = (run.get("overrides") or {}).get("data", {}).get("batch_size")
-    bs = f", batch {batch}" if batch else ""
-    return f"{run['norm_position']}-{run['norm']}{pad}{bs}"
+    data = (run.get("overrides") or {}).get("data", {})
+    bs = f", batch {data['batch_size']}" if data.get("batch_size") else ""
+    bucket = data.get("bucket_by_length")
+    default_bucket = run["task"] == "counting"
+    order = (
+        ""
+        if bucket is None or bucket == default_bucket
+        else (", length-bucketed" if bucket else ", random batches")
+    )
+    return f"{run['norm_position']}-{run['norm']}{pad}{bs}{order}"
 
 
 def _groups(runs: Sequence[dict[str, Any]], task: str) -> dict[str, list[dict[str, Any]]]:
@@ -211,15 +331,11 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def summary_markdown(runs: Sequence[dict[str, Any]]) -> str:
     """A markdown table per task: mean ± std over seeds of every measurement."""
     lines: list[str] = []
-    for task in ("sequence", "grokking"):
+    for task in TASKS:
         groups = _groups(runs, task)
         if not groups:
             continue
-        keys = [
-            k
-            for k in ("acc", "acc_bs1", "acc_bs1_ref", "acc_pad", "train_acc", "seconds")
-            if k in next(iter(groups.values()))[0]
-        ]
+        keys = [k for k in KEYS if all(k in r for rs in groups.values() for r in rs)]
         lines += [
             f"\n**{task}**\n",
             "| variant | " + " | ".join(keys) + " | seeds |",
@@ -234,11 +350,36 @@ def summary_markdown(runs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def norm_study_figure(runs: Sequence[dict[str, Any]]) -> Figure:
-    """Bar charts (mean ± std over seeds) of test accuracy per normalization, one panel per task.
+def _shift_panel(ax: Any, runs: Sequence[dict[str, Any]]) -> None:
+    import numpy as np
 
-    For each variant the bars show the accuracy on every test example (at the training batch size), on the
-    first examples at the training batch size and one at a time, and (sequence task) with extra test padding.
+    for kind, style in (("sorted", "o-"), ("random", "s")):
+        points = np.array([p for r in runs for p in r["bn_shift"][kind]])
+        if not len(points):
+            continue
+        if kind == "sorted":
+            edges = np.linspace(points[:, 0].min(), points[:, 0].max() + 1e-9, 9)
+            which = np.digitize(points[:, 0], edges) - 1
+            centers = [points[which == b, 0].mean() for b in range(8) if (which == b).any()]
+            means = [points[which == b, 1].mean() for b in range(8) if (which == b).any()]
+            ax.plot(centers, means, style, ms=4, label="batches of equal-length sequences")
+        else:
+            ax.plot(points[:, 0], points[:, 1], style, ms=3, alpha=0.5, label="random batches")
+    ax.set_xlabel("mean sequence length of the test batch")
+    ax.set_ylabel("|batch mean − running mean| / running std")
+    ax.set_title("first batch norm: batch vs running statistics", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def norm_study_figure(runs: Sequence[dict[str, Any]]) -> Figure:
+    """Bar charts (mean ± std over seeds, dots: seeds) of test accuracy per normalization, one panel per task.
+
+    For each variant the bars show the accuracy on every test example at the training batch size, on the
+    first examples one at a time, with extra test padding, and, for the padded tasks, with batch statistics
+    of length-sorted test batches. When batch-norm runs of the counting task recorded `bn_shift`, a last
+    panel plots, for the first batch norm, how far the batch mean of each test batch lies from the running
+    mean against the batch's mean length: batches of equal-length sequences against random ones.
 
     Args:
         runs: What [run_variant][reglight.recipes.transformer.norm_study.run_variant] returned.
@@ -255,37 +396,50 @@ def norm_study_figure(runs: Sequence[dict[str, Any]]) -> Figure:
     import numpy as np
     from matplotlib.figure import Figure
 
-    tasks = [t for t in ("sequence", "grokking") if _groups(runs, t)]
-    fig = Figure(figsize=(5.5 * len(tasks), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    tasks = [t for t in TASKS if _groups(runs, t)]
+    shift_runs = [
+        r
+        for r in runs
+        if r["task"] == "counting"
+        and (r["norm"], r["norm_position"]) == ("batch", "pre")
+        and r.get("bn_shift", {}).get("sorted")
+        and not r.get("train_pad")
+        and (r.get("overrides") or {}).get("data", {}).get("bucket_by_length", True)
+    ]
+    panels = len(tasks) + bool(shift_runs)
+    widths = [max(3.0, 0.45 * len(_groups(runs, t)) + 1.5) for t in tasks] + [4.0] * bool(
+        shift_runs
+    )
+    fig = Figure(figsize=(sum(widths), 4.0), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False, width_ratios=widths)[0]
     for ax, task in zip(axes, tasks):
         groups = _groups(runs, task)
         keys = [
-            ("acc", "all test examples"),
-            ("acc_bs1_ref", "first 256, training batch size"),
-            ("acc_bs1", "first 256, batch size 1"),
+            ("acc", "evaluation mode, training batch size"),
+            ("acc_bs1", "batch size 1 (first 256)"),
             ("acc_pad", "extra test padding"),
+            ("acc_batch_stats_sorted", "batch statistics, length-sorted batches"),
         ]
         keys = [(k, lab) for k, lab in keys if all(k in r for rs in groups.values() for r in rs)]
         x = np.arange(len(groups))
         w = 0.8 / len(keys)
         for i, (k, lab) in enumerate(keys):
             stats = [_mean_std([float(r[k]) for r in rs]) for rs in groups.values()]
+            offset = x + (i - (len(keys) - 1) / 2) * w
             ax.bar(
-                x + (i - (len(keys) - 1) / 2) * w,
-                [m for m, _ in stats],
-                w,
-                yerr=[s for _, s in stats],
-                capsize=2,
-                label=lab,
+                offset, [m for m, _ in stats], w, yerr=[s for _, s in stats], capsize=2, label=lab
             )
-        ax.set_xticks(x, list(groups), rotation=35, ha="right", fontsize=8)
+            for xi, rs in zip(offset, groups.values()):
+                ax.plot([xi] * len(rs), [float(r[k]) for r in rs], "k.", ms=2)
+        ax.set_xticks(x, list(groups), rotation=40, ha="right", fontsize=7)
         lowest = min(float(r[k]) for rs in groups.values() for r in rs for k, _ in keys)
-        ax.set_ylim(0.0 if lowest < 0.6 else math.floor(20 * lowest - 1) / 20, 1.0)
+        ax.set_ylim(max(0.0, math.floor(10 * lowest) / 10 - 0.1), 1.0)
         ax.set_ylabel("test accuracy")
-        ax.set_title("running maximum, padded" if task == "sequence" else "(a + b) mod p")
+        ax.set_title(TITLES[task], fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=6, loc="lower left", framealpha=0.9)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2)
+    if shift_runs:
+        _shift_panel(axes[-1], shift_runs)
     return fig
 
 
@@ -293,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: `--task`, `--variants pre:layer,pre:batch,...`, `--seeds`, `--train_pad`, `--json`,
     `--figure`, `--epochs`/`--steps`, `--threads`."""
     p = argparse.ArgumentParser(prog="python -m reglight.recipes.transformer.norm_study")
-    p.add_argument("--task", choices=("sequence", "grokking"), default="sequence")
+    p.add_argument("--task", choices=TASKS, default="sequence")
     p.add_argument("--variants", default="pre:layer,pre:rms,pre:batch,pre:batch_unmasked,pre:none")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--train_pad", type=int, default=None)
@@ -335,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     json.dump(runs, fh, indent=1)
     print(summary_markdown(runs))
     if opts.figure:
-        norm_study_figure(runs).savefig(opts.figure, dpi=90)
+        norm_study_figure(runs).savefig(opts.figure, dpi=90, bbox_inches="tight")
     return 0 if all(math.isfinite(r["acc"]) for r in runs) else 1
 
 
