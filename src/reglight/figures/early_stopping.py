@@ -317,8 +317,9 @@ def early_stopping_figure(data: EarlyStoppingData) -> Figure:
 def make(quick: bool, seed: int) -> GalleryFigure:
     """Figure 8 of the gallery: early stopping with Prechelt's PQ (and GL) on the medical recipe."""
     data = early_stopping_data(quick, seed)
+    gl_stop = _gl_stop(data)
     numbers: dict[str, float] = {
-        "gl_stop_epoch": float(_gl_stop(data) if _gl_stop(data) is not None else math.nan),
+        "gl_stop_epoch": float(gl_stop) if gl_stop is not None else math.nan,
         "stopped_epoch": float(data.stopped_epoch) if data.stopped_epoch is not None else math.nan,
         "restored_epoch": float(data.best_epoch) if data.best_epoch is not None else math.nan,
         "best_val_loss": min(data.val_loss),
