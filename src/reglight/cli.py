@@ -857,7 +857,8 @@ def _ablate(argv: list[str]) -> int:
 
 
 _FIGURES_USAGE = (
-    "usage: reglight figures [--out DIR] [--only NAME[,NAME...]] [--quick] [--seed N] [--no-svg]"
+    "usage: reglight figures [--out DIR] [--only NAME[,NAME...]] [--quick] [--seed N] [--no-svg] "
+    "[--threads N]"
 )
 
 
@@ -891,6 +892,13 @@ def _figures(argv: list[str]) -> int:
         "--seed", type=int, default=0, help="seed of every random draw (default: 0)"
     )
     parser.add_argument("--no-svg", action="store_true", help="write PNG files only")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default: 1; the figures' models are small, and one thread is faster than "
+        "two on a busy CPU)",
+    )
     parser.add_argument("--list", action="store_true", help="list the figures' names and exit")
     try:
         args, unknown = parser.parse_known_args(argv)
@@ -904,7 +912,14 @@ def _figures(argv: list[str]) -> int:
         print("\n".join(figure_names()))
         return 0
     only = [name for value in args.only for name in value.split(",") if name]
-    write_figures(args.out, only or None, quick=args.quick, seed=args.seed, svg=not args.no_svg)
+    from reglight._threads import check_n_threads, torch_threads
+
+    try:
+        threads = check_n_threads(args.threads)
+    except ValueError as err:
+        raise UsageError(f"--threads: {err}", _FIGURES_USAGE) from err
+    with torch_threads(threads):
+        write_figures(args.out, only or None, quick=args.quick, seed=args.seed, svg=not args.no_svg)
     return 0
 
 
