@@ -202,7 +202,7 @@ class MedicalCNN(pl.LightningModule):
 
     def _build(self) -> None:
         hp = self.hparams
-        if hp["calibration"] != "none" and hp["task"] == "multi-label, binary-class":
+        if hp["calibration"] != "none" and self._multilabel:
             raise ValueError(
                 f"`calibration={hp['calibration']!r}` needs a single-label task, got task={hp['task']!r}"
             )
@@ -306,7 +306,7 @@ class MedicalCNN(pl.LightningModule):
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy (binary / multi-class / ordinal) or per-label binary cross-entropy (multi-label)."""
         smoothing = float(self.hparams["label_smoothing"])
-        if self.task == "multi-label, binary-class":
+        if self._multilabel:
             t = target.float()
             if smoothing:
                 t = t * (1 - smoothing) + 0.5 * smoothing
