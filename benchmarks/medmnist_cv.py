@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from _report import Report, add_json_argument
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+if TYPE_CHECKING:
+    from reglight.cli import Recipe
 
 N_FOLDS = 4
 N_VAL = 78
@@ -76,36 +80,28 @@ def write_fold_files(source: Path, folder: Path) -> list[Path]:
 
 
 def run_fold(
-    recipe_path: Path, overrides: list[str], root: Path, seed: int
+    recipe: Recipe, overrides: list[str], root: Path, seed: int
 ) -> dict[str, np.ndarray | float]:
     """Train the recipe on one fold; the held-out fold's labels and probabilities (plain and mirrored)."""
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from reglight.cli import ReglightCLI
+    from reglight.ablation import Variant, run_one
 
-    args = [
-        "--config",
-        str(recipe_path),
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        f"--data.root={root}",
-        "--data.download=false",
-        *overrides,
-        f"--seed_everything={seed}",
-    ]
-    cli = ReglightCLI(args, run=False, prog="medmnist_cv")
-    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-    callbacks = trainer.callbacks  # type: ignore[attr-defined]
-    callbacks[:] = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
-    start, cpu = time.perf_counter(), time.process_time()
-    trainer.fit(model, datamodule=datamodule)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-    model.eval()
+    trainers: list[Any] = []
+    cpu = time.process_time()
+    run = run_one(
+        recipe,
+        Variant("cv"),
+        seed,
+        [f"--data.root={root}", "--data.download=false", *overrides],
+        configure=trainers.append,
+    )
+    cpu_seconds = time.process_time() - cpu
+    (trainer,) = trainers
+    model, datamodule = trainer.lightning_module.eval(), trainer.datamodule
     probs, mirrored, targets = [], [], []
     with torch.no_grad():
-        for x, y in datamodule._loader("test"):
+        for x, y in datamodule.test_dataloader()[0]:
             probs.append(model(x).softmax(-1)[:, 1])
             mirrored.append(model(x.flip(-1)).softmax(-1)[:, 1])
             targets.append(y.view(-1))
@@ -113,8 +109,8 @@ def run_fold(
         "target": torch.cat(targets).numpy(),
         "prob": torch.cat(probs).numpy(),
         "prob_mirror": torch.cat(mirrored).numpy(),
-        "epochs": float(trainer.current_epoch),
-        "seconds": seconds,
+        "epochs": float(run.epochs),
+        "seconds": run.seconds,
         "cpu_seconds": cpu_seconds,
     }
 
@@ -170,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                         with np.load(path) as npz:
                             run = {k: npz[k] for k in npz.files}
                     else:
-                        run = run_fold(recipe.path, overrides, roots[fold], seed)
+                        run = run_fold(recipe, overrides, roots[fold], seed)
                         if path is not None:
                             path.parent.mkdir(parents=True, exist_ok=True)
                             np.savez(path, **run)
