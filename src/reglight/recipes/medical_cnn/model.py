@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, Metric, MetricCollection
+from typing_extensions import override
 
 from reglight._validation import (
     check_choice,
@@ -31,6 +32,9 @@ from .metrics import (
 from .network import DeepEnsemble, SmallCNN, average_logits, check_architecture
 
 __all__ = ["MedicalCNN"]
+
+#: Checkpoint key of the members' best weights with `ensemble_selection="member"`.
+MEMBER_BEST_KEY = "reglight_member_best"
 
 
 def _key(split: str) -> str:
@@ -106,6 +110,17 @@ class MedicalCNN(pl.LightningModule):
             with its own dropout masks, trained on the sum of their losses, so that each takes the steps it
             would take alone on the same batches); validation, early stopping, testing and prediction use
             their average probability. 1 trains a single network; `K` costs about `K` times as much.
+        ensemble_selection: Which weights of an ensemble are kept. `"joint"`: the members' weights of one
+            epoch, chosen by the callbacks on the ensemble's validation metrics (an
+            [EarlyStopping][reglight.callbacks.EarlyStopping] with `restore_best_weights=True` restores the
+            epoch of the best ensemble). `"member"`: each member's weights at the epoch of **its own** best
+            validation AUC, as if each were trained alone with early stopping; they are loaded back when
+            training ends (after the callbacks' `on_train_end`, so they replace what EarlyStopping restored)
+            and saved in checkpoints for resuming. Each epoch logs `val/member_{k}/auc` and
+            `val/member_{k}/acc`, and `val/member_best_auc`, the mean over members of the best AUC each has
+            reached so far: it rises whenever one member improves, so an EarlyStopping monitoring it (mode
+            `max`) stops when no member has improved for `patience` epochs. With EMA the members' averaged
+            weights are selected. No effect when `ensemble=1`.
         task: MedMNIST task type; `None` takes it from the datamodule.
         num_classes: Number of outputs; `None` takes it from the datamodule.
         in_channels: Image channels; `None` takes it from the datamodule.
@@ -140,6 +155,7 @@ class MedicalCNN(pl.LightningModule):
         calibration: Literal["none", "temperature", "platt"] = "none",
         ema_decay: float = 0.0,
         ensemble: int = 1,
+        ensemble_selection: Literal["joint", "member"] = "joint",
         task: str | None = None,
         num_classes: int | None = None,
         in_channels: int | None = None,
@@ -156,6 +172,7 @@ class MedicalCNN(pl.LightningModule):
         check_choice("calibration", calibration, CALIBRATIONS)
         check_nonnegative("mixup", mixup)
         check_positive_int("ensemble", ensemble)
+        check_choice("ensemble_selection", ensemble_selection, ("joint", "member"))
         if task is not None:
             check_choice("task", task, TASKS)
         if num_classes is not None:
@@ -177,6 +194,11 @@ class MedicalCNN(pl.LightningModule):
         self.net: SmallCNN | DeepEnsemble | None = None
         self.ema_net: AveragedModel | None = None
         self.val_metrics: MetricCollection | None = None
+        self.member_val_metrics: nn.ModuleList | None = None
+        #: Per member: the best validation AUC, its epoch and a CPU copy of the weights (member selection).
+        self.member_best_auc: list[float] = []
+        self.member_best_epoch: list[int] = []
+        self._member_best_state: list[dict[str, Tensor] | None] = []
         self.test_metrics = nn.ModuleDict()
         self.test_losses = nn.ModuleDict()
         self.test_confusion: Metric | None = None
@@ -234,6 +256,14 @@ class MedicalCNN(pl.LightningModule):
             else DeepEnsemble([network() for _ in range(members)], multilabel=self._multilabel)
         )
         self.val_metrics = medmnist_metric_collection(hp["task"], hp["num_classes"], prefix="val/")
+        if members > 1 and hp.get("ensemble_selection", "joint") == "member":
+            self.member_val_metrics = nn.ModuleList(
+                medmnist_metric_collection(hp["task"], hp["num_classes"], prefix=f"val/member_{k}/")
+                for k in range(members)
+            )
+            self.member_best_auc = [-float("inf")] * members
+            self.member_best_epoch = [-1] * members
+            self._member_best_state = [None] * members
         if hp["ema_decay"] > 0:
             self.ema_net = AveragedModel(
                 self.net, multi_avg_fn=get_ema_multi_avg_fn(hp["ema_decay"]), use_buffers=True
@@ -348,9 +378,35 @@ class MedicalCNN(pl.LightningModule):
         if self.ema_net is not None and self.net is not None:
             self.ema_net.update_parameters(self.net)
 
+    def _evaluated_members(self) -> nn.ModuleList:
+        """The ensemble members validation evaluates: the weight averages' with EMA, else the trained ones."""
+        net = self.ema_net.module if self.ema_net is not None else self.net
+        assert isinstance(net, DeepEnsemble)
+        return net.members
+
+    def _member_metrics(self) -> list[MetricCollection]:
+        assert self.member_val_metrics is not None
+        return [cast(MetricCollection, m) for m in self.member_val_metrics]
+
+    def _evaluate_members(self, x: Tensor) -> list[Tensor]:
+        """Each member's logits as [evaluate][reglight.recipes.medical_cnn.MedicalCNN.evaluate] sees them."""
+        out = []
+        for member in self._evaluated_members():
+            z = member(x)
+            if self.hparams["tta"]:
+                z = average_logits([z, member(x.flip(-1))], self._multilabel)
+            out.append(z)
+        return out
+
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        logits = self.evaluate(x)
+        if self.member_val_metrics is None:
+            logits = self.evaluate(x)
+        else:
+            member_logits = self._evaluate_members(x)
+            for metrics, z in zip(self._member_metrics(), member_logits):
+                metrics.update(*medmnist_inputs(z, y, self.task))
+            logits = average_logits(member_logits, self._multilabel)
         assert self.val_metrics is not None
         self.val_metrics.update(*medmnist_inputs(logits, y, self.task))
         self.log(
@@ -363,6 +419,57 @@ class MedicalCNN(pl.LightningModule):
         )
         # `val/auc` and `val/acc`, computed over the whole epoch (and all processes), then reset
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        """With member selection: log each member's metrics and keep the weights of each one's best epoch."""
+        if self.member_val_metrics is None:
+            return
+        members = self._evaluated_members()
+        for k, metrics in enumerate(self._member_metrics()):
+            # reduced over processes: every rank takes the same decisions
+            values = metrics.compute()
+            metrics.reset()
+            if self.trainer.sanity_checking:
+                continue
+            self.log_dict(values, on_epoch=True, sync_dist=True)
+            auc = float(values[f"val/member_{k}/auc"])
+            if auc > self.member_best_auc[k]:
+                self.member_best_auc[k] = auc
+                self.member_best_epoch[k] = self.current_epoch
+                self._member_best_state[k] = {
+                    name: t.detach().to("cpu", copy=True)
+                    for name, t in members[k].state_dict().items()
+                }
+        if not self.trainer.sanity_checking:
+            best = sum(self.member_best_auc) / len(self.member_best_auc)
+            self.log("val/member_best_auc", best, sync_dist=True)
+
+    @override
+    def on_train_end(self) -> None:
+        """With member selection: load each member's best weights back."""
+        if self.member_val_metrics is None:
+            return
+        for member, state in zip(self._evaluated_members(), self._member_best_state):
+            if state is not None:
+                member.load_state_dict(state)
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.member_val_metrics is not None:
+            checkpoint[MEMBER_BEST_KEY] = {
+                "auc": list(self.member_best_auc),
+                "epoch": list(self.member_best_epoch),
+                "state": list(self._member_best_state),
+            }
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(MEMBER_BEST_KEY)
+        if saved is not None and self.member_val_metrics is not None:
+            self.member_best_auc = list(saved["auc"])
+            self.member_best_epoch = list(saved["epoch"])
+            self._member_best_state = list(saved["state"])
 
     def _test_split_names(self) -> tuple[str, ...]:
         return tuple(getattr(self._datamodule(), "test_splits", ("test",)))
