@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -77,7 +78,7 @@ def _fit(
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         num_sanity_val_steps=1,
         callbacks=callbacks,
         default_root_dir=tmp_path,
@@ -118,14 +119,20 @@ def test_each_member_ends_with_the_weights_of_its_own_best_epoch(tmp_path: Any) 
 
 
 def test_member_bests_travel_in_the_checkpoint(tmp_path: Any) -> None:
-    model, trainer = _fit([], tmp_path)
-    path = tmp_path / "m.ckpt"
-    trainer.save_checkpoint(path)
+    # last.ckpt is written at the end of the last epoch, before the members' bests are loaded back
+    model, _ = _fit([ModelCheckpoint(tmp_path, save_last=True, save_top_k=0)], tmp_path)
+    path = tmp_path / "last.ckpt"
     saved = torch.load(path, weights_only=False)[MEMBER_BEST_KEY]
     assert saved["epoch"] == model.member_best_epoch and len(saved["state"]) == 3
     loaded = MedicalCNN.load_from_checkpoint(path)
     assert loaded.member_best_epoch == model.member_best_epoch
     assert loaded.member_best_auc == pytest.approx(model.member_best_auc)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = model.eval()(x)
+        assert not torch.allclose(loaded.eval()(x), expected)  # the last epoch's weights
+        assert loaded.load_member_bests() == model.member_best_epoch
+        assert torch.allclose(loaded(x), expected, atol=1e-6)  # the selected members
     first = loaded._member_best_state[0]
     assert first is not None and all(
         torch.equal(v, model._member_best_state[0][n])  # type: ignore[index]
@@ -140,5 +147,7 @@ def test_joint_selection_and_validation() -> None:
         task="binary-class", num_classes=2, in_channels=1, width=4, ensemble_selection="member"
     )
     assert single.member_val_metrics is None  # one network: nothing to select per member
+    with pytest.raises(RuntimeError, match="ensemble_selection='member'"):
+        joint.load_member_bests()
     with pytest.raises(ValueError, match=r"`ensemble_selection`.*'best'"):
         MedicalCNN(ensemble_selection="best")  # type: ignore[arg-type]

@@ -129,6 +129,55 @@ def test_ensemble_run_and_its_checkpoint(tiny_root: Path, tmp_path: Path) -> Non
         assert torch.allclose(model(x).softmax(-1), (members[0] + members[1]) / 2, atol=1e-6)
 
 
+def test_ensemble_recipe_is_medical_cnn_with_member_selection() -> None:
+    """`medical_cnn_ensemble.yaml` equals `medical_cnn.yaml` but for the ensemble and what selects it."""
+    import yaml
+
+    base = yaml.safe_load(find_recipe("medical_cnn").path.read_text())
+    ens = yaml.safe_load(find_recipe("medical_cnn_ensemble").path.read_text())
+    base.pop("ablation")
+    assert ens["model"]["init_args"].pop("ensemble") == 5
+    assert ens["model"]["init_args"].pop("ensemble_selection") == "member"
+    assert ens["trainer"]["logger"]["init_args"].pop("name") == "medical_cnn_ensemble"
+    base["trainer"]["logger"]["init_args"].pop("name")
+    for cb_base, cb_ens in zip(
+        base["trainer"]["callbacks"], ens["trainer"]["callbacks"], strict=True
+    ):
+        if cb_base["init_args"].get("monitor") == "val/auc":
+            assert cb_ens["init_args"]["monitor"] == "val/member_best_auc"
+            cb_ens["init_args"]["monitor"] = "val/auc"
+    assert ens == base
+
+
+def test_ensemble_recipe_run_logs_each_member(tiny_root: Path, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    code = main(
+        [
+            "run",
+            "medical_cnn_ensemble",
+            *FAST,
+            "--model.ensemble=2",
+            "--trainer.max_epochs=2",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            f"--trainer.logger.save_dir={logs}",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
+    assert code == 0
+    with next(logs.rglob("metrics.csv")).open() as fh:
+        rows = list(csv.DictReader(fh))
+    best = [float(r["val/member_best_auc"]) for r in rows if r.get("val/member_best_auc")]
+    members = [
+        [float(r[f"val/member_{k}/auc"]) for r in rows if r.get(f"val/member_{k}/auc")]
+        for k in range(2)
+    ]
+    assert len(best) == 2 and all(len(m) == 2 for m in members)
+    # the mean over members of the best AUC each has reached so far
+    for epoch in range(2):
+        expected = sum(max(m[: epoch + 1]) for m in members) / 2
+        assert best[epoch] == pytest.approx(expected, abs=1e-6)
+
+
 @pytest.mark.ddp
 def test_ddp_run_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
     env = {

@@ -445,14 +445,35 @@ class MedicalCNN(pl.LightningModule):
             best = sum(self.member_best_auc) / len(self.member_best_auc)
             self.log("val/member_best_auc", best, sync_dist=True)
 
-    @override
-    def on_train_end(self) -> None:
-        """With member selection: load each member's best weights back."""
+    def load_member_bests(self) -> list[int]:
+        """Load each ensemble member's weights of its best validation epoch (member selection).
+
+        Called when training ends. A checkpoint holds the weights of its own epoch and, under
+        `MEMBER_BEST_KEY`, each member's best copy: after `MedicalCNN.load_from_checkpoint(path)`, call
+        this to evaluate the selected members.
+
+        Returns:
+            The epoch of each member's loaded weights (`-1` where a member has none yet and is left as is).
+
+        Raises:
+            RuntimeError: Without `ensemble_selection="member"` and `ensemble > 1`.
+        """
         if self.member_val_metrics is None:
-            return
+            raise RuntimeError(
+                "load_member_bests() needs ensemble > 1 and ensemble_selection='member', got "
+                f"ensemble={self.hparams['ensemble']}, "
+                f"ensemble_selection={self.hparams.get('ensemble_selection', 'joint')!r}"
+            )
         for member, state in zip(self._evaluated_members(), self._member_best_state):
             if state is not None:
                 member.load_state_dict(state)
+        return list(self.member_best_epoch)
+
+    @override
+    def on_train_end(self) -> None:
+        """With member selection: load each member's best weights back."""
+        if self.member_val_metrics is not None:
+            self.load_member_bests()
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
