@@ -78,19 +78,15 @@ def test_one_epoch_run_logs_metrics_confusion_matrix_and_report(
     assert list(tmp_path.rglob("best-epoch=0.ckpt"))  # model selection on val/auc kept a checkpoint
 
 
-def test_penalty_hook_instead_of_weight_decay(tiny_root: Path, tmp_path: Path) -> None:
-    """The recipe's L2 can come from reglight's PenaltyHook (appended from the command line)."""
+def _csv_run(tmp_path: Path, recipe: str, *args: str) -> list[dict[str, str]]:
+    """`reglight run RECIPE` on the tiny data with a CSV logger; the rows of its metrics.csv."""
     logs = tmp_path / "logs"
     code = main(
         [
             "run",
-            "medical_cnn",
+            recipe,
             *FAST,
-            "--model.weight_decay=0",
-            "--trainer.callbacks+=reglight.callbacks.PenaltyHook",
-            "--trainer.callbacks.penalty=reglight.penalties.L2",
-            "--trainer.callbacks.penalty.alpha=0.001",
-            "--trainer.log_every_n_steps=1",
+            *args,
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
             f"--trainer.logger.save_dir={logs}",
             f"--trainer.default_root_dir={tmp_path}",
@@ -98,7 +94,20 @@ def test_penalty_hook_instead_of_weight_decay(tiny_root: Path, tmp_path: Path) -
     )
     assert code == 0
     with next(logs.rglob("metrics.csv")).open() as fh:
-        rows = list(csv.DictReader(fh))
+        return list(csv.DictReader(fh))
+
+
+def test_penalty_hook_instead_of_weight_decay(tiny_root: Path, tmp_path: Path) -> None:
+    """The recipe's L2 can come from reglight's PenaltyHook (appended from the command line)."""
+    rows = _csv_run(
+        tmp_path,
+        "medical_cnn",
+        "--model.weight_decay=0",
+        "--trainer.callbacks+=reglight.callbacks.PenaltyHook",
+        "--trainer.callbacks.penalty=reglight.penalties.L2",
+        "--trainer.callbacks.penalty.alpha=0.001",
+        "--trainer.log_every_n_steps=1",
+    )
     values = [float(r["penalty/value"]) for r in rows if r.get("penalty/value")]
     assert values and all(v > 0 for v in values)
 
@@ -150,22 +159,9 @@ def test_ensemble_recipe_is_medical_cnn_with_member_selection() -> None:
 
 
 def test_ensemble_recipe_run_logs_each_member(tiny_root: Path, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    code = main(
-        [
-            "run",
-            "medical_cnn_ensemble",
-            *FAST,
-            "--model.ensemble=2",
-            "--trainer.max_epochs=2",
-            "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-            f"--trainer.logger.save_dir={logs}",
-            f"--trainer.default_root_dir={tmp_path}",
-        ]
+    rows = _csv_run(
+        tmp_path, "medical_cnn_ensemble", "--model.ensemble=2", "--trainer.max_epochs=2"
     )
-    assert code == 0
-    with next(logs.rglob("metrics.csv")).open() as fh:
-        rows = list(csv.DictReader(fh))
     best = [float(r["val/member_best_auc"]) for r in rows if r.get("val/member_best_auc")]
     members = [
         [float(r[f"val/member_{k}/auc"]) for r in rows if r.get(f"val/member_{k}/auc")]
