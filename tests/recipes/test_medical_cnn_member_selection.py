@@ -30,7 +30,7 @@ class _Record(pl.Callback):
         self.logged_best: list[float] = []
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         members = pl_module.net.members
         self.states.append([copy.deepcopy(m.state_dict()) for m in members])
@@ -94,8 +94,12 @@ def test_each_member_ends_with_the_weights_of_its_own_best_epoch(tmp_path: Any) 
     stop = EarlyStopping(
         "val/auc", mode="max", patience=50, restore_best_weights=True, log_gap=False
     )
-    model, _ = _fit([stop, record], tmp_path)
+    model, trainer = _fit([stop, record], tmp_path)
     assert isinstance(model.net, DeepEnsemble)
+    # a later `Trainer.validate` scores the members but selects nothing
+    selected = list(model.member_best_epoch)
+    trainer.validate(model, _data()[1], verbose=False)
+    assert model.member_best_epoch == selected
     assert len(record.states) == EPOCHS
     # the logged per-member AUC is scikit-learn's on the member's own predictions
     assert torch.allclose(

@@ -7,6 +7,7 @@ from typing import Any, Literal, cast
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, Metric, MetricCollection
@@ -426,6 +427,8 @@ class MedicalCNN(pl.LightningModule):
         if self.member_val_metrics is None:
             return
         members = self._evaluated_members()
+        # only while fitting: a sanity check or a later `Trainer.validate` selects nothing
+        selecting = self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking
         for k, metrics in enumerate(self._member_metrics()):
             # reduced over processes: every rank takes the same decisions
             values = metrics.compute()
@@ -433,6 +436,8 @@ class MedicalCNN(pl.LightningModule):
             if self.trainer.sanity_checking:
                 continue
             self.log_dict(values, on_epoch=True, sync_dist=True)
+            if not selecting:
+                continue
             auc = float(values[f"val/member_{k}/auc"])
             if auc > self.member_best_auc[k]:
                 self.member_best_auc[k] = auc
@@ -441,7 +446,7 @@ class MedicalCNN(pl.LightningModule):
                     name: t.detach().to("cpu", copy=True)
                     for name, t in members[k].state_dict().items()
                 }
-        if not self.trainer.sanity_checking:
+        if selecting:
             best = sum(self.member_best_auc) / len(self.member_best_auc)
             self.log("val/member_best_auc", best, sync_dist=True)
 
