@@ -328,7 +328,10 @@ class MedicalCNN(pl.LightningModule):
         Returns:
             Logits `(N, num_classes)`.
         """
-        net = self.ema_net if self.ema_net is not None else self
+        return self._with_tta(self.ema_net if self.ema_net is not None else self, x)
+
+    def _with_tta(self, net: nn.Module, x: Tensor) -> Tensor:
+        """`net(x)`, or with `tta` the logits of the average of its probabilities on `x` and its mirror."""
         logits = net(x)
         if not self.hparams["tta"]:
             return logits
@@ -391,13 +394,7 @@ class MedicalCNN(pl.LightningModule):
 
     def _evaluate_members(self, x: Tensor) -> list[Tensor]:
         """Each member's logits as [evaluate][reglight.recipes.medical_cnn.MedicalCNN.evaluate] sees them."""
-        out = []
-        for member in self._evaluated_members():
-            z = member(x)
-            if self.hparams["tta"]:
-                z = average_logits([z, member(x.flip(-1))], self._multilabel)
-            out.append(z)
-        return out
+        return [self._with_tta(member, x) for member in self._evaluated_members()]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
