@@ -177,20 +177,17 @@ def _signature(cli: Any) -> str:
 
 
 def probe_loss(pl_module: Any, batch: Any) -> Any:
-    """The training loss (cross-entropy of the answers), with attention by the math kernel of SDPA.
+    """The training loss (cross-entropy of the answers), without `training_step`'s logging.
 
-    The fused CPU kernel of `scaled_dot_product_attention` has no double backward, which Hessian-vector
-    products need; the math kernel computes the same attention from differentiable operations. The loss
-    is `training_step`'s without its logging (AdamW's weight decay is decoupled: not part of the loss).
+    AdamW's weight decay is decoupled: not part of the loss. The probe computes its Hessian-vector products
+    with the math kernel of `scaled_dot_product_attention` (the fused ones have no double backward).
     """
     import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel(SDPBackend.MATH):
-        logits, targets = pl_module.scores(batch)
-        return F.cross_entropy(
-            logits, targets, label_smoothing=float(pl_module.hparams["label_smoothing"])
-        )
+    logits, targets = pl_module.scores(batch)
+    return F.cross_entropy(
+        logits, targets, label_smoothing=float(pl_module.hparams["label_smoothing"])
+    )
 
 
 def hessian_probe(every: int, max_overhead: float | None) -> Any:
