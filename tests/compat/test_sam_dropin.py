@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from compat_models import QUIET
 from lightning.pytorch.demos.transformer import LightningTransformer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -24,15 +25,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from reglight.callbacks import SAMCallback
 from reglight.optim import SAM
 
-QUIET: dict[str, Any] = dict(
-    accelerator="cpu",
-    devices=1,
-    logger=False,
-    enable_checkpointing=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    num_sanity_val_steps=0,
-)
 RHO = 0.05
 
 
@@ -85,7 +77,7 @@ def test_sam_callback_on_lightnings_demo_transformer_equals_the_textbook_loop() 
     before = [p.detach().clone() for p in module.parameters()]
 
     torch.manual_seed(1)  # dropout is on: both runs draw the same masks in the same order
-    pl.Trainer(max_steps=STEPS, callbacks=[SAMCallback(rho=RHO)], **QUIET).fit(module)
+    pl.Trainer(max_steps=STEPS, devices=1, callbacks=[SAMCallback(rho=RHO)], **QUIET).fit(module)
 
     torch.manual_seed(1)
     loader = DataLoader(token_batches(), batch_size=BATCH)
@@ -139,7 +131,7 @@ def test_sam_optimizer_on_a_timm_resnet_equals_the_textbook_loop() -> None:
     net = timm.create_model("resnet10t", pretrained=False, num_classes=3).double()
     reference = copy.deepcopy(net)
     module = TimmClassifier(net)
-    pl.Trainer(max_steps=STEPS, precision="64-true", **QUIET).fit(module)
+    pl.Trainer(max_steps=STEPS, devices=1, precision="64-true", **QUIET).fit(module)
 
     norms = [m for m in reference.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms, "resnet10t has batch norm"
