@@ -6,7 +6,8 @@ The JSON file holds, for one run of one script::
       "benchmark": "bench_nn",            # the script's name
       "created": "2026-12-01T05:30:00+00:00",
       "settings": {...},                  # the command-line options and derived sizes
-      "machine": {...},                   # CPU count, torch threads, device(s), platform
+      "machine": {...},                   # CPU count, torch threads, device(s), platform, load and
+                                          # a speed probe at the start and the end of the run
       "versions": {...},                  # python, torch, lightning, numpy, scikit-learn, timm, ...
       "tables": [
         {"title": "...", "columns": [...],
@@ -112,6 +113,47 @@ def machine(devices: Sequence[str] = ("cpu",)) -> dict[str, Any]:
     return info
 
 
+def speed_probe() -> dict[str, float]:
+    """How fast this CPU is right now, on one thread: float32 matmul GFLOP/s and copy GB/s (best of 5).
+
+    About 0.2 s. Recorded at the start and the end of a run, it tells whether two runs of a benchmark on
+    different days (or a run and its rerun) had the same machine: on shared machines the same code can run
+    several times slower when other tenants are busy, and only the ratios measured in one run compare.
+    """
+    import time
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.randn(256, 256)
+        src = torch.randn(4 * 2**20)  # 16 MiB
+        dst = torch.empty_like(src)
+        flops, matmul, copy = 50 * 2 * 256**3, math.inf, math.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(50):
+                torch.mm(a, a)
+            matmul = min(matmul, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            copy = min(copy, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "matmul_gflops_1_thread": flops / matmul / 1e9,
+        "copy_gb_per_s_1_thread": 2 * src.numel() * src.element_size() / copy / 1e9,
+    }
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # not available on this platform
+        return None
+
+
 def _clean(value: Any) -> Any:
     """Strict-JSON form of `value`: non-finite floats become ``None``, tuples and paths lists/strings."""
     if isinstance(value, float):
@@ -174,6 +216,8 @@ class Report:
         self.settings = dict(settings)
         self.tables: list[Table] = []
         self.devices: list[str] = ["cpu"]
+        self.speed_at_start = speed_probe()
+        self.load_at_start = _load_average()
 
     def table(self, title: str, columns: Sequence[str], aligns: str | None = None) -> Table:
         """Start a table: print `title` (when not empty) and the header, and return it."""
@@ -191,7 +235,11 @@ class Report:
                 "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
                 "git_commit": _git_commit(),
                 "settings": self.settings,
-                "machine": machine(self.devices),
+                "machine": {
+                    **machine(self.devices),
+                    "load_average": {"start": self.load_at_start, "end": _load_average()},
+                    "speed_probe": {"start": self.speed_at_start, "end": speed_probe()},
+                },
                 "versions": versions(),
                 "tables": [
                     {"title": t.title, "columns": t.columns, "rows": t.rows} for t in self.tables

@@ -72,6 +72,11 @@ def check_structure(report: dict[str, Any], name: str, stdout: str) -> None:
     assert machine["cpu_count"] >= 1
     assert machine["torch_threads"] >= 1
     assert machine["devices"]
+    for when in ("start", "end"):  # the speed probe, to compare runs made on different days
+        probe = machine["speed_probe"][when]
+        assert probe["matmul_gflops_1_thread"] > 0 and probe["copy_gb_per_s_1_thread"] > 0
+        load = machine["load_average"][when]
+        assert load is None or (len(load) == 3 and min(load) >= 0)
     assert report["versions"]["torch"] == metadata.version("torch")
     assert report["versions"]["python"] == platform.python_version()
     assert isinstance(report["settings"], dict) and "json" in report["settings"]

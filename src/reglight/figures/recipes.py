@@ -226,7 +226,7 @@ def learning_curve_runs(quick: bool, seed: int) -> tuple[dict[int, dict[str, lis
 
 @register("learning_curve", 10)
 def make_learning_curve(quick: bool, seed: int) -> GalleryFigure:
-    """Figure 9b: test AUC against the training size, full stack against no regularization."""
+    """Figure 9b: test AUC against the training size, one line per variant of the learning curve."""
     from reglight.learning_curve import learning_curve_figure
 
     results, source = learning_curve_runs(quick, seed)
